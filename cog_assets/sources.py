@@ -1,0 +1,214 @@
+"""Reading (video, caption) pairs from the manifests under a data root.
+
+Two layouts are read, all of them if several are present: the two-file layout of the CogVideoX
+fine-tuning guides (`prompts.txt` or `prompt.txt` beside `videos.txt`, optional `images.txt`)
+and tables (`*.csv`, `*.jsonl`, `*.parquet`) with caption and video columns. Problems with one
+row become a row-level issue (recorded, later rejected with its reason); problems that make the
+whole manifest ambiguous raise `ManifestError` naming the file(s) and line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import polars as pl
+
+VIDEO_LIST = "videos.txt"
+PROMPT_LISTS = ("prompts.txt", "prompt.txt")
+IMAGE_LIST = "images.txt"
+TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
+DEFAULT_CAPTION_COLUMNS = ("caption", "prompt", "text")
+DEFAULT_VIDEO_COLUMNS = ("video", "video_path", "path", "file_name")
+
+
+class ManifestError(ValueError):
+    """The manifest itself is wrong (not one row): nothing is guessed, the run stops here."""
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One (video, caption) pair as a manifest lists it."""
+
+    clip_id: str  # the video path relative to the data root, posix form
+    caption: str
+    source: str  # "<manifest file>:<line>" so every message can point at the line
+    image_path: str | None = None
+    issue_reason: str | None = None  # set when the row can already be seen to be unusable
+    issue_message: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Column names for table manifests; None means try the usual names."""
+
+    caption_column: str | None = None
+    video_column: str | None = None
+    image_column: str | None = None
+    table_globs: tuple[str, ...] = field(default=("*.csv", "*.jsonl", "*.parquet"))
+
+
+def resolve_in_root(data_root: Path, rel: str) -> tuple[str | None, str | None]:
+    """Normalise a manifest path; return (clip_id, None) or (None, why it is refused).
+
+    A path may not be absolute, may not climb out with `..`, and may not be a symlink that
+    resolves outside the root: the pipeline reads only what the dataset owner put there.
+    """
+    rel = rel.strip().replace("\\", "/")
+    if not rel:
+        return None, "empty path"
+    if rel.startswith("/") or PurePosixPath(rel).is_absolute() or (len(rel) > 1 and rel[1] == ":"):
+        return None, f"absolute path {rel!r} is outside the data root"
+    parts = PurePosixPath(rel).parts
+    if ".." in parts:
+        return None, f"path {rel!r} climbs out of the data root with '..'"
+    clean = PurePosixPath(*[p for p in parts if p != "."]).as_posix()
+    root = data_root.resolve()
+    target = (data_root / clean).resolve()
+    if target != root and root not in target.parents:
+        return None, f"path {rel!r} resolves to {target}, outside the data root (symlink?)"
+    return clean, None
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Lines of a text manifest: BOM and CRLF tolerated, trailing blank lines dropped."""
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    lines = raw.split(b"\n")
+    out: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip(b"\r")
+        try:
+            out.append(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"{path}:{number}: not valid UTF-8 ({exc.reason})") from None
+    while out and not out[-1].strip():
+        out.pop()
+    return out
+
+
+def _row(data_root: Path, video: str, caption: str, source: str,
+         image: str | None = None) -> ManifestRow:
+    clip_id, why = resolve_in_root(data_root, video)
+    caption = caption.strip()
+    reason = message = None
+    if clip_id is None:
+        reason, message = "path_outside_root", f"{source}: {why}"
+        clip_id = video.strip() or f"<empty path at {source}>"
+    elif not (data_root / clip_id).is_file():
+        reason, message = "missing_file", f"{source}: video {clip_id!r} does not exist"
+    elif not caption:
+        reason, message = "caption_empty", f"{source}: caption is empty"
+    image_id = None
+    if image is not None and image.strip():
+        image_id, why = resolve_in_root(data_root, image)
+        if image_id is None and reason is None:
+            reason, message = "path_outside_root", f"{source}: image {why}"
+    return ManifestRow(clip_id, caption, source, image_id, reason, message)
+
+
+def read_two_file_layout(data_root: Path) -> list[ManifestRow]:
+    """prompts.txt (or prompt.txt) + videos.txt [+ images.txt], matched line by line."""
+    videos_file = data_root / VIDEO_LIST
+    prompt_files = [data_root / name for name in PROMPT_LISTS if (data_root / name).is_file()]
+    if not videos_file.is_file() and not prompt_files:
+        return []
+    if not videos_file.is_file():
+        raise ManifestError(f"{prompt_files[0]} exists but {videos_file} does not")
+    if not prompt_files:
+        raise ManifestError(f"{videos_file} exists but neither prompts.txt nor prompt.txt does")
+    if len(prompt_files) > 1:
+        raise ManifestError(f"both {prompt_files[0]} and {prompt_files[1]} exist: keep one")
+    prompts_file = prompt_files[0]
+    videos, prompts = _read_lines(videos_file), _read_lines(prompts_file)
+    if len(videos) != len(prompts):
+        raise ManifestError(
+            f"{prompts_file} has {len(prompts)} lines but {videos_file} has {len(videos)}: "
+            "they must match line for line"
+        )
+    images: list[str | None] = [None] * len(videos)
+    images_file = data_root / IMAGE_LIST
+    if images_file.is_file():
+        listed = _read_lines(images_file)
+        if len(listed) != len(videos):
+            raise ManifestError(
+                f"{images_file} has {len(listed)} lines but {videos_file} has {len(videos)}"
+            )
+        images = list(listed)
+    return [
+        _row(data_root, video, prompt, f"{VIDEO_LIST}:{n}", image)
+        for n, (video, prompt, image) in enumerate(zip(videos, prompts, images), start=1)
+    ]
+
+
+def _pick_column(frame: pl.DataFrame, wanted: str | None, candidates: tuple[str, ...],
+                 what: str, path: Path) -> str:
+    if wanted is not None:
+        if wanted not in frame.columns:
+            raise ManifestError(f"{path}: no {what} column {wanted!r}; columns: {frame.columns}")
+        return wanted
+    for name in candidates:
+        if name in frame.columns:
+            return name
+    raise ManifestError(
+        f"{path}: no {what} column (looked for {', '.join(candidates)}); "
+        f"columns: {frame.columns}; set the column name in the source config"
+    )
+
+
+def read_table(path: Path, data_root: Path, config: SourceConfig) -> list[ManifestRow]:
+    """A CSV / JSONL / parquet manifest with one row per clip."""
+    try:
+        if path.suffix == ".csv":
+            frame = pl.read_csv(path, infer_schema=False)
+        elif path.suffix == ".jsonl":
+            frame = pl.read_ndjson(path)
+        else:
+            frame = pl.read_parquet(path)
+    except Exception as exc:  # polars raises several exception types for malformed files
+        raise ManifestError(f"{path}: cannot be read as a table: {exc}") from exc
+    caption_col = _pick_column(frame, config.caption_column, DEFAULT_CAPTION_COLUMNS,
+                               "caption", path)
+    video_col = _pick_column(frame, config.video_column, DEFAULT_VIDEO_COLUMNS, "video", path)
+    image_col = config.image_column if config.image_column in frame.columns else None
+    first_line = 2 if path.suffix == ".csv" else 1  # CSV line 1 is the header
+    rows = []
+    for i, record in enumerate(frame.iter_rows(named=True)):
+        source = f"{path.relative_to(data_root).as_posix()}:{i + first_line}"
+        caption = record[caption_col]
+        rows.append(_row(data_root, str(record[video_col] or ""),
+                         "" if caption is None else str(caption), source,
+                         record[image_col] if image_col else None))
+    return rows
+
+
+def read_manifests(data_root: str | os.PathLike, config: SourceConfig | None = None
+                   ) -> list[ManifestRow]:
+    """Every row of every manifest under the data root; later duplicates of a path are flagged."""
+    root = Path(data_root)
+    if not root.is_dir():
+        raise ManifestError(f"data root {root} is not a directory")
+    config = config or SourceConfig()
+    rows = read_two_file_layout(root)
+    tables = sorted({p for g in config.table_globs for p in root.glob(g) if p.is_file()})
+    for table in tables:
+        rows.extend(read_table(table, root, config))
+    if not rows:
+        raise ManifestError(
+            f"no manifest in {root}: expected prompts.txt + videos.txt, or a "
+            f"{'/'.join(TABLE_SUFFIXES)} table with caption and video columns"
+        )
+    seen: dict[str, str] = {}
+    out = []
+    for row in rows:
+        if row.issue_reason is None and row.clip_id in seen:
+            row = ManifestRow(row.clip_id, row.caption, row.source, row.image_path,
+                              "duplicate_path",
+                              f"{row.source}: {row.clip_id!r} is already listed at "
+                              f"{seen[row.clip_id]}")
+        elif row.issue_reason is None:
+            seen[row.clip_id] = row.source
+        out.append(row)
+    return out

@@ -1,0 +1,122 @@
+"""A content-addressed artefact store on any fsspec filesystem.
+
+Expensive artefacts (frames, latents, embeddings) are stored under a key that hashes
+everything that determines their bytes, so a re-run, a re-shard or a second machine finds the
+work already done. Every write goes to a temporary name first and is renamed into place, so a
+reader never sees half a file and a killed run leaves only garbage it can ignore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+import polars as pl
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+HASH_CHUNK = 1 << 20
+
+
+def artifact_key(kind: str, **parts: Any) -> str:
+    """sha256 of a canonical JSON of everything that determines an artefact's bytes."""
+    payload = json.dumps({"kind": kind, **parts}, sort_keys=True, separators=(",", ":"),
+                         default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: str, fs: fsspec.AbstractFileSystem | None = None) -> str:
+    """Content hash of a source file, streamed so large videos are never held in memory."""
+    fs = fs or fsspec.filesystem("file")
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ContentStore:
+    """Artefacts by (kind, key) plus plain files by path, under one fsspec URL."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.root = self.root.rstrip("/")
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def artifact_path(self, kind: str, key: str) -> str:
+        return self.path("cas", kind, key[:2], f"{key}.safetensors")
+
+    # -- atomic primitives -------------------------------------------------------------------
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write to a unique temporary sibling, then rename: readers see all or nothing."""
+        parent = path.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            with self.fs.open(tmp, "wb") as handle:
+                handle.write(data)
+            self._rename(tmp, path)
+        except BaseException:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+            raise
+
+    def _rename(self, src: str, dst: str) -> None:
+        """os.replace on local disk (atomic, replaces a file); the filesystem's move elsewhere."""
+        if isinstance(self.fs, LocalFileSystem):
+            os.replace(src, dst)
+        else:
+            self.fs.mv(src, dst)
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open(path, "rb") as handle:
+            return handle.read()
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)
+
+    # -- tensors -----------------------------------------------------------------------------
+
+    def has(self, kind: str, key: str) -> bool:
+        return self.fs.exists(self.artifact_path(kind, key))
+
+    def put_tensors(self, kind: str, key: str, tensors: Mapping[str, torch.Tensor],
+                    metadata: Mapping[str, str] | None = None) -> str:
+        data = save_safetensors({k: v.contiguous() for k, v in tensors.items()},
+                                metadata=dict(metadata or {}))
+        path = self.artifact_path(kind, key)
+        self.write_bytes(path, data)
+        return path
+
+    def get_tensors(self, kind: str, key: str) -> dict[str, torch.Tensor]:
+        return load_safetensors(self.read_bytes(self.artifact_path(kind, key)))
+
+    # -- tables ------------------------------------------------------------------------------
+
+    def write_table(self, path: str, frame: pl.DataFrame) -> None:
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        self.write_bytes(path, buffer.getvalue())
+
+    def read_table(self, path: str) -> pl.DataFrame:
+        return pl.read_parquet(io.BytesIO(self.read_bytes(path)))
+
+    def write_json(self, path: str, value: Any) -> None:
+        self.write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode("utf-8"))
+
+    def local_path(self, path: str) -> str:
+        """A path a user can open: the plain path on local disk, the URL elsewhere."""
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return path if protocol in ("file", "local") else f"{protocol}://{path}"

@@ -1,0 +1,45 @@
+"""Which presentation times to take: F frames at the profile's fps, VFR-safe."""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Sequence
+
+from cog_assets.media.errors import MediaError
+
+START_POLICIES = ("start", "centre", "random")
+EPSILON = 1e-6
+
+
+def window_span(num_frames: int, fps: float) -> float:
+    """Seconds from the first sampled frame's time to the last one's."""
+    return (num_frames - 1) / fps
+
+
+def sample_timestamps(duration_s: float, num_frames: int, fps: float, start: str = "start",
+                      seed: int = 0, tolerance_s: float = EPSILON) -> list[float]:
+    """Times (s, from the stream start) spaced 1/fps apart, for a window at the clip's start,
+    centre, or a seeded random place. The last time must fall inside the clip, give or take
+    `tolerance_s` (callers pass half a source frame: container durations are rounded)."""
+    if start not in START_POLICIES:
+        raise ValueError(f"start must be one of {START_POLICIES}, got {start!r}")
+    span = window_span(num_frames, fps)
+    slack = duration_s - span
+    if slack < -tolerance_s:
+        raise MediaError("too_short", f"{duration_s:.3f} s long; {num_frames} frames at "
+                         f"{fps:g} fps need {span:.3f} s")
+    slack = max(slack, 0.0)
+    offset = {"start": 0.0, "centre": slack / 2,
+              "random": random.Random(seed).uniform(0.0, slack)}[start]
+    return [offset + i / fps for i in range(num_frames)]
+
+
+def pick_nearest(frame_times: Sequence[float], wanted: Sequence[float]) -> list[int]:
+    """For each wanted time, the index of the frame on screen then: the last frame whose
+    presentation time is <= t (the first frame for times before it)."""
+    picks = []
+    for t in wanted:
+        i = bisect.bisect_right(frame_times, t + EPSILON) - 1
+        picks.append(max(i, 0))
+    return picks

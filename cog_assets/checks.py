@@ -1,0 +1,71 @@
+"""Checks on stored tensors and finished shards, as plain functions returning problems.
+
+Each returns a list of human-readable problems naming the clip (or caption) and why; an
+empty list means the check passed. The Dagster layer wraps them as asset checks.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import torch
+
+from cog_assets.profiles import ModelProfile
+from cog_assets.stages.embeddings import EMBEDDINGS_KIND
+from cog_assets.stages.latents import LATENTS_KIND
+from cog_assets.store import ContentStore
+
+
+def parse_bucket(bucket: str) -> tuple[int, int, int]:
+    f, h, w = (int(x) for x in bucket.split("x"))
+    return f, h, w
+
+
+def _tensor_problems(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> list[str]:
+    problems = []
+    if tuple(tensor.shape) != shape:
+        problems.append(f"{name}: shape {tuple(tensor.shape)}, expected {shape}")
+    if not tensor.is_floating_point():
+        problems.append(f"{name}: dtype {tensor.dtype} is not floating point")
+    elif not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum())
+        problems.append(f"{name}: {bad} NaN/Inf values")
+    return problems
+
+
+def latent_problems(latents: pl.DataFrame, store: ContentStore, profile: ModelProfile
+                    ) -> list[str]:
+    """Moments are [2*16, (F-1)/4+1, H/8, W/8], floating point, finite."""
+    problems = []
+    for row in latents.iter_rows(named=True):
+        f, h, w = parse_bucket(row["bucket"])
+        moments = store.get_tensors(LATENTS_KIND, row["latent_key"])["moments"]
+        problems += _tensor_problems(row["clip_id"], moments, profile.latent_shape(f, h, w))
+    return problems
+
+
+def embedding_problems(embeddings: pl.DataFrame, store: ContentStore, profile: ModelProfile
+                       ) -> list[str]:
+    """Embeddings are [L, D] for the profile's text length and width, finite."""
+    problems = []
+    for row in embeddings.iter_rows(named=True):
+        embed = store.get_tensors(EMBEDDINGS_KIND, row["embedding_key"])["prompt_embedding"]
+        problems += _tensor_problems(f"caption {row['caption_sha256'][:12]}", embed,
+                                     profile.text_shape())
+    return problems
+
+
+def completeness_problems(validated: pl.DataFrame, frames: pl.DataFrame,
+                          index: pl.DataFrame) -> list[str]:
+    """Every clip that passed validation and decoding has a latent and an embedding."""
+    decoded = set(frames.filter(pl.col("status") != "rejected")["clip_id"])
+    accepted = set(validated.filter(pl.col("accepted"))["clip_id"])
+    problems = [f"{c}: accepted but not decoded and not rejected"
+                for c in sorted(accepted - set(frames["clip_id"]))]
+    indexed = {r["clip_id"]: r for r in index.iter_rows(named=True)}
+    for clip in sorted(decoded):
+        row = indexed.get(clip)
+        if row is None:
+            problems.append(f"{clip}: decoded but missing from the finished index")
+        elif not row["latent_key"] or not row["embedding_key"]:
+            problems.append(f"{clip}: has no latent or no embedding")
+    return problems

@@ -1,0 +1,68 @@
+"""Asset checks: shapes, dtypes and finiteness per the profile, and nothing accepted goes missing."""
+
+
+import polars as pl
+from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetIn,
+                     asset_check)
+
+from cog_assets.checks import completeness_problems, embedding_problems, latent_problems
+from cog_assets.defs.assets import t5_embeddings, training_dataset, vae_latents, validated_clips
+from cog_assets.defs.partitions import shards_partitions
+from cog_assets.defs.resources import ModelResource, StoreResource
+
+MAX_REJECT_RATIO = 0.5
+SHOWN_PROBLEMS = 20
+
+
+def _result(problems: list[str], severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,
+            **metadata) -> AssetCheckResult:
+    return AssetCheckResult(passed=not problems, severity=severity, metadata={
+        "problems": len(problems), "details": "\n".join(problems[:SHOWN_PROBLEMS]) or "none",
+        **metadata,
+    })
+
+
+@asset_check(asset=vae_latents, partitions_def=shards_partitions, blocking=True)
+def latents_match_profile(context: AssetCheckExecutionContext, vae_latents: pl.DataFrame,
+                          models: ModelResource, store: StoreResource) -> AssetCheckResult:
+    """Moments are [32, (F-1)/4+1, H/8, W/8], floating point, no NaN/Inf."""
+    return _result(latent_problems(vae_latents, store.open(), models.model_profile()),
+                   checked=len(vae_latents))
+
+
+@asset_check(asset=t5_embeddings, partitions_def=shards_partitions, blocking=True)
+def embeddings_match_profile(context: AssetCheckExecutionContext, t5_embeddings: pl.DataFrame,
+                             models: ModelResource, store: StoreResource) -> AssetCheckResult:
+    """Embeddings are [226, D] with D the profile's text width, no NaN/Inf."""
+    return _result(embedding_problems(t5_embeddings, store.open(), models.model_profile()),
+                   checked=len(t5_embeddings))
+
+
+@asset_check(asset=training_dataset, partitions_def=shards_partitions,
+             additional_ins={"validated_clips": AssetIn(validated_clips.key),
+                             "frame_tensors": AssetIn("frame_tensors")})
+def every_clip_has_latent_and_embedding(context: AssetCheckExecutionContext,
+                                        training_dataset: pl.DataFrame,
+                                        validated_clips: pl.DataFrame,
+                                        frame_tensors: pl.DataFrame) -> AssetCheckResult:
+    """Every accepted, decoded clip is in the finished index with a latent and an embedding."""
+    return _result(completeness_problems(validated_clips, frame_tensors, training_dataset),
+                   indexed=len(training_dataset))
+
+
+@asset_check(asset=training_dataset, partitions_def=shards_partitions,
+             additional_ins={"validated_clips": AssetIn("validated_clips")})
+def reject_ratio_under_threshold(context: AssetCheckExecutionContext,
+                                 training_dataset: pl.DataFrame,
+                                 validated_clips: pl.DataFrame) -> AssetCheckResult:
+    """Warns when more than half of a shard's rows were rejected: usually a config mistake."""
+    total = len(validated_clips)
+    ratio = 0.0 if total == 0 else 1 - len(training_dataset) / total
+    problems = [] if ratio <= MAX_REJECT_RATIO else [
+        f"{ratio:.0%} of {total} rows rejected (threshold {MAX_REJECT_RATIO:.0%}); "
+        "see the rejects table of training_dataset"]
+    return _result(problems, AssetCheckSeverity.WARN, reject_ratio=round(ratio, 4))
+
+
+ALL_CHECKS = [latents_match_profile, embeddings_match_profile,
+              every_clip_has_latent_and_embedding, reject_ratio_under_threshold]

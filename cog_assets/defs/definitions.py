@@ -1,0 +1,33 @@
+"""Assembling the Definitions for one set of settings."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from cog_assets.defs.assets import ALL_ASSETS
+from cog_assets.defs.checks import ALL_CHECKS
+from cog_assets.defs.jobs import prepare_shards_job
+from cog_assets.defs.resources import (DatasetResource, DeviceResource, ModelResource,
+                                       ShardTableIOManager, StoreResource)
+from cog_assets.defs.sensors import new_shards_sensor
+from cog_assets.settings import Settings
+
+
+def build_resources(settings: Settings) -> dict:
+    return {
+        "dataset": DatasetResource(data_root=settings.data_root,
+                                   shard_count=settings.shard_count),
+        "store": StoreResource(url=settings.store_url),
+        "models": ModelResource(profile=settings.profile, weights=settings.weights,
+                                revision=settings.revision),
+        "device": DeviceResource(device=settings.device, dtype=settings.dtype,
+                                 batch_size=settings.batch_size),
+        "io_manager": ShardTableIOManager(store_url=settings.store_url),
+    }
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    return Definitions(
+        assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[prepare_shards_job],
+        sensors=[new_shards_sensor], resources=build_resources(settings),
+    )

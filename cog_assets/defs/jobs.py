@@ -1,0 +1,8 @@
+"""The job that materializes a shard end to end."""
+
+from dagster import AssetSelection, define_asset_job
+
+prepare_shards_job = define_asset_job(
+    "prepare_shards", selection=AssetSelection.groups("cogvideox"),
+    description="Materialize every asset of one shard: manifest to finished training dataset.",
+)

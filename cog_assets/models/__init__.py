@@ -1,0 +1,1 @@
+"""The real diffusers VAE and transformers T5 encoder, loaded per profile."""

@@ -1,0 +1,50 @@
+"""The CogVideoX VAE: load it once per step and turn uint8 frames into posterior moments."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLCogVideoX
+
+from cog_assets.models.tiny import tiny_vae
+from cog_assets.models.weights import WeightsSource
+
+
+def load_vae(source: WeightsSource, device: torch.device, dtype: torch.dtype,
+             slicing: bool = False, tiling: bool = False) -> AutoencoderKLCogVideoX:
+    profile = source.profile
+    if source.is_tiny():
+        vae = tiny_vae(profile.scaling_factor, profile.invert_scale_latents)
+        if dtype != torch.float32:
+            vae = vae.to(dtype=dtype)
+    else:  # loaded in the dtype asked for: diffusers keeps its fp32 modules where it must
+        vae = AutoencoderKLCogVideoX.from_pretrained(
+            source.location, subfolder="vae", revision=source.revision, torch_dtype=dtype
+        )
+    vae = vae.to(device=device).eval()
+    if slicing:
+        vae.enable_slicing()
+    if tiling:
+        vae.enable_tiling()
+    return vae
+
+
+def frames_to_vae_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 [B, F, H, W, 3] or [F, H, W, 3] -> float [B, 3, F, H, W] in [-1, 1] (x/127.5 - 1)."""
+    tensor = torch.as_tensor(frames)
+    if tensor.ndim == 4:
+        tensor = tensor.unsqueeze(0)
+    return tensor.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+
+
+@torch.no_grad()
+def encode_moments(vae: AutoencoderKLCogVideoX, frames: np.ndarray | torch.Tensor
+                   ) -> torch.Tensor:
+    """Posterior moments (mean and logvar concatenated) [B, 2C, F', H/8, W/8], on the CPU.
+
+    Moments rather than a sample, so a trainer can draw fresh samples (or take the mean) and
+    apply its model's scaling itself.
+    """
+    param = next(vae.parameters())
+    x = frames_to_vae_input(frames).to(device=param.device, dtype=param.dtype)
+    return vae.encode(x).latent_dist.parameters.cpu()

@@ -1,0 +1,63 @@
+"""training_dataset: a shard a trainer reads without the VAE or T5 loaded.
+
+Per shard: `index.parquet` (one row per clip), `latents.safetensors` (moments by clip id),
+`prompt_embeds.safetensors` (embeddings by caption sha256) and `rejects.parquet` (every row
+that did not make it, with its reason). Tensor files are written before the index, each
+atomically, so an index never names a tensor its files lack.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from safetensors.torch import save as save_safetensors
+
+from cog_assets.stages.common import REJECT_COLUMNS
+from cog_assets.stages.embeddings import EMBEDDINGS_KIND
+from cog_assets.stages.latents import LATENTS_KIND
+from cog_assets.store import ContentStore
+
+INDEX_FILE = "index.parquet"
+REJECTS_FILE = "rejects.parquet"
+LATENTS_FILE = "latents.safetensors"
+EMBEDS_FILE = "prompt_embeds.safetensors"
+
+
+def collect_rejects(validated: pl.DataFrame, frames: pl.DataFrame) -> pl.DataFrame:
+    """Every row that will not be trained on, from whichever stage refused it."""
+    early = validated.filter(~pl.col("accepted")).select(
+        "clip_id", "source", "reason", "message", "stage")
+    late = frames.filter(pl.col("status") == "rejected").select(
+        "clip_id", "source", "reason", "message", pl.lit("frames").alias("stage"))
+    return pl.concat([early, late]).select(REJECT_COLUMNS)
+
+
+def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataFrame,
+                embeddings: pl.DataFrame) -> pl.DataFrame:
+    """Join the stage tables into one row per trainable clip."""
+    clips = validated.filter(pl.col("accepted")).select(
+        "clip_id", "caption", "caption_sha256", "content_hash", "fps", "duration_s")
+    return (
+        clips.join(frames.filter(pl.col("status") != "rejected")
+                   .select("clip_id", "bucket", "num_frames", "height", "width"), on="clip_id")
+        .join(latents.select("clip_id", "latent_key"), on="clip_id")
+        .join(embeddings.select("caption_sha256", "embedding_key"), on="caption_sha256")
+        .sort("clip_id")
+    )
+
+
+def write_shard(store: ContentStore, shard_dir: str, index: pl.DataFrame,
+                rejects: pl.DataFrame) -> dict[str, str]:
+    """Gather the shard's tensors from the store into its finished files; return their paths."""
+    latents = {row["clip_id"]: store.get_tensors(LATENTS_KIND, row["latent_key"])["moments"]
+               for row in index.iter_rows(named=True)}
+    embeds = {}
+    for row in index.unique("caption_sha256").iter_rows(named=True):
+        embeds[row["caption_sha256"]] = store.get_tensors(
+            EMBEDDINGS_KIND, row["embedding_key"])["prompt_embedding"]
+    paths = {name: f"{shard_dir}/{name}" for name in (INDEX_FILE, REJECTS_FILE, LATENTS_FILE,
+                                                      EMBEDS_FILE)}
+    store.write_bytes(paths[LATENTS_FILE], save_safetensors(latents))
+    store.write_bytes(paths[EMBEDS_FILE], save_safetensors(embeds))
+    store.write_table(paths[REJECTS_FILE], rejects)
+    store.write_table(paths[INDEX_FILE], index)
+    return paths

@@ -1,0 +1,69 @@
+"""t5_embeddings: one T5 last hidden state per distinct caption of the accepted clips."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import polars as pl
+
+from cog_assets.models.text_encoder import TextEncoder
+from cog_assets.stages.common import Reuse
+from cog_assets.store import ContentStore, artifact_key
+
+EMBEDDINGS_VERSION = "t5-last-hidden-v1"
+EMBEDDINGS_KIND = "t5_embedding"
+
+EMBEDDINGS_SCHEMA = {
+    "caption_sha256": pl.String, "caption": pl.String, "embedding_key": pl.String,
+    "status": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class TextIdentity:
+    """What decides an embedding's bytes besides the caption."""
+
+    model: str
+    dtype: str
+    max_length: int
+
+    def key(self, caption_sha256: str) -> str:
+        return artifact_key(EMBEDDINGS_KIND, caption=caption_sha256, model=self.model,
+                            dtype=self.dtype, max_length=self.max_length,
+                            version=EMBEDDINGS_VERSION)
+
+
+def encode_captions(validated: pl.DataFrame, store: ContentStore, identity: TextIdentity,
+                    load_encoder: Callable[[], TextEncoder], batch_size: int = 8
+                    ) -> tuple[pl.DataFrame, Reuse]:
+    """Encode the distinct captions the store lacks, in batches; the encoder loads only if needed."""
+    stats = Reuse()
+    started = time.perf_counter()
+    captions = (validated.filter(pl.col("accepted"))
+                .select("caption_sha256", "caption").unique("caption_sha256", keep="first")
+                .sort("caption_sha256"))
+    records = []
+    todo = []
+    for row in captions.iter_rows(named=True):
+        record = {**row, "embedding_key": identity.key(row["caption_sha256"]), "status": "reused"}
+        records.append(record)
+        if store.has(EMBEDDINGS_KIND, record["embedding_key"]):
+            stats.reused += 1
+        else:
+            todo.append(record)
+    if todo:
+        encoder = load_encoder()
+        for i in range(0, len(todo), batch_size):
+            batch = todo[i:i + batch_size]
+            embeds = encoder.encode([r["caption"] for r in batch])
+            for record, embed in zip(batch, embeds):
+                store.put_tensors(EMBEDDINGS_KIND, record["embedding_key"],
+                                  {"prompt_embedding": embed},
+                                  {"caption_sha256": record["caption_sha256"]})
+                record["status"] = "computed"
+                stats.computed += 1
+        del encoder
+    stats.seconds = time.perf_counter() - started
+    return pl.DataFrame(records, schema=EMBEDDINGS_SCHEMA), stats

@@ -1,0 +1,59 @@
+"""raw_manifest: every (video, caption) row of one shard with its size, mtime and content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import polars as pl
+
+from cog_assets.sharding import shard_for
+from cog_assets.sources import ManifestRow, SourceConfig, read_manifests
+from cog_assets.store import file_sha256
+
+MANIFEST_SCHEMA = {
+    "clip_id": pl.String, "source": pl.String, "caption": pl.String,
+    "caption_sha256": pl.String, "image_path": pl.String, "size_bytes": pl.Int64,
+    "mtime_ns": pl.Int64, "content_hash": pl.String, "issue_reason": pl.String,
+    "issue_message": pl.String,
+}
+
+
+def caption_sha256(caption: str) -> str:
+    """The caption's identity; also the file name CogVideo's finetune cache uses."""
+    return hashlib.sha256(caption.encode("utf-8")).hexdigest()
+
+
+def discover_shards(data_root: str | os.PathLike, shard_count: int,
+                    config: SourceConfig | None = None) -> list[str]:
+    """The shard keys that hold at least one manifest row."""
+    rows = read_manifests(data_root, config)
+    return sorted({shard_for(row.clip_id, shard_count) for row in rows})
+
+
+def _describe(root: Path, row: ManifestRow) -> dict:
+    record = {
+        "clip_id": row.clip_id, "source": row.source, "caption": row.caption,
+        "caption_sha256": caption_sha256(row.caption), "image_path": row.image_path,
+        "size_bytes": None, "mtime_ns": None, "content_hash": None,
+        "issue_reason": row.issue_reason, "issue_message": row.issue_message,
+    }
+    if row.issue_reason is None:
+        path = root / row.clip_id
+        try:
+            stat = path.stat()
+            record.update(size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                          content_hash=file_sha256(str(path)))
+        except OSError as exc:
+            record.update(issue_reason="unreadable",
+                          issue_message=f"{row.source}: cannot read {row.clip_id}: {exc}")
+    return record
+
+
+def build_manifest(data_root: str | os.PathLike, shard: str, shard_count: int,
+                   config: SourceConfig | None = None) -> pl.DataFrame:
+    """The rows of `shard`, hashed. Only this shard's videos are read."""
+    root = Path(data_root)
+    rows = [r for r in read_manifests(root, config) if shard_for(r.clip_id, shard_count) == shard]
+    return pl.DataFrame([_describe(root, r) for r in rows], schema=MANIFEST_SCHEMA)

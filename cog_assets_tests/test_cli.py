@@ -1,0 +1,50 @@
+"""`cog-assets backfill` as CI calls it: a persistent instance, a summary JSON, exit codes."""
+
+import json
+
+import pytest
+
+from cog_assets.cli import main
+from cog_assets_tests.conftest import make_dataset
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    return make_dataset(tmp_path / "data", 3)
+
+
+def test_backfill_writes_summary_and_exits_zero(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    summary_path = tmp_path / "summary.json"
+    code = main(["backfill", "--data-root", str(data_root), "--store", str(tmp_path / "store"),
+                 "--shards", "2", "--device", "cpu", "--summary-json", str(summary_path)])
+    assert code == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["success"] is True
+    shards = summary["shards"]
+    assert sum(s["clips"] for s in shards.values()) == 4
+    assert sum(s["accepted"] for s in shards.values()) == 3
+    assert sum(s["rejected"] for s in shards.values()) == 1
+    for s in shards.values():
+        assert {"clips", "accepted", "rejected", "computed", "reused", "index_path",
+                "rejects_path"} <= set(s)
+        assert (tmp_path / "store").as_posix() in s["index_path"]
+    # The runs are in the persistent instance under DAGSTER_HOME, as the UI would show them.
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        assert len(instance.get_runs()) == len(shards)
+
+
+def test_backfill_exits_non_zero_and_names_the_failure(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    store = tmp_path / "store"
+    store.write_text("a file where the store directory should be")
+    summary_path = tmp_path / "summary.json"
+    code = main(["backfill", "--data-root", str(data_root), "--store", str(store),
+                 "--shards", "2", "--device", "cpu", "--summary-json", str(summary_path)])
+    assert code == 1
+    summary = json.loads(summary_path.read_text())
+    assert summary["success"] is False
+    for s in summary["shards"].values():
+        assert s["success"] is False and s["failure"]

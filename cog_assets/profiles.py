@@ -26,6 +26,11 @@ class ModelProfile:
     dtype: str  # the dtype the model was trained in
     hub_id: str | None  # default weights, diffusers layout
     i2v: bool = False
+    max_frames: int = 49
+    fixed_size: tuple[int, int] | None = None  # (H, W) an I2V model accepts, when only one
+    short_side: int | None = None  # I2V 1.5: the short side must be exactly this
+    max_side: int | None = None
+    temporal_patch: int = 1  # 1.5 patches latent frames in pairs: F' is padded to even
     latent_channels: int = 16
     temporal_compression: int = 4
     spatial_compression: int = 8
@@ -46,6 +51,18 @@ class ModelProfile:
     def text_shape(self) -> tuple[int, int]:
         return (self.text_max_length, self.text_dim)
 
+    def valid_frame_counts(self) -> list[int]:
+        """Every F of the profile's form (rule·k + 1) up to its maximum."""
+        return list(range(self.frame_rule + 1, self.max_frames + 1, self.frame_rule))
+
+    def video_tokens(self, num_frames: int, height: int, width: int) -> int:
+        """Transformer tokens of one clip: F' · (H/16) · (W/16); with a temporal patch of 2
+        (1.5) F' is first padded to even and halved."""
+        frames = self.latent_frames(num_frames)
+        if self.temporal_patch > 1:
+            frames = -(-frames // self.temporal_patch)
+        return frames * (height // 16) * (width // 16)
+
 
 PROFILES: dict[str, ModelProfile] = {
     p.name: p
@@ -53,7 +70,7 @@ PROFILES: dict[str, ModelProfile] = {
         ModelProfile(
             name="tiny", height=64, width=96, num_frames=9, fps=8, frame_rule=4,
             scaling_factor=0.7, invert_scale_latents=False, text_max_length=226, text_dim=32,
-            dtype="float32", hub_id=None,
+            dtype="float32", hub_id=None, max_frames=49,
         ),
         ModelProfile(
             name="cogvideox-2b", height=480, width=720, num_frames=49, fps=8, frame_rule=8,
@@ -69,16 +86,19 @@ PROFILES: dict[str, ModelProfile] = {
             name="cogvideox-5b-i2v", height=480, width=720, num_frames=49, fps=8, frame_rule=8,
             scaling_factor=0.7, invert_scale_latents=False, text_max_length=226,
             text_dim=4096, dtype="bfloat16", hub_id="THUDM/CogVideoX-5b-I2V", i2v=True,
+            fixed_size=(480, 720),
         ),
         ModelProfile(
             name="cogvideox1.5-5b", height=768, width=1360, num_frames=81, fps=16, frame_rule=16,
             scaling_factor=0.7, invert_scale_latents=True, text_max_length=226,
-            text_dim=4096, dtype="bfloat16", hub_id="THUDM/CogVideoX1.5-5B",
+            text_dim=4096, dtype="bfloat16", hub_id="THUDM/CogVideoX1.5-5B", max_frames=161,
+            temporal_patch=2,
         ),
         ModelProfile(
             name="cogvideox1.5-5b-i2v", height=768, width=1360, num_frames=81, fps=16,
             frame_rule=16, scaling_factor=0.7, invert_scale_latents=True, text_max_length=226,
             text_dim=4096, dtype="bfloat16", hub_id="THUDM/CogVideoX1.5-5B-I2V", i2v=True,
+            max_frames=161, temporal_patch=2, short_side=768, max_side=1360,
         ),
     ]
 }
@@ -106,9 +126,21 @@ def check_clip_shape(profile: ModelProfile, num_frames: int, height: int, width:
             f"{profile.name}: frame count {num_frames} is not of the form {rule}k+1; "
             f"nearest valid counts are {lower} and {lower + rule}"
         )
+    if num_frames > profile.max_frames:
+        raise ProfileError(f"{profile.name}: frame count {num_frames} is over the model's "
+                           f"maximum of {profile.max_frames}")
     for label, value in (("height", height), ("width", width)):
         if value <= 0 or value % 16:
             raise ProfileError(
                 f"{profile.name}: {label} {value} is not a positive multiple of 16; "
                 f"try {max(16, round(value / 16) * 16)}"
             )
+    if profile.fixed_size is not None and (height, width) != profile.fixed_size:
+        h, w = profile.fixed_size
+        raise ProfileError(f"{profile.name} only takes {h}x{w} (HxW); got {height}x{width}")
+    if profile.short_side is not None and min(height, width) != profile.short_side:
+        raise ProfileError(f"{profile.name}: the short side must be {profile.short_side}; got "
+                           f"{height}x{width} (HxW)")
+    if profile.max_side is not None and max(height, width) > profile.max_side:
+        raise ProfileError(f"{profile.name}: the long side must be at most {profile.max_side}; "
+                           f"got {height}x{width} (HxW)")

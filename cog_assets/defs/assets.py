@@ -30,9 +30,11 @@ GPU_POOL = "gpu"
 
 
 @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"polars"})
-def raw_manifest(context: AssetExecutionContext, dataset: DatasetResource) -> Output[pl.DataFrame]:
+def raw_manifest(context: AssetExecutionContext, dataset: DatasetResource,
+                 models: ModelResource) -> Output[pl.DataFrame]:
     """Every (video, caption) row of this shard: path, caption, size, mtime and content hash."""
     started = time.perf_counter()
+    models.frame_policy(dataset)  # refuse shapes the model cannot train on before any work
     frame = build_manifest(dataset.data_root, context.partition_key, dataset.shard_count,
                            dataset.source_config())
     keys = [f"{r['clip_id']}|{r['content_hash']}|{r['caption_sha256']}|{r['issue_reason']}"
@@ -48,13 +50,15 @@ def validated_clips(context: AssetExecutionContext, raw_manifest: pl.DataFrame,
                     dataset: DatasetResource, models: ModelResource) -> Output[pl.DataFrame]:
     """The probe of every row (codec, size after rotation, fps, duration) and its verdict."""
     started = time.perf_counter()
-    frame = validate_clips(raw_manifest, dataset.data_root, models.model_profile())
+    frame = validate_clips(raw_manifest, dataset.data_root, models.frame_policy(dataset),
+                           models.token_counter())
     rejects = rejects_of(frame)
     keys = [f"{r['clip_id']}|{r['content_hash']}|{r['accepted']}|{r['reason']}"
             for r in frame.iter_rows(named=True)]
     return Output(frame, data_version=DataVersion(data_version_of(keys)), metadata={
         "rows": len(frame), "accepted": len(frame) - len(rejects), "rejected": len(rejects),
         "rejects_by_reason": reason_counts(rejects), "rejects": table_metadata(rejects),
+        "captions_truncated": int(frame["caption_truncated"].fill_null(False).sum()),
         "seconds": round(time.perf_counter() - started, 3),
     })
 
@@ -64,10 +68,11 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
                   dataset: DatasetResource, models: ModelResource,
                   store: StoreResource) -> Output[pl.DataFrame]:
     """Per accepted clip, F frames sampled by timestamp and cover-resized: uint8 [F, H, W, 3]."""
-    spec = models.frame_spec(dataset)
-    frame, stats = extract_frames(validated_clips, dataset.data_root, store.open(), spec)
+    frame, stats = extract_frames(validated_clips, dataset.data_root, store.open(),
+                                  models.frame_policy(dataset))
+    buckets = {b: n for b, n in frame.group_by("bucket").len().iter_rows()}
     return Output(frame, data_version=DataVersion(data_version_of(frame["frames_key"])),
-                  metadata={"clips": len(frame), "bucket": spec.bucket, **stats.as_metadata()})
+                  metadata={"clips": len(frame), "buckets": buckets, **stats.as_metadata()})
 
 
 @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"pytorch", "diffusers"},

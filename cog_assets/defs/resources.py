@@ -9,13 +9,14 @@ from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, O
 import polars as pl
 
 from cog_assets.devices import dtype_name, resolve_device, resolve_dtype
-from cog_assets.models.text_encoder import TextEncoder, load_text_encoder
+from cog_assets.models.text_encoder import (TextEncoder, count_tokens, load_text_encoder,
+                                             load_tokenizer)
 from cog_assets.models.vae import load_vae
 from cog_assets.models.weights import WeightsSource
 from cog_assets.profiles import ModelProfile, get_profile
 from cog_assets.sources import SourceConfig
 from cog_assets.stages.embeddings import TextIdentity
-from cog_assets.stages.frames import FrameSpec
+from cog_assets.frame_policy import FramePolicy
 from cog_assets.stages.latents import VaeIdentity
 from cog_assets.store import ContentStore
 
@@ -28,8 +29,12 @@ class DatasetResource(ConfigurableResource):
     caption_column: Optional[str] = None
     video_column: Optional[str] = None
     image_column: Optional[str] = None
-    sample_start: str = "start"
+    buckets: Optional[list[str]] = None  # "FxHxW" shapes; default: the profile's own
+    token_budget: Optional[int] = None  # or: aspect-ratio buckets within this many tokens
+    sample_start: str = "start"  # start, centre or random (seeded)
     seed: int = 0
+    resize: str = "cover"  # cover, stretch or crop
+    short_clips: str = "reject"  # reject, stride or pad
 
     def source_config(self) -> SourceConfig:
         return SourceConfig(self.caption_column, self.video_column, self.image_column)
@@ -57,8 +62,15 @@ class ModelResource(ConfigurableResource):
     def source(self) -> WeightsSource:
         return WeightsSource(self.model_profile(), self.weights, self.revision)
 
-    def frame_spec(self, dataset: DatasetResource) -> FrameSpec:
-        return FrameSpec.for_profile(self.model_profile(), dataset.sample_start, dataset.seed)
+    def frame_policy(self, dataset: DatasetResource) -> FramePolicy:
+        """Raises ProfileError, naming the rule, when the dataset's shapes break the model's."""
+        return FramePolicy.build(self.model_profile(), dataset.buckets, dataset.token_budget,
+                                 dataset.sample_start, dataset.seed, dataset.resize,
+                                 dataset.short_clips)
+
+    def token_counter(self):
+        tokenizer = load_tokenizer(self.source())
+        return lambda captions: count_tokens(tokenizer, captions)
 
 
 class DeviceResource(ConfigurableResource):

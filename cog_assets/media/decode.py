@@ -15,7 +15,7 @@ import numpy as np
 
 from cog_assets.media.errors import MediaError
 from cog_assets.media.probe import VideoProbe, open_video, probe_video
-from cog_assets.media.resize import cover_geometry
+from cog_assets.media.resize import resize_geometry
 from cog_assets.media.sampling import EPSILON, sample_timestamps
 
 SEEK_MARGIN_S = 1.0  # decoding from a keyframe this far before the window is cheaper than seeking wrong
@@ -25,8 +25,8 @@ INTERPOLATION = "AREA"  # swscale's area filter: antialiased when shrinking
 class FrameConverter:
     """Coded frame -> uint8 RGB [H, W, 3] at the target size, rotation and SAR applied."""
 
-    def __init__(self, probe: VideoProbe, height: int, width: int):
-        geometry = cover_geometry(probe.width, probe.height, width, height)
+    def __init__(self, probe: VideoProbe, height: int, width: int, resize: str = "cover"):
+        geometry = resize_geometry(resize, probe.width, probe.height, width, height)
         self.rotation = probe.rotation
         self.crop = (geometry.crop_y, geometry.crop_x, height, width)
         if probe.rotation in (90, 270):  # scale in coded orientation, then turn
@@ -59,11 +59,13 @@ def _frame_times(container: av.container.InputContainer, stream: av.VideoStream)
 
 def read_clip_frames(path: str | os.PathLike, *, num_frames: int, fps: float, height: int,
                      width: int, start: str = "start", seed: int = 0,
-                     probe: VideoProbe | None = None) -> np.ndarray:
-    """uint8 [num_frames, height, width, 3]: frames at `fps` from the window `start` picks."""
+                     probe: VideoProbe | None = None, resize: str = "cover",
+                     short_clips: str = "reject") -> np.ndarray:
+    """uint8 [num_frames, height, width, 3]: frames at `fps` from the window `start` picks
+    (see sample_timestamps for `short_clips`, resize_geometry for `resize`)."""
     path = Path(path)
     probe = probe or probe_video(path)
-    convert = FrameConverter(probe, height, width)
+    convert = FrameConverter(probe, height, width, resize)
     container = open_video(path)
     with container:
         stream = container.streams.video[0]
@@ -78,7 +80,7 @@ def read_clip_frames(path: str | os.PathLike, *, num_frames: int, fps: float, he
             duration = times[-1] - t0 + step
             container.seek(0, stream=stream, backward=True)
         wanted = sample_timestamps(duration, num_frames, fps, start, seed,
-                                   tolerance_s=half_frame(probe))
+                                   tolerance_s=half_frame(probe), short_clips=short_clips)
         return _decode_window(container, stream, convert, wanted, t0, probe, path)
 
 

@@ -27,6 +27,24 @@ def cover_geometry(src_width: int, src_height: int, dst_width: int, dst_height: 
     return CoverGeometry(width, height, (width - dst_width) // 2, (height - dst_height) // 2)
 
 
+RESIZE_MODES = ("cover", "stretch", "crop")
+
+
+def resize_geometry(mode: str, src_width: int, src_height: int, dst_width: int,
+                    dst_height: int) -> CoverGeometry:
+    """`cover`: keep aspect, scale to cover, centre crop. `stretch`: scale to the target,
+    aspect ignored. `crop`: centre crop at the source's scale, falling back to cover when
+    the source is smaller than the target."""
+    if mode == "stretch":
+        return CoverGeometry(dst_width, dst_height, 0, 0)
+    if mode == "crop" and src_width >= dst_width and src_height >= dst_height:
+        return CoverGeometry(src_width, src_height, (src_width - dst_width) // 2,
+                             (src_height - dst_height) // 2)
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+    return cover_geometry(src_width, src_height, dst_width, dst_height)
+
+
 def resize_cover(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     """uint8 [F, H, W, 3] -> uint8 [F, height, width, 3], antialiased; the array fallback
     for frames already in memory (the decoder itself scales with libswscale)."""

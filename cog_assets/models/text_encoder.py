@@ -27,16 +27,17 @@ class TextEncoder:
             add_special_tokens=True, return_tensors="pt",
         ).input_ids
 
-    def token_counts(self, captions: list[str]) -> list[int]:
-        """Untruncated token counts (with </s>), so over-long captions can be flagged."""
-        ids = self.tokenizer(captions, add_special_tokens=True, truncation=False).input_ids
-        return [len(row) for row in ids]
-
     @torch.no_grad()
     def encode(self, captions: list[str]) -> torch.Tensor:
         """[B, L, D] last hidden state, on the CPU."""
         ids = self.tokenize(captions).to(self.model.device)
         return self.model(ids)[0].cpu()
+
+
+def count_tokens(tokenizer: PreTrainedTokenizerBase, captions: list[str]) -> list[int]:
+    """Untruncated token counts (with </s>), so over-long captions can be flagged."""
+    ids = tokenizer(captions, add_special_tokens=True, truncation=False, verbose=False).input_ids
+    return [len(row) for row in ids]
 
 
 def load_tokenizer(source: WeightsSource) -> PreTrainedTokenizerBase:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
@@ -12,13 +11,9 @@ import torch
 
 from cog_assets.media.decode import read_clip_frames
 from cog_assets.media.errors import MediaError
-from cog_assets.profiles import ModelProfile
+from cog_assets.frame_policy import FRAMES_KIND, FramePolicy
 from cog_assets.stages.common import Reuse
-from cog_assets.store import ContentStore, artifact_key
-
-# Bump when the decoder's output bytes change for the same inputs.
-FRAMES_VERSION = "frames-v1"
-FRAMES_KIND = "frames"
+from cog_assets.store import ContentStore
 
 FRAMES_SCHEMA = {
     "clip_id": pl.String, "source": pl.String, "content_hash": pl.String,
@@ -28,40 +23,15 @@ FRAMES_SCHEMA = {
 }
 
 
-@dataclass(frozen=True)
-class FrameSpec:
-    """Everything that decides a clip's frames besides its bytes."""
-
-    num_frames: int
-    height: int
-    width: int
-    fps: float
-    start: str = "start"
-    seed: int = 0
-    resize: str = "cover"
-
-    @classmethod
-    def for_profile(cls, profile: ModelProfile, start: str = "start", seed: int = 0
-                    ) -> "FrameSpec":
-        return cls(profile.num_frames, profile.height, profile.width, profile.fps, start, seed)
-
-    @property
-    def bucket(self) -> str:
-        return f"{self.num_frames}x{self.height}x{self.width}"
-
-    def key(self, content_hash: str) -> str:
-        return artifact_key(FRAMES_KIND, content=content_hash, version=FRAMES_VERSION,
-                            **asdict(self))
-
-
 def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
-                   store: ContentStore, spec: FrameSpec) -> tuple[pl.DataFrame, Reuse]:
+                   store: ContentStore, policy: FramePolicy) -> tuple[pl.DataFrame, Reuse]:
     """Decode what the store lacks; a clip that fails to decode becomes a rejected row."""
     root = Path(data_root)
     stats = Reuse()
     started = time.perf_counter()
     records = []
     for row in validated.filter(pl.col("accepted")).iter_rows(named=True):
+        spec = policy.spec(row["bucket"])
         key = spec.key(row["content_hash"])
         record = {k: row[k] for k in ("clip_id", "source", "content_hash", "caption_sha256")}
         record.update(frames_key=key, bucket=spec.bucket, num_frames=spec.num_frames,
@@ -73,7 +43,8 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
             try:
                 frames = read_clip_frames(root / row["clip_id"], num_frames=spec.num_frames,
                                           fps=spec.fps, height=spec.height, width=spec.width,
-                                          start=spec.start, seed=spec.seed)
+                                          start=spec.start, seed=spec.seed,
+                                          resize=spec.resize, short_clips=spec.short_clips)
             except MediaError as exc:
                 record.update(status="rejected", reason=exc.reason,
                               message=f"{row['clip_id']}: {exc.message}", frames_key=None)

@@ -1,60 +1,74 @@
-"""validated_clips: probe every manifest row and give it a verdict before any decoding."""
+"""validated_clips: probe every manifest row, give it a verdict and a bucket, before decoding.
+
+Captions are counted with the profile's real tokenizer: one over the limit is kept (T5 sees
+its first tokens, as in training) but flagged, so a user can see what the model never reads.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
+from cog_assets.frame_policy import FramePolicy
 from cog_assets.media.decode import half_frame
 from cog_assets.media.errors import MediaError
 from cog_assets.media.probe import probe_video
-from cog_assets.media.sampling import sample_timestamps
-from cog_assets.profiles import ModelProfile
 
 VALIDATED_SCHEMA = {
     "clip_id": pl.String, "source": pl.String, "caption": pl.String,
     "caption_sha256": pl.String, "content_hash": pl.String, "image_path": pl.String,
     "codec": pl.String, "pix_fmt": pl.String, "width": pl.Int64, "height": pl.Int64,
     "sar": pl.Float64, "rotation": pl.Int64, "fps": pl.Float64, "duration_s": pl.Float64,
-    "frame_count": pl.Int64, "has_audio": pl.Boolean, "accepted": pl.Boolean,
+    "frame_count": pl.Int64, "has_audio": pl.Boolean, "bucket": pl.String,
+    "caption_tokens": pl.Int64, "caption_truncated": pl.Boolean, "accepted": pl.Boolean,
     "reason": pl.String, "message": pl.String, "stage": pl.String,
 }
 PROBE_FIELDS = ("codec", "pix_fmt", "width", "height", "sar", "rotation", "fps", "duration_s",
                 "frame_count", "has_audio")
 
 
-def verdict(path: Path, num_frames: int, fps: float) -> tuple[dict, str | None, str | None]:
-    """(probe fields, reason, message) for one video; reason None means accepted so far."""
+def verdict(path: Path, policy: FramePolicy) -> tuple[dict, str | None, str | None]:
+    """(probe fields with the bucket, reason, message) for one video; reason None: accepted."""
     try:
         probe = probe_video(path)
     except MediaError as exc:
         return {}, exc.reason, exc.message
     fields = {name: getattr(probe, name) for name in PROBE_FIELDS}
-    if probe.duration_s is not None:  # unknown durations are settled by decoding
-        try:
-            sample_timestamps(probe.duration_s, num_frames, fps, tolerance_s=half_frame(probe))
-        except MediaError as exc:
-            return fields, exc.reason, exc.message
+    bucket = policy.assign(probe.width, probe.height, probe.duration_s, half_frame(probe))
+    if bucket is None:
+        return fields, "too_short", (
+            f"{probe.duration_s:.3f} s long; the shortest bucket needs "
+            f"{policy.shortest_window_s():.3f} s at {policy.profile.fps} fps")
+    fields["bucket"] = bucket.key
     return fields, None, None
 
 
-def validate_clips(manifest: pl.DataFrame, data_root: str | os.PathLike,
-                   profile: ModelProfile) -> pl.DataFrame:
-    """One row per manifest row: its probe and `accepted`, or the reason it is rejected."""
+def validate_clips(manifest: pl.DataFrame, data_root: str | os.PathLike, policy: FramePolicy,
+                   count_tokens: Callable[[list[str]], list[int]] | None = None
+                   ) -> pl.DataFrame:
+    """One row per manifest row: its probe, bucket and `accepted`, or why it is rejected."""
     root = Path(data_root)
+    limit = policy.profile.text_max_length
+    captions = manifest["caption"].to_list()
+    tokens = count_tokens(captions) if count_tokens and captions else [None] * len(captions)
     records = []
-    for row in manifest.iter_rows(named=True):
+    for row, n_tokens in zip(manifest.iter_rows(named=True), tokens):
         record = {k: row[k] for k in ("clip_id", "source", "caption", "caption_sha256",
                                       "content_hash", "image_path")}
+        record.update(caption_tokens=n_tokens,
+                      caption_truncated=None if n_tokens is None else n_tokens > limit)
         reason, message = row["issue_reason"], row["issue_message"]
         if reason is None:
-            fields, reason, message = verdict(root / row["clip_id"], profile.num_frames,
-                                              profile.fps)
+            fields, reason, message = verdict(root / row["clip_id"], policy)
             record.update(fields)
             if reason is not None:
                 message = f"{row['clip_id']}: {message}"
+        if reason is None and record["caption_truncated"]:
+            message = (f"{row['source']}: caption has {n_tokens} tokens; T5 reads the first "
+                       f"{limit} (truncated)")
         record.update(accepted=reason is None, reason=reason, message=message,
                       stage=None if reason is None else "validate")
         records.append(record)

@@ -32,6 +32,7 @@ class FrameSpec:
     seed: int = 0
     resize: str = "cover"
     short_clips: str = "reject"
+    i2v: bool = False  # I2V also keeps the clean first frame (or the supplied image)
 
     @property
     def bucket(self) -> str:
@@ -82,7 +83,7 @@ class FramePolicy:
     def spec(self, bucket: Bucket | str) -> FrameSpec:
         b = Bucket.parse(bucket) if isinstance(bucket, str) else bucket
         return FrameSpec(b.num_frames, b.height, b.width, self.profile.fps, self.start,
-                         self.seed, self.resize, self.short_clips)
+                         self.seed, self.resize, self.short_clips, self.profile.i2v)
 
     def shortest_window_s(self) -> float:
         return (min(b.num_frames for b in self.buckets) - 1) / self.profile.fps

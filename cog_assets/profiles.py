@@ -72,6 +72,11 @@ PROFILES: dict[str, ModelProfile] = {
             scaling_factor=0.7, invert_scale_latents=False, text_max_length=226, text_dim=32,
             dtype="float32", hub_id=None, max_frames=49,
         ),
+        ModelProfile(  # tiny, image-to-video: keeps the clean first frame's latents too
+            name="tiny-i2v", height=64, width=96, num_frames=9, fps=8, frame_rule=4,
+            scaling_factor=0.7, invert_scale_latents=False, text_max_length=226, text_dim=32,
+            dtype="float32", hub_id=None, max_frames=49, i2v=True,
+        ),
         ModelProfile(
             name="cogvideox-2b", height=480, width=720, num_frames=49, fps=8, frame_rule=8,
             scaling_factor=1.15258426, invert_scale_latents=False, text_max_length=226,

@@ -71,8 +71,9 @@ def resolve_in_root(data_root: Path, rel: str) -> tuple[str | None, str | None]:
     return clean, None
 
 
-def _read_lines(path: Path) -> list[str]:
-    """Lines of a text manifest: BOM and CRLF tolerated, trailing blank lines dropped."""
+def _read_lines(path: Path, keep_blank: bool = False) -> list[str]:
+    """Lines of a text manifest: BOM and CRLF tolerated, trailing blank lines dropped
+    (only the final newline's with `keep_blank`, where a blank line means "none")."""
     raw = path.read_bytes()
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
@@ -84,6 +85,10 @@ def _read_lines(path: Path) -> list[str]:
             out.append(line.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise ManifestError(f"{path}:{number}: not valid UTF-8 ({exc.reason})") from None
+    if keep_blank:
+        if out and out[-1] == "":
+            out.pop()
+        return out
     while out and not out[-1].strip():
         out.pop()
     return out
@@ -131,7 +136,7 @@ def read_two_file_layout(data_root: Path) -> list[ManifestRow]:
     images: list[str | None] = [None] * len(videos)
     images_file = data_root / IMAGE_LIST
     if images_file.is_file():
-        listed = _read_lines(images_file)
+        listed = _read_lines(images_file, keep_blank=True)
         if len(listed) != len(videos):
             raise ManifestError(
                 f"{images_file} has {len(listed)} lines but {videos_file} has {len(videos)}"

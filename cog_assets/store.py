@@ -54,8 +54,8 @@ class ContentStore:
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
-    def artifact_path(self, kind: str, key: str) -> str:
-        return self.path("cas", kind, key[:2], f"{key}.safetensors")
+    def artifact_path(self, kind: str, key: str, suffix: str = ".safetensors") -> str:
+        return self.path("cas", kind, key[:2], f"{key}{suffix}")
 
     # -- atomic primitives -------------------------------------------------------------------
 

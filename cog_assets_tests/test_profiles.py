@@ -35,3 +35,25 @@ def test_height_not_multiple_of_16_is_refused():
 def test_unknown_profile_lists_known_ones():
     with pytest.raises(ProfileError, match="cogvideox-5b"):
         get_profile("cogvideox-7b")
+
+
+def test_5b_i2v_only_takes_480x720():
+    with pytest.raises(ProfileError, match=r"cogvideox-5b-i2v only takes 480x720"):
+        check_clip_shape(get_profile("cogvideox-5b-i2v"), 49, 768, 768)
+
+
+def test_15_frame_rule_and_i2v_short_side():
+    p = get_profile("cogvideox1.5-5b")
+    check_clip_shape(p, 161, 768, 1360)
+    with pytest.raises(ProfileError, match=r"16k\+1; nearest valid counts are 49 and 65"):
+        check_clip_shape(p, 57, 768, 1360)
+    with pytest.raises(ProfileError, match="over the model's maximum of 161"):
+        check_clip_shape(p, 177, 768, 1360)
+    with pytest.raises(ProfileError, match="short side must be 768"):
+        check_clip_shape(get_profile("cogvideox1.5-5b-i2v"), 81, 720, 1280)
+
+
+def test_video_tokens_follow_design_formula():
+    assert get_profile("cogvideox-5b").video_tokens(49, 512, 512) == 13312
+    # 1.5: 21 latent frames padded to 22, halved: 11 x 48 x 85
+    assert get_profile("cogvideox1.5-5b").video_tokens(81, 768, 1360) == 11 * 48 * 85

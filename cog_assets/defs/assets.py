@@ -111,7 +111,7 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
     index = build_index(validated_clips, frame_tensors, vae_latents, t5_embeddings)
     rejects = collect_rejects(validated_clips, frame_tensors)
     shard_dir = content.path("datasets", models.profile, context.partition_key)
-    paths = write_shard(content, shard_dir, index, rejects)
+    index, paths = write_shard(content, shard_dir, index, rejects)
     keys = [*index["latent_key"], *index["embedding_key"], *rejects["clip_id"]]
     return Output(index, data_version=DataVersion(data_version_of(keys)), metadata={
         "clips": len(validated_clips), "accepted": len(index), "rejected": len(rejects),

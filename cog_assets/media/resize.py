@@ -45,10 +45,11 @@ def resize_geometry(mode: str, src_width: int, src_height: int, dst_width: int,
     return cover_geometry(src_width, src_height, dst_width, dst_height)
 
 
-def resize_cover(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 [F, H, W, 3] -> uint8 [F, height, width, 3], antialiased; the array fallback
-    for frames already in memory (the decoder itself scales with libswscale)."""
-    geometry = cover_geometry(frames.shape[2], frames.shape[1], width, height)
+def resize_cover(frames: np.ndarray, height: int, width: int, mode: str = "cover"
+                 ) -> np.ndarray:
+    """uint8 [F, H, W, 3] -> uint8 [F, height, width, 3], antialiased; the array path for
+    images and frames already in memory (the decoder itself scales with libswscale)."""
+    geometry = resize_geometry(mode, frames.shape[2], frames.shape[1], width, height)
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=(geometry.scaled_height, geometry.scaled_width), mode="bilinear",
                       antialias=True, align_corners=False)

@@ -27,7 +27,7 @@ class WeightsSource:
         return self.weights or self.profile.hub_id
 
     def is_tiny(self) -> bool:
-        return self.profile.name == "tiny" and self.weights is None
+        return self.profile.name.startswith("tiny") and self.weights is None
 
     def identity(self, component: str) -> str:
         """Name + revision, or a fingerprint of a local directory's files for `component`."""

@@ -2,7 +2,8 @@
 
 Per shard: `index.parquet` (one row per clip), `latents.safetensors` (moments by clip id),
 `prompt_embeds.safetensors` (embeddings by caption sha256) and `rejects.parquet` (every row
-that did not make it, with its reason). Tensor files are written before the index, each
+that did not make it, with its reason); for I2V also `image_latents.safetensors` (first-frame
+moments by clip id) and `first_frames/<n>.png`. Tensor files are written before the index, each
 atomically, so an index never names a tensor its files lack.
 """
 
@@ -13,6 +14,7 @@ from safetensors.torch import save as save_safetensors
 
 from cog_assets.stages.common import REJECT_COLUMNS
 from cog_assets.stages.embeddings import EMBEDDINGS_KIND
+from cog_assets.stages.frames import first_frame_png_path
 from cog_assets.stages.latents import LATENTS_KIND
 from cog_assets.store import ContentStore
 
@@ -20,6 +22,8 @@ INDEX_FILE = "index.parquet"
 REJECTS_FILE = "rejects.parquet"
 LATENTS_FILE = "latents.safetensors"
 EMBEDS_FILE = "prompt_embeds.safetensors"
+IMAGE_LATENTS_FILE = "image_latents.safetensors"
+FIRST_FRAMES_DIR = "first_frames"
 
 
 def collect_rejects(validated: pl.DataFrame, frames: pl.DataFrame) -> pl.DataFrame:
@@ -38,7 +42,8 @@ def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataF
         "clip_id", "caption", "caption_sha256", "content_hash", "fps", "duration_s")
     return (
         clips.join(frames.filter(pl.col("status") != "rejected")
-                   .select("clip_id", "bucket", "num_frames", "height", "width"), on="clip_id")
+                   .select("clip_id", "frames_key", "bucket", "num_frames", "height", "width"),
+                   on="clip_id")
         .join(latents.select("clip_id", "latent_key"), on="clip_id")
         .join(embeddings.select("caption_sha256", "embedding_key"), on="caption_sha256")
         .sort("clip_id")
@@ -46,18 +51,37 @@ def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataF
 
 
 def write_shard(store: ContentStore, shard_dir: str, index: pl.DataFrame,
-                rejects: pl.DataFrame) -> dict[str, str]:
-    """Gather the shard's tensors from the store into its finished files; return their paths."""
-    latents = {row["clip_id"]: store.get_tensors(LATENTS_KIND, row["latent_key"])["moments"]
-               for row in index.iter_rows(named=True)}
+                rejects: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Gather the shard's tensors from the store into its finished files.
+
+    Returns the index as written (with `has_image_latent` and, for I2V, `first_frame_png`)
+    and the paths of the files by name.
+    """
+    latents, image_latents, pngs = {}, {}, []
+    for n, row in enumerate(index.iter_rows(named=True)):
+        stored = store.get_tensors(LATENTS_KIND, row["latent_key"])
+        latents[row["clip_id"]] = stored["moments"]
+        png = None
+        if "image_moments" in stored:
+            image_latents[row["clip_id"]] = stored["image_moments"]
+            png = f"{FIRST_FRAMES_DIR}/{n:06d}.png"
+            store.write_bytes(f"{shard_dir}/{png}", store.read_bytes(
+                first_frame_png_path(store, row["frames_key"])))
+        pngs.append(png)
     embeds = {}
     for row in index.unique("caption_sha256").iter_rows(named=True):
         embeds[row["caption_sha256"]] = store.get_tensors(
             EMBEDDINGS_KIND, row["embedding_key"])["prompt_embedding"]
+    index = index.with_columns(
+        pl.Series("has_image_latent", [p is not None for p in pngs], dtype=pl.Boolean),
+        pl.Series("first_frame_png", pngs, dtype=pl.String))
     paths = {name: f"{shard_dir}/{name}" for name in (INDEX_FILE, REJECTS_FILE, LATENTS_FILE,
                                                       EMBEDS_FILE)}
     store.write_bytes(paths[LATENTS_FILE], save_safetensors(latents))
     store.write_bytes(paths[EMBEDS_FILE], save_safetensors(embeds))
+    if image_latents:
+        paths[IMAGE_LATENTS_FILE] = f"{shard_dir}/{IMAGE_LATENTS_FILE}"
+        store.write_bytes(paths[IMAGE_LATENTS_FILE], save_safetensors(image_latents))
     store.write_table(paths[REJECTS_FILE], rejects)
     store.write_table(paths[INDEX_FILE], index)
-    return paths
+    return index, paths

@@ -1,4 +1,8 @@
-"""vae_latents: the VAE posterior moments of every clip's frames, batched per bucket."""
+"""vae_latents: the VAE posterior moments of every clip's frames, batched per bucket.
+
+For I2V profiles the artefact also holds `image_moments`, the moments of the clean first
+frame encoded on its own ([32, 1, H/8, W/8]), which I2V trainers concatenate as conditioning.
+"""
 
 from __future__ import annotations
 
@@ -60,11 +64,15 @@ def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdent
         for bucket_rows in todo.values():
             for i in range(0, len(bucket_rows), batch_size):
                 batch = bucket_rows[i:i + batch_size]
-                clips = torch.stack([store.get_tensors(FRAMES_KIND, r["frames_key"])["frames"]
-                                     for r in batch])
-                moments = encode_moments(vae, clips)
-                for record, tensor in zip(batch, moments):
-                    store.put_tensors(LATENTS_KIND, record["latent_key"], {"moments": tensor},
+                loaded = [store.get_tensors(FRAMES_KIND, r["frames_key"]) for r in batch]
+                outputs = {"moments": encode_moments(vae, torch.stack([t["frames"]
+                                                                      for t in loaded]))}
+                if "first_frame" in loaded[0]:  # I2V: the clean first frame, as one frame
+                    firsts = torch.stack([t["first_frame"][None] for t in loaded])
+                    outputs["image_moments"] = encode_moments(vae, firsts)
+                for i, record in enumerate(batch):
+                    store.put_tensors(LATENTS_KIND, record["latent_key"],
+                                      {name: value[i] for name, value in outputs.items()},
                                       {"clip_id": record["clip_id"]})
                     record["status"] = "computed"
                     stats.computed += 1

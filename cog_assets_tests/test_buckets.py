@@ -1,0 +1,43 @@
+import pytest
+
+from cog_assets.buckets import Bucket, budget_buckets, explicit_buckets, nearest_bucket
+from cog_assets.frame_policy import FramePolicy
+from cog_assets.profiles import ProfileError, get_profile
+
+P5B = get_profile("cogvideox-5b")
+
+
+def test_budget_buckets_fit_the_budget_and_include_the_base_shape():
+    buckets = budget_buckets(P5B, 13312)
+    assert Bucket(49, 512, 512) in buckets
+    for b in buckets:
+        assert P5B.video_tokens(b.num_frames, b.height, b.width) <= 13312
+        assert b.height % 16 == 0 and b.width % 16 == 0 and (b.num_frames - 1) % 8 == 0
+    squares = sorted((b for b in buckets if b.height == b.width), key=lambda b: b.num_frames)
+    # Fewer frames buy a larger frame: 9 frames at ~1024², 49 at 512².
+    assert squares[0].num_frames == 9 and squares[0].height >= 1024
+    assert squares[-1] == Bucket(49, 512, 512)
+
+
+def test_clips_of_several_aspects_land_in_their_nearest_bucket():
+    buckets = explicit_buckets(P5B, ["49x480x720", "49x720x480", "49x512x512", "17x480x720"])
+    assert nearest_bucket(buckets, 1920, 1080, 200).key == "49x480x720"  # landscape
+    assert nearest_bucket(buckets, 1080, 1920, 200).key == "49x720x480"  # portrait
+    assert nearest_bucket(buckets, 600, 600, 200).key == "49x512x512"  # square
+    assert nearest_bucket(buckets, 1920, 1080, 20).key == "17x480x720"  # too short for 49
+    assert nearest_bucket(buckets, 1920, 1080, 5) is None  # too short for any
+
+
+def test_policy_assigns_by_duration_and_refuses_bad_buckets():
+    policy = FramePolicy.build(P5B, buckets=["49x480x720", "17x480x720"])
+    assert policy.assign(1280, 720, 10.0, 0.02).key == "49x480x720"
+    assert policy.assign(1280, 720, 2.5, 0.02).key == "17x480x720"  # 2.5 s at 8 fps: 21 frames
+    assert policy.assign(1280, 720, 1.0, 0.02) is None
+    stride = FramePolicy.build(P5B, buckets=["49x480x720"], short_clips="stride")
+    assert stride.assign(1280, 720, 1.0, 0.02).key == "49x480x720"
+    with pytest.raises(ProfileError, match="frame count 48"):
+        FramePolicy.build(P5B, buckets=["48x480x720"])
+    with pytest.raises(ProfileError, match="not of the form FxHxW"):
+        FramePolicy.build(P5B, buckets=["480x720"])
+    with pytest.raises(ProfileError, match="resize 'fit'"):
+        FramePolicy.build(P5B, resize="fit")

@@ -1,0 +1,167 @@
+"""The CogVideo `finetune/` export, read back the way its dataset classes read the cache.
+
+The reader below follows THUDM/CogVideo `finetune/datasets/utils.py` (`load_prompts`,
+`load_videos`, `load_images`) and `finetune/datasets/t2v_dataset.py` / `i2v_dataset.py`
+(`__getitem__`: cache paths, `video.stem`, sha256 of the prompt, safetensors keys).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cog_assets.exports import export_cogvideo_finetune
+from cog_assets.exports.cogvideo_finetune import sample_seed
+from cog_assets.loader import sample_from_moments
+from cog_assets.profiles import get_profile
+from cog_assets_tests.test_export_source import (CLIPS, FLAT, build_dataset,
+                                                 leftover_temp_files)
+
+TINY = get_profile("tiny")
+TINY_I2V = dataclasses.replace(TINY, name="tiny-i2v", i2v=True)
+
+
+def read_lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as file:
+        return [line.strip() for line in file.readlines() if len(line.strip()) > 0]
+
+
+def trainer_items(data_root: Path, model_name: str, train_resolution: str, suffix: str,
+                  i2v: bool = False) -> list[dict]:
+    prompts = read_lines(data_root / f"prompts{suffix}.txt")
+    videos = [data_root / line for line in read_lines(data_root / f"videos{suffix}.txt")]
+    images = ([data_root / line for line in read_lines(data_root / f"images{suffix}.txt")]
+              if i2v else [None] * len(videos))
+    assert len(prompts) == len(videos) == len(images)
+    assert all(v.is_file() for v in videos)  # the dataset class raises otherwise
+    cache = data_root / "cache"
+    items = []
+    for prompt, video, image in zip(prompts, videos, images):
+        prompt_hash = str(hashlib.sha256(prompt.encode()).hexdigest())
+        latent_path = cache / "video_latent" / model_name / train_resolution / (
+            video.stem + ".safetensors")
+        items.append({
+            "prompt": prompt, "video": video, "image": image,
+            "prompt_embedding": load_file(cache / "prompt_embeddings" / (
+                prompt_hash + ".safetensors"))["prompt_embedding"],
+            "encoded_video": load_file(latent_path)["encoded_video"]})
+    return items
+
+
+def expected_draw(moments: torch.Tensor, seed: int, clip_id: str) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(sample_seed(seed, clip_id))
+    return sample_from_moments(moments, generator) * TINY.scaling_factor
+
+
+def test_export_fills_the_cache_the_trainer_reads(tmp_path):
+    expected = build_dataset(tmp_path / "ds")
+    out = tmp_path / "out"
+    report = export_cogvideo_finetune(tmp_path / "ds", out, TINY, seed=7)
+    assert report.clips == len(CLIPS)
+    assert {run[run.index("--train_resolution") + 1] for run in report.trainer_args} == {
+        "9x64x96", "17x64x64"}
+    assert not (out / "videos.txt").exists()  # two buckets: one manifest pair per bucket
+    seen = []
+    for run in report.trainer_args:
+        resolution = run[run.index("--train_resolution") + 1]
+        assert run[run.index("--model_name") + 1] == "cogvideox-t2v"
+        assert run[run.index("--video_column") + 1] == f"videos_{resolution}.txt"
+        for item in trainer_items(out, "cogvideox-t2v", resolution, f"_{resolution}"):
+            matches = [cid for cid, e in expected.items()
+                       if e.bucket == tuple(map(int, resolution.split("x")))
+                       and torch.equal(item["encoded_video"],
+                                       expected_draw(e.moments, 7, cid))]
+            assert len(matches) == 1
+            clip = expected[matches[0]]
+            seen.append(matches[0])
+            latent = item["encoded_video"]
+            c, f_lat, h, w = TINY.latent_shape(*clip.bucket)
+            assert latent.shape == (c // 2, f_lat, h, w) and latent.dtype == torch.float32
+            mean, logvar = clip.moments.chunk(2)
+            z = (latent / TINY.scaling_factor - mean) / torch.exp(0.5 * logvar)
+            assert z.abs().max() < 7 and 0.5 < z.std() < 1.5  # a real draw, not the mean
+            assert item["prompt"] == FLAT[clip.caption]
+            assert torch.equal(item["prompt_embedding"], clip.embedding)
+            assert item["video"].stat().st_size == 0  # placeholder, never read on a cache hit
+    assert sorted(seen) == sorted(expected)
+    assert not leftover_temp_files(out)
+
+
+def test_same_seed_same_cache_other_seed_other_draw(tmp_path):
+    build_dataset(tmp_path / "ds")
+    export_cogvideo_finetune(tmp_path / "ds", tmp_path / "a", TINY, seed=1)
+    export_cogvideo_finetune(tmp_path / "ds", tmp_path / "b", TINY, seed=1)
+    export_cogvideo_finetune(tmp_path / "ds", tmp_path / "c", TINY, seed=2)
+    latents = sorted((tmp_path / "a" / "cache" / "video_latent").rglob("*.safetensors"))
+    assert len(latents) == len(CLIPS)
+    for path in latents:
+        rel = path.relative_to(tmp_path / "a")
+        assert path.read_bytes() == (tmp_path / "b" / rel).read_bytes()
+        assert not torch.equal(load_file(path)["encoded_video"],
+                               load_file(tmp_path / "c" / rel)["encoded_video"])
+
+
+def test_single_bucket_gets_plain_manifests_and_source_symlinks(tmp_path):
+    clips = [c for c in CLIPS if c[3] == 9]
+    build_dataset(tmp_path / "ds", clips)
+    data = tmp_path / "data"
+    for _, clip_id, *_ in clips:
+        (data / clip_id).parent.mkdir(parents=True, exist_ok=True)
+        (data / clip_id).write_bytes(clip_id.encode())
+    export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY, videos_root=data,
+                             model_name="my-model", dtype=torch.bfloat16)
+    items = trainer_items(tmp_path / "out", "my-model", "9x64x96", "")
+    assert sorted(i["video"].read_bytes().decode() for i in items) == sorted(c[1] for c in clips)
+    assert all(i["encoded_video"].dtype == torch.bfloat16 for i in items)
+    assert all(i["prompt_embedding"].dtype == torch.bfloat16 for i in items)
+
+
+def test_i2v_copies_the_first_frame_pictures(tmp_path):
+    expected = build_dataset(tmp_path / "ds", image_latents=True)
+    pictures = {}
+    for _, clip_id, *_ in CLIPS:
+        pictures[clip_id] = tmp_path / "frames" / f"{len(pictures)}.png"
+        pictures[clip_id].parent.mkdir(exist_ok=True)
+        pictures[clip_id].write_bytes(f"png of {clip_id}".encode())
+    report = export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY_I2V,
+                                      images=pictures)
+    seen = []
+    for run in report.trainer_args:
+        assert run[run.index("--model_name") + 1] == "cogvideox-i2v"
+        assert run[run.index("--model_type") + 1] == "i2v"
+        resolution = run[run.index("--train_resolution") + 1]
+        assert run[run.index("--image_column") + 1] == f"images_{resolution}.txt"
+        for item in trainer_items(tmp_path / "out", "cogvideox-i2v", resolution,
+                                  f"_{resolution}", i2v=True):
+            clip_id = item["image"].read_bytes().decode().removeprefix("png of ")
+            seen.append(clip_id)
+            assert item["image"].stem == item["video"].stem
+            assert torch.equal(item["encoded_video"],
+                               expected_draw(expected[clip_id].moments, 0, clip_id))
+    assert sorted(seen) == sorted(expected)
+
+
+def test_i2v_without_pictures_is_refused_naming_the_clip(tmp_path):
+    build_dataset(tmp_path / "ds", image_latents=True)
+    with pytest.raises(ValueError, match="'clips/a.mp4'.*picture"):
+        export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY_I2V)
+    assert not (tmp_path / "out").exists()
+
+
+def test_f_that_is_no_train_resolution_is_refused_naming_the_clip(tmp_path):
+    build_dataset(tmp_path / "ds", CLIPS + [("shard-00000", "clips/t.mp4", "t", 13, 64, 64)])
+    with pytest.raises(ValueError, match=r"'clips/t.mp4'.*F=13"):
+        export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY)
+    assert not (tmp_path / "out").exists()
+
+
+def test_captions_that_flatten_alike_are_refused(tmp_path):
+    build_dataset(tmp_path / "ds", [("shard-00000", "clips/a.mp4", "a cat\nsits", 9, 64, 96),
+                                    ("shard-00000", "clips/b.mp4", "a cat sits", 9, 64, 96)])
+    with pytest.raises(ValueError, match="'clips/b.mp4'.*'clips/a.mp4'"):
+        export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY)

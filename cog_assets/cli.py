@@ -8,7 +8,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from cog_assets.profiles import PROFILES
+from cog_assets.media.resize import RESIZE_MODES
+from cog_assets.media.sampling import SHORT_CLIP_POLICIES, START_POLICIES
+from cog_assets.profiles import PROFILES, ProfileError
+from cog_assets.sources import ManifestError
 from cog_assets.settings import DEMO_DIR, Settings
 
 
@@ -66,7 +69,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         store_url=args.store if "://" in args.store else str(Path(args.store).absolute()),
         profile=args.profile, weights=args.weights, revision=args.revision,
         shard_count=args.shards, device=args.device, dtype=args.dtype,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, buckets=tuple(args.buckets or ()),
+        token_budget=args.token_budget, sample_start=args.sample_start, resize=args.resize,
+        short_clips=args.short_clips,
     )
     instance = _instance(Path(args.dagster_home) if args.dagster_home else None)
     summaries = materialize_shards(settings, instance)
@@ -117,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     backfill.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     backfill.add_argument("--batch-size", type=int, default=1)
+    backfill.add_argument("--buckets", nargs="+", metavar="FxHxW",
+                          help="frame buckets, e.g. 49x480x720 49x720x480 (default: the "
+                          "profile's own shape)")
+    backfill.add_argument("--token-budget", type=int,
+                          help="aspect-ratio buckets within this many video tokens, e.g. 13312")
+    backfill.add_argument("--sample-start", default="start", choices=START_POLICIES)
+    backfill.add_argument("--resize", default="cover", choices=RESIZE_MODES)
+    backfill.add_argument("--short-clips", default="reject", choices=SHORT_CLIP_POLICIES,
+                          help="clips shorter than their window: reject, stride or pad")
     backfill.add_argument("--summary-json", help="write a machine-readable summary here")
     backfill.add_argument("--dagster-home", help="instance directory (default: $DAGSTER_HOME)")
     backfill.set_defaults(func=cmd_backfill)
@@ -133,7 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ProfileError, ManifestError) as exc:  # bad configuration: say so, run nothing
+        print(f"cog-assets: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

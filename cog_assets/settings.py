@@ -24,6 +24,11 @@ class Settings:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 1
+    buckets: tuple[str, ...] = ()  # "FxHxW" shapes; empty: the profile's own
+    token_budget: int | None = None
+    sample_start: str = "start"
+    resize: str = "cover"
+    short_clips: str = "reject"
 
     @classmethod
     def for_demo(cls, demo_dir: Path = DEMO_DIR) -> "Settings":
@@ -44,6 +49,12 @@ class Settings:
             device=env.get("COG_ASSETS_DEVICE", "auto"),
             dtype=env.get("COG_ASSETS_DTYPE", "auto"),
             batch_size=int(env.get("COG_ASSETS_BATCH_SIZE", "1")),
+            buckets=tuple(b for b in env.get("COG_ASSETS_BUCKETS", "").split(",") if b),
+            token_budget=int(env["COG_ASSETS_TOKEN_BUDGET"])
+            if env.get("COG_ASSETS_TOKEN_BUDGET") else None,
+            sample_start=env.get("COG_ASSETS_SAMPLE_START", "start"),
+            resize=env.get("COG_ASSETS_RESIZE", "cover"),
+            short_clips=env.get("COG_ASSETS_SHORT_CLIPS", "reject"),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -54,10 +65,14 @@ class Settings:
             "COG_ASSETS_DEVICE": self.device, "COG_ASSETS_DTYPE": self.dtype,
             "COG_ASSETS_BATCH_SIZE": str(self.batch_size),
         }
-        if self.weights:
-            env["COG_ASSETS_WEIGHTS"] = self.weights
-        if self.revision:
-            env["COG_ASSETS_REVISION"] = self.revision
+        optional = {"COG_ASSETS_WEIGHTS": self.weights, "COG_ASSETS_REVISION": self.revision,
+                    "COG_ASSETS_BUCKETS": ",".join(self.buckets),
+                    "COG_ASSETS_TOKEN_BUDGET": str(self.token_budget or ""),
+                    "COG_ASSETS_SAMPLE_START": self.sample_start,
+                    "COG_ASSETS_RESIZE": self.resize, "COG_ASSETS_SHORT_CLIPS": self.short_clips}
+        defaults = {"COG_ASSETS_SAMPLE_START": "start", "COG_ASSETS_RESIZE": "cover",
+                    "COG_ASSETS_SHORT_CLIPS": "reject"}
+        env.update({k: v for k, v in optional.items() if v and v != defaults.get(k)})
         return env
 
     def with_(self, **changes) -> "Settings":

@@ -48,3 +48,13 @@ def test_backfill_exits_non_zero_and_names_the_failure(tmp_path, data_root, monk
     assert summary["success"] is False
     for s in summary["shards"].values():
         assert s["success"] is False and s["failure"]
+
+
+def test_backfill_refuses_a_bucket_the_model_cannot_take_before_any_work(
+        tmp_path, data_root, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    code = main(["backfill", "--data-root", str(data_root), "--store", str(tmp_path / "store"),
+                 "--profile", "cogvideox-5b-i2v", "--buckets", "49x768x768"])
+    assert code == 2
+    assert "cogvideox-5b-i2v only takes 480x720" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()

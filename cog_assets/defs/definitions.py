@@ -15,8 +15,11 @@ from cog_assets.settings import Settings
 
 def build_resources(settings: Settings) -> dict:
     return {
-        "dataset": DatasetResource(data_root=settings.data_root,
-                                   shard_count=settings.shard_count),
+        "dataset": DatasetResource(
+            data_root=settings.data_root, shard_count=settings.shard_count,
+            buckets=list(settings.buckets) or None, token_budget=settings.token_budget,
+            sample_start=settings.sample_start, resize=settings.resize,
+            short_clips=settings.short_clips),
         "store": StoreResource(url=settings.store_url),
         "models": ModelResource(profile=settings.profile, weights=settings.weights,
                                 revision=settings.revision),
@@ -27,7 +30,10 @@ def build_resources(settings: Settings) -> dict:
 
 
 def build_definitions(settings: Settings) -> Definitions:
+    """Raises ProfileError, before anything runs, when the settings break the model's rules."""
+    resources = build_resources(settings)
+    resources["models"].frame_policy(resources["dataset"])
     return Definitions(
         assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[prepare_shards_job],
-        sensors=[new_shards_sensor], resources=build_resources(settings),
+        sensors=[new_shards_sensor], resources=resources,
     )

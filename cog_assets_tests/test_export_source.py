@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
+from cog_assets.exports.atomic import atomic_file, write_bytes
 from cog_assets.exports.naming import clip_stems, one_line
 from cog_assets.exports.source import read_clips
 from cog_assets.profiles import get_profile
@@ -123,6 +124,9 @@ def test_stems_of_clashing_ids_are_distinct_and_order_free():
     assert stems == clip_stems(reversed(ids))
     assert len({s.lower() for s in stems.values()}) == len(ids)
     assert all(stems[i].startswith("clips_x_y-") for i in ids[:3])
+    assert all(len(stems[i]) == len("clips_x_y-") + 8 for i in ids[:3])  # a short suffix
+    assert clip_stems(["clips/a.mp4", "clips/b.mp4"]) == {"clips/a.mp4": "clips_a",
+                                                          "clips/b.mp4": "clips_b"}
 
 
 @settings(max_examples=200, deadline=None)
@@ -144,3 +148,18 @@ def test_one_line_reads_back_as_one_stripped_line(caption):
     read = [x.strip() for x in text.readlines() if len(x.strip()) > 0]
     assert read == ([line] if line else [])
     assert line.split() == caption.split()
+
+
+def test_an_interrupted_write_leaves_neither_the_file_nor_a_temp(tmp_path):
+    target = tmp_path / "video_latents" / "a.pt"
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as handle:
+            handle.write(b"half of a tensor")
+            raise RuntimeError("killed")
+    assert not target.exists() and not leftover_temp_files(tmp_path)
+    write_bytes(target, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as handle:
+            handle.write(b"new but partial")
+            raise RuntimeError("killed")
+    assert target.read_bytes() == b"old" and not leftover_temp_files(tmp_path)

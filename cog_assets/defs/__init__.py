@@ -10,3 +10,5 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
                         category=dagster.PreviewWarning)
 warnings.filterwarnings("ignore", message="Parameter `data_version` of initializer",
                         category=dagster.BetaWarning)
+warnings.filterwarnings("ignore", message="Function `observable_source_asset` is currently in beta",
+                        category=dagster.BetaWarning)

@@ -12,7 +12,8 @@ version derived from the keys of what it produced.
 import time
 
 import polars as pl
-from dagster import AssetExecutionContext, DataVersion, MetadataValue, Output, asset
+from dagster import (AssetExecutionContext, AssetKey, DataVersion, DataVersionsByPartition,
+                     MetadataValue, Output, asset, observable_source_asset)
 
 from cog_assets.defs.metadata import reason_counts, table_metadata
 from cog_assets.defs.partitions import shards_partitions
@@ -24,12 +25,26 @@ from cog_assets.stages.frames import extract_frames
 from cog_assets.stages.latents import encode_latents
 from cog_assets.stages.manifest import build_manifest
 from cog_assets.stages.validation import rejects_of, validate_clips
+from cog_assets.uploads import UploadState, current_fingerprints
 
 GROUP = "cogvideox"
 GPU_POOL = "gpu"
+UPLOADS_KEY = AssetKey("uploads")
 
 
-@asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"polars"})
+@observable_source_asset(key=UPLOADS_KEY, partitions_def=shards_partitions, group_name=GROUP)
+def uploads(dataset: DatasetResource, store: StoreResource) -> DataVersionsByPartition:
+    """The raw videos and captions under the data root, one fingerprint per shard.
+
+    The upload sensor records these as it notices changes; observing here does the same scan
+    by hand. A shard whose fingerprint moved makes its raw_manifest (and all below) stale.
+    """
+    state = UploadState(store.open(), dataset.data_root, dataset.shard_count)
+    return DataVersionsByPartition(current_fingerprints(
+        state, dataset.data_root, dataset.shard_count, dataset.source_config()))
+
+
+@asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"polars"}, deps=[UPLOADS_KEY])
 def raw_manifest(context: AssetExecutionContext, dataset: DatasetResource,
                  models: ModelResource) -> Output[pl.DataFrame]:
     """Every (video, caption) row of this shard: path, caption, size, mtime and content hash."""
@@ -124,5 +139,5 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
     })
 
 
-ALL_ASSETS = [raw_manifest, validated_clips, frame_tensors, vae_latents, t5_embeddings,
+ALL_ASSETS = [uploads, raw_manifest, validated_clips, frame_tensors, vae_latents, t5_embeddings,
               training_dataset]

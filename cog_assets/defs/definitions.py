@@ -9,7 +9,7 @@ from cog_assets.defs.checks import ALL_CHECKS
 from cog_assets.defs.jobs import prepare_shards_job
 from cog_assets.defs.resources import (DatasetResource, DeviceResource, ModelResource,
                                        ShardTableIOManager, StoreResource)
-from cog_assets.defs.sensors import new_shards_sensor
+from cog_assets.defs.sensors import upload_sensor
 from cog_assets.settings import Settings
 
 
@@ -35,5 +35,5 @@ def build_definitions(settings: Settings) -> Definitions:
     resources["models"].frame_policy(resources["dataset"])
     return Definitions(
         assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[prepare_shards_job],
-        sensors=[new_shards_sensor], resources=resources,
+        sensors=[upload_sensor], resources=resources,
     )

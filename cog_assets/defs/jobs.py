@@ -3,6 +3,6 @@
 from dagster import AssetSelection, define_asset_job
 
 prepare_shards_job = define_asset_job(
-    "prepare_shards", selection=AssetSelection.groups("cogvideox"),
+    "prepare_shards", selection=AssetSelection.groups("cogvideox").materializable(),
     description="Materialize every asset of one shard: manifest to finished training dataset.",
 )

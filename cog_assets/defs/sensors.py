@@ -1,23 +1,45 @@
-"""The upload sensor: new shards under the data root become partitions and runs."""
+"""The upload sensor: new, changed and deleted videos and captions become runs of their shards."""
 
+import json
 
-from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (AssetObservation, RunRequest, SensorEvaluationContext, SensorResult,
+                     SkipReason, sensor)
 
+from cog_assets.defs.assets import UPLOADS_KEY
 from cog_assets.defs.jobs import prepare_shards_job
 from cog_assets.defs.partitions import SHARDS_PARTITION, shards_partitions
-from cog_assets.defs.resources import DatasetResource
-from cog_assets.stages.manifest import discover_shards
+from cog_assets.defs.resources import DatasetResource, StoreResource
+from cog_assets.uploads import UploadState, scan_uploads
+
+# The tag an observation carries its data version in (dagster.DATA_VERSION_TAG, not exported).
+DATA_VERSION_TAG = "dagster/data_version"
 
 
 @sensor(job=prepare_shards_job, minimum_interval_seconds=60)
-def new_shards_sensor(context: SensorEvaluationContext, dataset: DatasetResource):
-    """Adds shards that got their first clip and requests one run for each of them."""
-    found = discover_shards(dataset.data_root, dataset.shard_count, dataset.source_config())
+def upload_sensor(context: SensorEvaluationContext, dataset: DatasetResource,
+                  store: StoreResource):
+    """Stat the data root, hash only what moved, and run just the shards whose clips changed.
+
+    Each changed shard also gets an observation of `uploads` with its new fingerprint as data
+    version, so the UI shows exactly those shards' assets as stale. Run keys carry the
+    fingerprint: the same work is never launched twice.
+    """
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    state = UploadState(store.open(), dataset.data_root, dataset.shard_count)
+    tick = scan_uploads(state, cursor.get("generation"), dataset.data_root,
+                        dataset.shard_count, config=dataset.source_config())
+    context.update_cursor(json.dumps({"generation": tick.generation}))
+    context.log.info(f"{tick.files} files, {tick.hashed} hashed, "
+                     f"{len(tick.changed)} shards changed")
+    if not tick.changed:
+        return SkipReason(f"no change among {tick.files} files ({tick.hashed} re-hashed)")
     known = set(context.instance.get_dynamic_partitions(SHARDS_PARTITION))
-    new = [key for key in found if key not in known]
-    if not new:
-        return SkipReason(f"no new shards among {len(found)} under {dataset.data_root}")
+    new = [s for s in tick.changed if s not in known and s in tick.fingerprints]
+    versions = {s: tick.fingerprints.get(s, "deleted") for s in tick.changed}
     return SensorResult(
-        run_requests=[RunRequest(partition_key=key, run_key=f"new-shard:{key}") for key in new],
-        dynamic_partitions_requests=[shards_partitions.build_add_request(new)],
+        run_requests=[RunRequest(partition_key=s, run_key=f"{s}:{v}")
+                      for s, v in versions.items()],
+        dynamic_partitions_requests=[shards_partitions.build_add_request(new)] if new else [],
+        asset_events=[AssetObservation(asset_key=UPLOADS_KEY, partition=s,
+                                       tags={DATA_VERSION_TAG: v}) for s, v in versions.items()],
     )

@@ -40,7 +40,7 @@ from cog_assets.profiles import ModelProfile
 def trainer_num_frames(latent_frames: int) -> int:
     """F as cogvideox-factory's dataset derives it from the latent frame count."""
     if latent_frames % 2 == 0:
-        return latent_frames * 4 - 3
+        return latent_frames * 4
     return (latent_frames - 1) * 4 + 1
 
 

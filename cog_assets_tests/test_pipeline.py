@@ -31,9 +31,10 @@ def run_twice(tmp_path_factory):
 def test_definitions_load_with_six_assets_and_checks():
     defs = build_definitions(Settings.for_demo())
     graph = defs.resolve_asset_graph()
-    names = {key.path[-1] for key in graph.get_all_asset_keys()}
+    names = {key.path[-1] for key in graph.materializable_asset_keys}
     assert names == {"raw_manifest", "validated_clips", "frame_tensors", "vae_latents",
                      "t5_embeddings", "training_dataset"}
+    assert AssetKey("uploads") in graph.observable_asset_keys  # the raw files, observed
     assert len(list(graph.asset_check_keys)) == 4
     for gpu_step in ("vae_latents", "t5_embeddings"):
         assert graph.get(AssetKey(gpu_step)).pools == {"gpu"}

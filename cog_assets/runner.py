@@ -12,14 +12,31 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import DagsterInstance
+from dagster import AssetObservation, DagsterInstance
 
+from cog_assets.defs.assets import UPLOADS_KEY
 from cog_assets.defs.definitions import build_definitions
+from cog_assets.defs.sensors import DATA_VERSION_TAG
 from cog_assets.defs.partitions import SHARDS_PARTITION
 from cog_assets.settings import Settings
 from cog_assets.stages.manifest import discover_shards
+from cog_assets.store import ContentStore
+from cog_assets.uploads import UploadState, scan_uploads
 
 JOB_NAME = "prepare_shards"
+
+
+def observe_uploads(instance: DagsterInstance, settings: Settings) -> dict[str, str]:
+    """Record each shard's upload fingerprint as an observation of `uploads`, as the sensor
+    does, so the UI's staleness after a backfill compares against what was actually run."""
+    state = UploadState(ContentStore(settings.store_url), settings.data_root,
+                        settings.shard_count)
+    tick = scan_uploads(state, state.latest_generation(), settings.data_root,
+                        settings.shard_count)
+    for shard, fingerprint in tick.fingerprints.items():
+        instance.report_runless_asset_event(AssetObservation(
+            asset_key=UPLOADS_KEY, partition=shard, tags={DATA_VERSION_TAG: fingerprint}))
+    return tick.fingerprints
 
 
 def register_shards(instance: DagsterInstance, settings: Settings) -> list[str]:
@@ -88,6 +105,7 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
 
     The console shows `log_level` and above; the instance keeps every event for the UI."""
     all_shards = register_shards(instance, settings)
+    observe_uploads(instance, settings)
     wanted = list(all_shards if shards is None else shards)
     job = build_definitions(settings).resolve_job_def(JOB_NAME)
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}

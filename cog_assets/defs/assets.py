@@ -15,6 +15,7 @@ import polars as pl
 from dagster import (AssetExecutionContext, AssetKey, DataVersion, DataVersionsByPartition,
                      MetadataValue, Output, asset, observable_source_asset)
 
+from cog_assets.defs.kubernetes import gpu_op_tags
 from cog_assets.defs.metadata import reason_counts, table_metadata
 from cog_assets.defs.partitions import shards_partitions
 from cog_assets.defs.resources import DatasetResource, DeviceResource, ModelResource, StoreResource
@@ -91,7 +92,7 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
 
 
 @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"pytorch", "diffusers"},
-       pool=GPU_POOL)
+       pool=GPU_POOL, op_tags=gpu_op_tags())
 def vae_latents(context: AssetExecutionContext, frame_tensors: pl.DataFrame,
                 models: ModelResource, device: DeviceResource,
                 store: StoreResource) -> Output[pl.DataFrame]:
@@ -104,7 +105,7 @@ def vae_latents(context: AssetExecutionContext, frame_tensors: pl.DataFrame,
 
 
 @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"pytorch", "transformers"},
-       pool=GPU_POOL)
+       pool=GPU_POOL, op_tags=gpu_op_tags())
 def t5_embeddings(context: AssetExecutionContext, validated_clips: pl.DataFrame,
                   models: ModelResource, device: DeviceResource,
                   store: StoreResource) -> Output[pl.DataFrame]:

@@ -80,6 +80,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         write_summary_json(args.summary_json, summaries)
         print(f"summary written to {args.summary_json}")
     failed = [k for k, s in summaries.items() if not s.success]
+    if args.export and not failed:
+        from cog_assets.runner import run_exports
+
+        exported = run_exports(settings, instance)
+        print(f"exports {'written' if exported.success else 'FAILED'} under "
+              f"{settings.store_url}/exports/{settings.profile}/")
+        if not exported.success:
+            return 1
     if failed:
         print(f"{len(failed)} of {len(summaries)} shards failed: {', '.join(failed)}",
               file=sys.stderr)
@@ -132,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--short-clips", default="reject", choices=SHORT_CLIP_POLICIES,
                           help="clips shorter than their window: reject, stride or pad")
     backfill.add_argument("--summary-json", help="write a machine-readable summary here")
+    backfill.add_argument("--export", action="store_true",
+                          help="then write the cogvideox-factory and CogVideo finetune caches")
     backfill.add_argument("--dagster-home", help="instance directory (default: $DAGSTER_HOME)")
     backfill.set_defaults(func=cmd_backfill)
 

@@ -124,3 +124,11 @@ def write_summary_json(path: str, summaries: dict[str, ShardSummary]) -> None:
     }
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2, sort_keys=True)
+
+
+def run_exports(settings: Settings, instance: DagsterInstance, log_level: str = "WARNING"):
+    """Materialize the export assets from the finished shards; returns the run's result."""
+    job = build_definitions(settings).resolve_job_def("export_datasets")
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    return job.execute_in_process(run_config=run_config, instance=instance,
+                                  raise_on_error=False)

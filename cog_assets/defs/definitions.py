@@ -6,6 +6,7 @@ from dagster import Definitions
 
 from cog_assets.defs.assets import ALL_ASSETS
 from cog_assets.defs.checks import ALL_CHECKS
+from cog_assets.defs.exports import EXPORT_ASSETS, export_job
 from cog_assets.defs.jobs import prepare_shards_job
 from cog_assets.defs.resources import (DatasetResource, DeviceResource, ModelResource,
                                        ShardTableIOManager, StoreResource)
@@ -34,6 +35,7 @@ def build_definitions(settings: Settings) -> Definitions:
     resources = build_resources(settings)
     resources["models"].frame_policy(resources["dataset"])
     return Definitions(
-        assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[prepare_shards_job],
+        assets=[*ALL_ASSETS, *EXPORT_ASSETS], asset_checks=ALL_CHECKS,
+        jobs=[prepare_shards_job, export_job],
         sensors=[upload_sensor], resources=resources,
     )

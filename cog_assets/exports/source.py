@@ -15,9 +15,9 @@ import polars as pl
 import torch
 from safetensors import safe_open
 
-from cog_assets.stages.dataset import EMBEDS_FILE, INDEX_FILE, LATENTS_FILE
+from cog_assets.stages.dataset import EMBEDS_FILE, IMAGE_LATENTS_FILE, INDEX_FILE, LATENTS_FILE
 
-IMAGE_LATENTS_FILE = "image_latents.safetensors"
+
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class Settings:
     sample_start: str = "start"
     resize: str = "cover"
     short_clips: str = "reject"
+    automation: bool = False  # Declarative Automation on data-version changes
 
     @classmethod
     def for_demo(cls, demo_dir: Path = DEMO_DIR) -> "Settings":
@@ -55,6 +56,7 @@ class Settings:
             sample_start=env.get("COG_ASSETS_SAMPLE_START", "start"),
             resize=env.get("COG_ASSETS_RESIZE", "cover"),
             short_clips=env.get("COG_ASSETS_SHORT_CLIPS", "reject"),
+            automation=env.get("COG_ASSETS_AUTOMATION", "").lower() in ("1", "true", "yes"),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -73,6 +75,8 @@ class Settings:
         defaults = {"COG_ASSETS_SAMPLE_START": "start", "COG_ASSETS_RESIZE": "cover",
                     "COG_ASSETS_SHORT_CLIPS": "reject"}
         env.update({k: v for k, v in optional.items() if v and v != defaults.get(k)})
+        if self.automation:
+            env["COG_ASSETS_AUTOMATION"] = "1"
         return env
 
     def with_(self, **changes) -> "Settings":

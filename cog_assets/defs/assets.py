@@ -140,5 +140,6 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
     })
 
 
-ALL_ASSETS = [uploads, raw_manifest, validated_clips, frame_tensors, vae_latents, t5_embeddings,
-              training_dataset]
+SHARD_ASSETS = [raw_manifest, validated_clips, frame_tensors, vae_latents, t5_embeddings,
+                training_dataset]
+ALL_ASSETS = [uploads, *SHARD_ASSETS]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from cog_assets.defs.assets import ALL_ASSETS
+from cog_assets.defs.assets import ALL_ASSETS, SHARD_ASSETS, uploads
+from cog_assets.defs.automation import with_automation
 from cog_assets.defs.checks import ALL_CHECKS
 from cog_assets.defs.exports import EXPORT_ASSETS, export_job
 from cog_assets.defs.jobs import prepare_shards_job
@@ -34,8 +35,11 @@ def build_definitions(settings: Settings) -> Definitions:
     """Raises ProfileError, before anything runs, when the settings break the model's rules."""
     resources = build_resources(settings)
     resources["models"].frame_policy(resources["dataset"])
+    shard_assets = ALL_ASSETS
+    if settings.automation:
+        shard_assets = [uploads, *with_automation(SHARD_ASSETS)]
     return Definitions(
-        assets=[*ALL_ASSETS, *EXPORT_ASSETS], asset_checks=ALL_CHECKS,
+        assets=[*shard_assets, *EXPORT_ASSETS], asset_checks=ALL_CHECKS,
         jobs=[prepare_shards_job, export_job],
         sensors=[upload_sensor], resources=resources,
     )

@@ -1,0 +1,46 @@
+"""Declarative Automation on data-version changes, evaluated against a real instance."""
+
+from dagster import AssetKey, evaluate_automation_conditions, instance_for_test, materialize
+
+from cog_assets.defs.definitions import build_definitions, build_resources
+from cog_assets.media.synthetic import write_test_video
+from cog_assets.runner import materialize_shards, observe_uploads
+from cog_assets.settings import Settings
+from cog_assets.sharding import shard_for
+from cog_assets_tests.conftest import make_dataset
+
+
+NAMES = ["raw_manifest", "validated_clips", "frame_tensors", "vae_latents", "t5_embeddings",
+         "training_dataset"]
+
+
+def _requested(result) -> set[tuple[str, str]]:
+    return {(name, p) for name in NAMES
+            for p in (result.get_requested_partitions(AssetKey(name))
+                      if result.get_num_requested(AssetKey(name)) else [])}
+
+
+def test_reruns_follow_data_versions_not_materializations(tmp_path):
+    root = make_dataset(tmp_path / "data", 4, broken=False)
+    settings = Settings(data_root=str(root), store_url=str(tmp_path / "store"), shard_count=2,
+                        device="cpu", automation=True)
+    defs = build_definitions(settings)
+    with instance_for_test() as instance:
+        assert all(s.success for s in materialize_shards(settings, instance).values())
+        result = evaluate_automation_conditions(defs=defs, instance=instance)
+        assert result.total_requested == 0
+        cursor = result.cursor
+
+        # Re-materializing an unchanged shard gives the same data version: nothing follows
+        # (eager() would re-run everything below it).
+        materialize(defs.assets, selection=["raw_manifest"], partition_key="shard-00000",
+                    instance=instance, resources=build_resources(settings))
+        result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        assert result.total_requested == 0, _requested(result)
+        cursor = result.cursor
+
+        # New bytes for one video: its shard's manifest (and only that) is requested.
+        write_test_video(root / "clips/clip_02.mp4", width=128, height=96, seconds=1.5, seed=5)
+        observe_uploads(instance, settings)
+        result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        assert _requested(result) == {("raw_manifest", shard_for("clips/clip_02.mp4", 2))}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -34,7 +35,7 @@ def _instance(dagster_home: Path | None):
 
 def _print_summaries(summaries) -> None:
     for key, s in summaries.items():
-        state = "ok    " if s.success else "FAILED"
+        state = "done  " if s.resumed else "ok    " if s.success else "FAILED"
         print(f"{state} {key}: {s.clips} clips, {s.accepted} accepted, {s.rejected} rejected, "
               f"{s.computed} computed, {s.reused} reused")
         if s.failure:
@@ -62,7 +63,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from cog_assets.runner import materialize_shards, write_summary_json
+    from cog_assets.defs.definitions import build_definitions
+    from cog_assets.runner import (materialize_shards, register_shards, select_shards,
+                                   write_summary_json)
 
     settings = Settings(
         data_root=str(Path(args.data_root).absolute()),
@@ -73,8 +76,16 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         token_budget=args.token_budget, sample_start=args.sample_start, resize=args.resize,
         short_clips=args.short_clips,
     )
+    build_definitions(settings)  # refuses a configuration the model cannot take, before any work
     instance = _instance(Path(args.dagster_home) if args.dagster_home else None)
-    summaries = materialize_shards(settings, instance)
+    shards = select_shards(register_shards(instance, settings), args.shard, args.shard_range)
+    previous = None
+    if args.resume:
+        if not args.summary_json or not Path(args.summary_json).is_file():
+            raise ManifestError("--resume needs --summary-json pointing at the earlier summary")
+        previous = json.loads(Path(args.summary_json).read_text())["shards"]
+    summaries = materialize_shards(settings, instance, shards, parallel=args.parallel,
+                                   resume_from=previous)
     _print_summaries(summaries)
     if args.summary_json:
         write_summary_json(args.summary_json, summaries)
@@ -140,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--short-clips", default="reject", choices=SHORT_CLIP_POLICIES,
                           help="clips shorter than their window: reject, stride or pad")
     backfill.add_argument("--summary-json", help="write a machine-readable summary here")
+    backfill.add_argument("--shard", action="append", metavar="KEY",
+                          help="only this shard (repeatable), e.g. shard-00003")
+    backfill.add_argument("--shard-range", metavar="FIRST:LAST",
+                          help="only shards in this inclusive range, by key or index (2:5)")
+    backfill.add_argument("--parallel", type=int, default=1,
+                          help="shards run at once, each on the multiprocess executor")
+    backfill.add_argument("--resume", action="store_true",
+                          help="skip shards that succeeded in --summary-json and whose uploads "
+                          "have not changed; run the rest")
     backfill.add_argument("--export", action="store_true",
                           help="then write the cogvideox-factory and CogVideo finetune caches")
     backfill.add_argument("--dagster-home", help="instance directory (default: $DAGSTER_HOME)")

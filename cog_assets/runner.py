@@ -8,17 +8,23 @@ summary (counts, computed vs reused, rejects by reason, output paths) a CI job c
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
+import os
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import AssetObservation, DagsterInstance
+from dagster import AssetObservation, DagsterInstance, build_reconstructable_job, execute_job
 
 from cog_assets.defs.assets import UPLOADS_KEY
 from cog_assets.defs.definitions import build_definitions
 from cog_assets.defs.sensors import DATA_VERSION_TAG
 from cog_assets.defs.partitions import SHARDS_PARTITION
 from cog_assets.settings import Settings
+from cog_assets.sharding import shard_key
+from cog_assets.sources import ManifestError
 from cog_assets.stages.manifest import discover_shards
 from cog_assets.store import ContentStore
 from cog_assets.uploads import UploadState, scan_uploads
@@ -64,6 +70,8 @@ class ShardSummary:
     rejects_path: str | None = None
     failure: str | None = None
     failed_checks: list[str] = field(default_factory=list)
+    fingerprint: str | None = None  # of the shard's uploads when it ran
+    resumed: bool = False  # skipped: done by the run this one resumed
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -98,23 +106,91 @@ def summarise(shard: str, result) -> ShardSummary:
     return summary
 
 
+def prepare_shards_job_from_env():
+    """The shard job as a reconstructable factory: worker processes rebuild it from the
+    COG_ASSETS_* environment the parent set (see Settings.to_env)."""
+    return build_definitions(Settings.from_env()).resolve_job_def(JOB_NAME)
+
+
+def select_shards(all_shards: list[str], keys: Iterable[str] | None = None,
+                  shard_range: str | None = None) -> list[str]:
+    """All shards, or those named, or those in FIRST:LAST (keys or indices, inclusive)."""
+    chosen = list(all_shards)
+    if keys:
+        wanted = set(keys)
+        unknown = wanted - set(all_shards)
+        if unknown:
+            raise ManifestError(f"no clips in shard(s) {', '.join(sorted(unknown))}; the data "
+                                f"root has {', '.join(all_shards)}")
+        chosen = [s for s in chosen if s in wanted]
+    if shard_range:
+        first, _, last = shard_range.partition(":")
+        low = shard_key(int(first)) if first.isdigit() else (first or chosen[0])
+        high = shard_key(int(last)) if last.isdigit() else (last or chosen[-1])
+        chosen = [s for s in chosen if low <= s <= high]
+    return chosen
+
+
+def _run_shard_in_process(env: dict[str, str], shard: str, run_config: dict) -> ShardSummary:
+    """One shard run in its own process (Dagster's execute_job is not thread-safe), on the
+    multiprocess executor, recorded in the instance under DAGSTER_HOME like any run."""
+    os.environ.update(env)
+    job = build_reconstructable_job("cog_assets.runner", "prepare_shards_job_from_env")
+    with DagsterInstance.get() as instance, execute_job(
+            job, instance=instance, run_config=run_config, tags={"dagster/partition": shard},
+            raise_on_error=False) as result:
+        return summarise(shard, result)
+
+
+def _run_parallel(settings: Settings, shards: list[str], parallel: int,
+                  run_config: dict) -> dict[str, ShardSummary]:
+    """Up to `parallel` shard runs at once, each in a fresh process."""
+    env = {**settings.to_env(), "DAGSTER_HOME": os.environ["DAGSTER_HOME"]}
+    config = {**run_config, "execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
+    with ProcessPoolExecutor(max_workers=parallel,
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_shard_in_process, env, shard, config) for shard in shards]
+        return {shard: future.result() for shard, future in zip(shards, futures)}
+
+
 def materialize_shards(settings: Settings, instance: DagsterInstance,
-                       shards: Iterable[str] | None = None, log_level: str = "WARNING"
+                       shards: Iterable[str] | None = None, log_level: str = "WARNING",
+                       parallel: int = 1, resume_from: dict[str, dict] | None = None
                        ) -> dict[str, ShardSummary]:
     """Run the whole asset graph for each shard (all of the data root's by default).
 
-    The console shows `log_level` and above; the instance keeps every event for the UI."""
+    `parallel` > 1 runs that many shards at once in worker processes (the instance must then
+    be the persistent one under DAGSTER_HOME, which the workers open too). `resume_from` (a
+    previous summary's "shards") skips shards that succeeded there and whose uploads have
+    not changed since. The console shows `log_level` and above; the instance keeps every
+    event for the UI.
+    """
     all_shards = register_shards(instance, settings)
-    observe_uploads(instance, settings)
+    try:
+        fingerprints = observe_uploads(instance, settings)
+    except OSError as exc:  # the runs will meet the same store and fail with their step error
+        logging.getLogger(__name__).warning("could not record upload fingerprints: %s", exc)
+        fingerprints = {}
     wanted = list(all_shards if shards is None else shards)
-    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    done = {}
+    for shard, previous in (resume_from or {}).items():
+        if (shard in wanted and previous.get("success")
+                and previous.get("fingerprint") == fingerprints.get(shard)):
+            done[shard] = ShardSummary(**{**previous, "resumed": True})
+    todo = [s for s in wanted if s not in done]
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    summaries = {}
-    for shard in wanted:
-        result = job.execute_in_process(run_config=run_config, partition_key=shard,
-                                        instance=instance, raise_on_error=False)
-        summaries[shard] = summarise(shard, result)
-    return summaries
+    if parallel > 1 and len(todo) > 1:
+        summaries = _run_parallel(settings, todo, parallel, run_config)
+    else:
+        job = build_definitions(settings).resolve_job_def(JOB_NAME)
+        summaries = {}
+        for shard in todo:
+            result = job.execute_in_process(run_config=run_config, partition_key=shard,
+                                            instance=instance, raise_on_error=False)
+            summaries[shard] = summarise(shard, result)
+    for shard, summary in summaries.items():
+        summary.fingerprint = fingerprints.get(shard)
+    return {shard: (done.get(shard) or summaries[shard]) for shard in wanted}
 
 
 def write_summary_json(path: str, summaries: dict[str, ShardSummary]) -> None:

@@ -2,8 +2,26 @@
 
 Expensive artefacts (frames, latents, embeddings) are stored under a key that hashes
 everything that determines their bytes, so a re-run, a re-shard or a second machine finds the
-work already done. Every write goes to a temporary name first and is renamed into place, so a
-reader never sees half a file and a killed run leaves only garbage it can ignore.
+work already done. Every write is atomic, so a reader never sees half a file:
+
+- on local disk (and other filesystems with a real rename) the bytes go to a unique temporary
+  sibling that is then renamed into place (`os.replace`); a killed run leaves only `.tmp-`
+  garbage it can ignore;
+- on object stores (S3, GCS, Azure) a rename is a copy plus a delete, not atomic, so the object
+  is written in one request directly at its final key: a PUT (or, above 100 MiB on S3, a
+  multipart upload, which becomes visible only when completed) is atomic there, and a killed
+  run leaves nothing.
+
+Concurrent writers are safe: an artefact's key hashes everything that determines its bytes, so
+two machines that write the same key write identical bytes and whichever lands last wins with
+the same content; different keys never collide. Plain files by path (a shard's finished dataset,
+its tables) are written by that shard's run; each file is replaced whole, never seen half-written.
+Reads fetch a file in one request (`cat_file`), so a reader gets one version of it.
+
+Filesystem options (endpoint, credentials) come from `ContentStore(url, **storage_options)` or,
+for code that only has the URL (the Dagster resources), from fsspec's own configuration: e.g.
+`FSSPEC_S3_ENDPOINT_URL=http://minio:9000` or `FSSPEC_S3='{"endpoint_url": "..."}'`, and the
+usual AWS credential chain.
 """
 
 from __future__ import annotations
@@ -24,6 +42,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 HASH_CHUNK = 1 << 20
+# fsspec protocols whose "rename" is a copy and a delete; an object written in one request is
+# atomic there.
+OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"})
 
 
 def artifact_key(kind: str, **parts: Any) -> str:
@@ -46,9 +67,12 @@ def file_sha256(path: str, fs: fsspec.AbstractFileSystem | None = None) -> str:
 class ContentStore:
     """Artefacts by (kind, key) plus plain files by path, under one fsspec URL."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, **storage_options: Any):
+        """`storage_options` go to the fsspec filesystem (for S3 via s3fs: `key`, `secret`,
+        `endpoint_url`, `client_kwargs`, ...), on top of fsspec's configuration."""
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.storage_options = dict(storage_options)
+        self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
         self.root = self.root.rstrip("/")
 
     def path(self, *parts: str) -> str:
@@ -60,7 +84,13 @@ class ContentStore:
     # -- atomic primitives -------------------------------------------------------------------
 
     def write_bytes(self, path: str, data: bytes) -> None:
-        """Write to a unique temporary sibling, then rename: readers see all or nothing."""
+        """Readers see all or nothing: one PUT at the final key on an object store; elsewhere a
+        unique temporary sibling renamed into place."""
+        if self.is_object_store:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"write_bytes needs bytes, not {type(data).__name__}")
+            self.fs.pipe_file(path, bytes(data))
+            return
         parent = path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
@@ -73,6 +103,12 @@ class ContentStore:
                 self.fs.rm(tmp)
             raise
 
+    @property
+    def is_object_store(self) -> bool:
+        """True where rename is copy + delete (S3, GCS, Azure): write in one request instead."""
+        protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol
+        return any(p in OBJECT_STORE_PROTOCOLS for p in protocols)
+
     def _rename(self, src: str, dst: str) -> None:
         """os.replace on local disk (atomic, replaces a file); the filesystem's move elsewhere."""
         if isinstance(self.fs, LocalFileSystem):
@@ -81,8 +117,8 @@ class ContentStore:
             self.fs.mv(src, dst)
 
     def read_bytes(self, path: str) -> bytes:
-        with self.fs.open(path, "rb") as handle:
-            return handle.read()
+        """The whole file in one request (one GET on an object store: one version of it)."""
+        return self.fs.cat_file(path)
 
     def exists(self, path: str) -> bool:
         return self.fs.exists(path)

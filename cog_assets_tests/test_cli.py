@@ -58,3 +58,23 @@ def test_backfill_refuses_a_bucket_the_model_cannot_take_before_any_work(
     assert code == 2
     assert "cogvideox-5b-i2v only takes 480x720" in capsys.readouterr().err
     assert not (tmp_path / "store").exists()
+
+
+def test_parallel_backfill_of_a_range_then_resume_skips_finished_shards(
+        tmp_path, monkeypatch):
+    data_root = make_dataset(tmp_path / "data", 6, broken=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    summary_path = tmp_path / "summary.json"
+    common = ["backfill", "--data-root", str(data_root), "--store", str(tmp_path / "store"),
+              "--shards", "4", "--device", "cpu", "--summary-json", str(summary_path)]
+    # 6 clips over 4 shards fill shard-00000, -00001 and -00003.
+    assert main([*common, "--shard-range", "0:1", "--parallel", "2"]) == 0
+    first = json.loads(summary_path.read_text())["shards"]
+    assert sorted(first) == ["shard-00000", "shard-00001"]
+    assert all(s["success"] and not s["resumed"] for s in first.values())
+
+    assert main([*common, "--resume"]) == 0
+    second = json.loads(summary_path.read_text())["shards"]
+    assert sorted(second) == ["shard-00000", "shard-00001", "shard-00003"]
+    assert [k for k, s in second.items() if s["resumed"]] == ["shard-00000", "shard-00001"]
+    assert second["shard-00003"]["success"] and second["shard-00003"]["computed"] > 0

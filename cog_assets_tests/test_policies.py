@@ -49,3 +49,26 @@ def test_resize_modes(tmp_path):
     # The red top-left marker survives only a resize that keeps the left edge: stretch.
     assert stretch[0, 0, 0, 0] > 200 and stretch[0, 0, 0, 2] < 80
     assert not (cover[0, 0, 0, 0] > 200 and cover[0, 0, 0, 2] < 80)
+
+
+def test_limits_reject_with_their_reason(tmp_path):
+    from pathlib import Path
+
+    from cog_assets.frame_policy import FramePolicy
+    from cog_assets.media.limits import MediaLimits
+    from cog_assets.profiles import get_profile
+    from cog_assets.stages.validation import verdict
+
+    clip = Path(write_test_video(tmp_path / "a.mp4", width=160, height=96, seconds=2.0))
+    policy = FramePolicy.build(get_profile("tiny"))
+    assert verdict(clip, policy)[1] is None
+    cases = {
+        "too_large": MediaLimits(max_pixels=160 * 96 - 1),
+        "too_long": MediaLimits(max_duration_s=1.5),
+        "too_small": MediaLimits(min_side=100),
+        "file_too_large": MediaLimits(max_file_bytes=10),
+    }
+    for reason, limits in cases.items():
+        _, got, message = verdict(clip, policy, limits, clip.stat().st_size)
+        assert got == reason, (reason, message)
+        assert "a.mp4" in message

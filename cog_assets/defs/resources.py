@@ -17,6 +17,7 @@ from cog_assets.profiles import ModelProfile, get_profile
 from cog_assets.sources import SourceConfig
 from cog_assets.stages.embeddings import TextIdentity
 from cog_assets.frame_policy import FramePolicy
+from cog_assets.media.limits import MediaLimits
 from cog_assets.stages.latents import VaeIdentity
 from cog_assets.store import ContentStore
 
@@ -35,6 +36,15 @@ class DatasetResource(ConfigurableResource):
     seed: int = 0
     resize: str = "cover"  # cover, stretch or crop
     short_clips: str = "reject"  # reject, stride or pad
+    max_pixels: int = MediaLimits.max_pixels  # per frame; bigger files are rejected
+    max_duration_s: float = MediaLimits.max_duration_s
+    max_file_bytes: int = MediaLimits.max_file_bytes
+    decode_timeout_s: float = MediaLimits.decode_timeout_s  # per clip
+
+    def limits(self) -> MediaLimits:
+        return MediaLimits(max_pixels=self.max_pixels, max_duration_s=self.max_duration_s,
+                           max_file_bytes=self.max_file_bytes,
+                           decode_timeout_s=self.decode_timeout_s)
 
     def source_config(self) -> SourceConfig:
         return SourceConfig(self.caption_column, self.video_column, self.image_column)

@@ -15,6 +15,7 @@ import polars as pl
 from cog_assets.frame_policy import FramePolicy
 from cog_assets.media.decode import half_frame
 from cog_assets.media.errors import MediaError
+from cog_assets.media.limits import MediaLimits
 from cog_assets.media.probe import probe_video
 
 VALIDATED_SCHEMA = {
@@ -30,13 +31,19 @@ PROBE_FIELDS = ("codec", "pix_fmt", "width", "height", "sar", "rotation", "fps",
                 "frame_count", "has_audio")
 
 
-def verdict(path: Path, policy: FramePolicy) -> tuple[dict, str | None, str | None]:
+def verdict(path: Path, policy: FramePolicy, limits: MediaLimits = MediaLimits(),
+            size_bytes: int | None = None) -> tuple[dict, str | None, str | None]:
     """(probe fields with the bucket, reason, message) for one video; reason None: accepted."""
     try:
+        limits.check_size(path.name, size_bytes)
         probe = probe_video(path)
     except MediaError as exc:
         return {}, exc.reason, exc.message
     fields = {name: getattr(probe, name) for name in PROBE_FIELDS}
+    try:
+        limits.check_probe(path.name, probe)
+    except MediaError as exc:
+        return fields, exc.reason, exc.message
     bucket = policy.assign(probe.width, probe.height, probe.duration_s, half_frame(probe))
     if bucket is None:
         return fields, "too_short", (
@@ -47,8 +54,8 @@ def verdict(path: Path, policy: FramePolicy) -> tuple[dict, str | None, str | No
 
 
 def validate_clips(manifest: pl.DataFrame, data_root: str | os.PathLike, policy: FramePolicy,
-                   count_tokens: Callable[[list[str]], list[int]] | None = None
-                   ) -> pl.DataFrame:
+                   count_tokens: Callable[[list[str]], list[int]] | None = None,
+                   limits: MediaLimits = MediaLimits()) -> pl.DataFrame:
     """One row per manifest row: its probe, bucket and `accepted`, or why it is rejected."""
     root = Path(data_root)
     limit = policy.profile.text_max_length
@@ -62,7 +69,8 @@ def validate_clips(manifest: pl.DataFrame, data_root: str | os.PathLike, policy:
                       caption_truncated=None if n_tokens is None else n_tokens > limit)
         reason, message = row["issue_reason"], row["issue_message"]
         if reason is None:
-            fields, reason, message = verdict(root / row["clip_id"], policy)
+            fields, reason, message = verdict(root / row["clip_id"], policy, limits,
+                                              row["size_bytes"])
             record.update(fields)
             if reason is not None:
                 message = f"{row['clip_id']}: {message}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,46 +68,70 @@ class ScanResult:
     hashed: int  # files whose bytes were read this tick
     changed_files: list[str]  # new or different bytes
     deleted_files: list[str]
+    pending: int = 0  # files left to hash on a later tick (hash budget spent)
 
 
-def refresh_snapshot(previous: pl.DataFrame | None, lister: FileLister) -> ScanResult:
-    """The current snapshot, re-using the previous hash of every file whose stat is unchanged."""
+def refresh_snapshot(previous: pl.DataFrame | None, lister: FileLister,
+                     hash_budget_s: float | None = None) -> ScanResult:
+    """The current snapshot, re-using the previous hash of every file whose stat is unchanged.
+
+    With `hash_budget_s`, hashing stops when the budget is spent: the files left get no hash
+    yet (null) and are hashed on the next call, so a first look at a huge dataset spreads over
+    several sensor ticks instead of running past the tick timeout.
+    """
     listing = lister.stat_all()
     previous = previous if previous is not None else pl.DataFrame(schema=SNAPSHOT_SCHEMA)
     joined = listing.join(previous.rename({"size": "prev_size", "mtime_ns": "prev_mtime"}),
                           on="path", how="left")
     same_stat = ((pl.col("size") == pl.col("prev_size"))
-                 & (pl.col("mtime_ns") == pl.col("prev_mtime"))).fill_null(False)
+                 & (pl.col("mtime_ns") == pl.col("prev_mtime"))
+                 & pl.col("sha256").is_not_null()).fill_null(False)
     unchanged = joined.filter(same_stat).select(list(SNAPSHOT_SCHEMA))
     restat = joined.filter(~same_stat)
-    hashed = [lister.sha256(p) for p in restat["path"]]
+    deadline = None if hash_budget_s is None else time.monotonic() + hash_budget_s
+    hashed: list[str | None] = []
+    for path in restat["path"]:
+        if deadline is not None and time.monotonic() > deadline:
+            hashed.append(None)
+        else:
+            hashed.append(lister.sha256(path))
     rehashed = restat.with_columns(pl.Series("new_sha", hashed, dtype=pl.String))
-    changed = rehashed.filter(pl.col("sha256").is_null() | (pl.col("sha256") != pl.col("new_sha")))
+    done = rehashed.filter(pl.col("new_sha").is_not_null())
+    changed = done.filter(pl.col("sha256").is_null() | (pl.col("sha256") != pl.col("new_sha")))
     snapshot = pl.concat([unchanged, rehashed.select(
         "path", "size", "mtime_ns", pl.col("new_sha").alias("sha256"))]).sort("path")
     deleted = sorted(set(previous["path"]) - set(listing["path"]))
-    return ScanResult(snapshot, len(hashed), changed["path"].to_list(), deleted)
+    return ScanResult(snapshot, len(done), changed["path"].to_list(), deleted,
+                      len(hashed) - len(done))
 
 
 def shard_fingerprints(data_root: str | os.PathLike, shard_count: int, snapshot: pl.DataFrame,
                        config: SourceConfig | None = None) -> dict[str, str]:
     """One hash per shard of everything that decides its output: each clip's id, caption,
-    first-frame image and the bytes of both (missing files count as such)."""
+    first-frame image and the bytes of both (missing files count as such). A shard with a
+    file not hashed yet gets None: it is not compared until the hash is known."""
     hashes = dict(zip(snapshot["path"], snapshot["sha256"]))
+    listed = set(snapshot["path"])
     per_shard: dict[str, list[str]] = {}
+    pending: set[str] = set()
     for row in read_manifests(data_root, config):
+        shard = shard_for(row.clip_id, shard_count)
+        if any(p in listed and hashes[p] is None for p in (row.clip_id, row.image_path) if p):
+            pending.add(shard)
         parts = [row.clip_id, caption_sha256(row.caption), row.image_path or "",
-                 hashes.get(row.clip_id, "missing"),
-                 hashes.get(row.image_path, "missing") if row.image_path else "",
+                 hashes.get(row.clip_id) or "missing",
+                 (hashes.get(row.image_path) or "missing") if row.image_path else "",
                  row.issue_reason or ""]
-        per_shard.setdefault(shard_for(row.clip_id, shard_count), []).append("|".join(parts))
-    return {shard: hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:24]
+        per_shard.setdefault(shard, []).append("|".join(parts))
+    return {shard: None if shard in pending
+            else hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:24]
             for shard, lines in per_shard.items()}
 
 
-def changed_shards(previous: dict[str, str], current: dict[str, str]) -> list[str]:
-    """Shards whose fingerprint moved, appeared, or that lost their last clip."""
-    return sorted({s for s, fp in current.items() if previous.get(s) != fp}
+def changed_shards(previous: dict[str, str], current: dict[str, str | None]) -> list[str]:
+    """Shards whose fingerprint moved, appeared, or that lost their last clip (shards still
+    being hashed are left for a later tick)."""
+    return sorted({s for s, fp in current.items() if fp is not None and previous.get(s) != fp}
                   | (set(previous) - set(current)))
 
 
@@ -158,6 +183,7 @@ class UploadTick:
     changed: list[str]  # shards to re-run
     hashed: int
     files: int
+    pending: int = 0  # files whose hash waits for a later tick
 
 
 def current_fingerprints(state: UploadState, data_root: str, shard_count: int,
@@ -169,13 +195,19 @@ def current_fingerprints(state: UploadState, data_root: str, shard_count: int,
 
 
 def scan_uploads(state: UploadState, generation: int | None, data_root: str, shard_count: int,
-                 lister: FileLister | None = None, config: SourceConfig | None = None
-                 ) -> UploadTick:
-    """Diff the data root against the state of `generation`; save the next generation."""
+                 lister: FileLister | None = None, config: SourceConfig | None = None,
+                 hash_budget_s: float | None = None) -> UploadTick:
+    """Diff the data root against the state of `generation`; save the next generation.
+
+    Shards with files still to hash keep their previous fingerprint in the saved state and
+    are reported on the tick that finishes hashing them."""
     previous_files, previous_fps = state.load(generation)
-    scan = refresh_snapshot(previous_files, lister or LocalLister(Path(data_root)))
+    scan = refresh_snapshot(previous_files, lister or LocalLister(Path(data_root)),
+                            hash_budget_s)
     fingerprints = shard_fingerprints(data_root, shard_count, scan.snapshot, config)
+    saved = {s: fp if fp is not None else previous_fps.get(s) for s, fp in fingerprints.items()}
     next_generation = (generation or 0) + 1
-    state.save(next_generation, scan.snapshot, fingerprints)
-    return UploadTick(next_generation, fingerprints, changed_shards(previous_fps, fingerprints),
-                      scan.hashed, len(scan.snapshot))
+    state.save(next_generation, scan.snapshot, {s: fp for s, fp in saved.items() if fp})
+    return UploadTick(next_generation, {s: fp for s, fp in fingerprints.items() if fp},
+                      changed_shards(previous_fps, fingerprints), scan.hashed,
+                      len(scan.snapshot), scan.pending)

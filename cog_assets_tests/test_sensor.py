@@ -93,3 +93,18 @@ def test_deleted_video_runs_its_shard(ticker):
     (root / "prompts.txt").write_text("\n".join(prompts[:1] + prompts[2:]) + "\n")
     (root / "clips/clip_01.mp4").unlink()
     assert t.shards_requested() == [_shard(1)]
+
+
+def test_hashing_spreads_over_ticks_when_the_budget_runs_out(tmp_path):
+    from cog_assets.store import ContentStore
+    from cog_assets.uploads import UploadState, scan_uploads
+
+    root = make_dataset(tmp_path / "data", 4, broken=False)
+    state = UploadState(ContentStore(str(tmp_path / "store")), str(root), SHARDS)
+    first = scan_uploads(state, None, str(root), SHARDS, hash_budget_s=0.0)
+    assert first.pending > 0 and first.changed == []  # nothing reported half-hashed
+    second = scan_uploads(state, first.generation, str(root), SHARDS)
+    assert second.pending == 0
+    assert second.changed == sorted({_shard(i) for i in range(4)})
+    third = scan_uploads(state, second.generation, str(root), SHARDS)
+    assert third.changed == [] and third.hashed == 0

@@ -13,6 +13,9 @@ from cog_assets.uploads import UploadState, scan_uploads
 
 # The tag an observation carries its data version in (dagster.DATA_VERSION_TAG, not exported).
 DATA_VERSION_TAG = "dagster/data_version"
+# Hashing stops after this long in a tick (Dagster times a sensor out at 60 s); the rest of a
+# big first look is hashed on the next ticks.
+HASH_BUDGET_S = 35.0
 
 
 @sensor(job=prepare_shards_job, minimum_interval_seconds=60)
@@ -27,9 +30,10 @@ def upload_sensor(context: SensorEvaluationContext, dataset: DatasetResource,
     cursor = json.loads(context.cursor) if context.cursor else {}
     state = UploadState(store.open(), dataset.data_root, dataset.shard_count)
     tick = scan_uploads(state, cursor.get("generation"), dataset.data_root,
-                        dataset.shard_count, config=dataset.source_config())
+                        dataset.shard_count, config=dataset.source_config(),
+                        hash_budget_s=HASH_BUDGET_S)
     context.update_cursor(json.dumps({"generation": tick.generation}))
-    context.log.info(f"{tick.files} files, {tick.hashed} hashed, "
+    context.log.info(f"{tick.files} files, {tick.hashed} hashed, {tick.pending} left to hash, "
                      f"{len(tick.changed)} shards changed")
     if not tick.changed:
         return SkipReason(f"no change among {tick.files} files ({tick.hashed} re-hashed)")

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from torch.utils.data import Dataset, Sampler
 
 from cog_assets.profiles import ModelProfile, get_profile
-from cog_assets.stages.dataset import EMBEDS_FILE, IMAGE_LATENTS_FILE, INDEX_FILE, LATENTS_FILE
+from cog_assets.stages.dataset import INDEX_FILE, shard_file
 
 
 def sample_from_moments(moments: torch.Tensor, generator: torch.Generator | None = None
@@ -71,16 +71,17 @@ class CogVideoXLatentDataset(Dataset):
         """Each item's bucket (`FxHxW`), for BucketBatchSampler."""
         return [row["bucket"] for row in self._rows]
 
-    def _tensor(self, i: int, file: str, name_column: str) -> torch.Tensor:
+    def _tensor(self, i: int, file_column: str, name_column: str) -> torch.Tensor:
         row = self._rows[i]
-        with safe_open(Path(row["shard_dir"]) / file, framework="pt") as handle:
+        path = Path(row["shard_dir"]) / shard_file(row, file_column)
+        with safe_open(path, framework="pt") as handle:
             return handle.get_tensor(row[name_column])
 
     def moments(self, i: int) -> torch.Tensor:
-        return self._tensor(i, LATENTS_FILE, "clip_id")
+        return self._tensor(i, "latents_file", "clip_id")
 
     def prompt_embedding(self, i: int) -> torch.Tensor:
-        return self._tensor(i, EMBEDS_FILE, "caption_sha256")
+        return self._tensor(i, "embeds_file", "caption_sha256")
 
     def _draw(self, moments: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.sample:
@@ -98,7 +99,7 @@ class CogVideoXLatentDataset(Dataset):
             "prompt_embeds": self.prompt_embedding(i),
         }
         if row.get("has_image_latent"):
-            image = self._draw(self._tensor(i, IMAGE_LATENTS_FILE, "clip_id"), generator)
+            image = self._draw(self._tensor(i, "image_latents_file", "clip_id"), generator)
             item["image_latents"] = (image / scale if self.profile.invert_scale_latents
                                      else image * scale)
         return item

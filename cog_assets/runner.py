@@ -81,6 +81,18 @@ def _metadata_value(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
+def error_text(error) -> str:
+    """A step error with its causes (Dagster wraps the user's exception in its own), so the
+    summary says what actually went wrong: the OSError and path, not just "error in op"."""
+    parts = []
+    while error is not None:
+        message = error.message.strip()
+        if message and message not in parts:
+            parts.append(message)
+        error = error.cause or getattr(error, "context", None)
+    return " <- caused by: ".join(parts)
+
+
 def summarise(shard: str, result) -> ShardSummary:
     """Counts from the run's materialization metadata; the failing step's error if it failed."""
     summary = ShardSummary(shard=shard, success=result.success, run_id=result.run_id)
@@ -100,7 +112,7 @@ def summarise(shard: str, result) -> ShardSummary:
         if not evaluation.passed:
             summary.failed_checks.append(evaluation.asset_check_key.to_user_string())
     if not result.success:
-        failures = [f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+        failures = [f"{e.step_key}: {error_text(e.event_specific_data.error)}"
                     for e in result.all_events if e.is_step_failure]
         summary.failure = "\n".join(failures) or "run failed"
     return summary
@@ -146,7 +158,11 @@ def _run_parallel(settings: Settings, shards: list[str], parallel: int,
                   run_config: dict) -> dict[str, ShardSummary]:
     """Up to `parallel` shard runs at once, each in a fresh process."""
     env = {**settings.to_env(), "DAGSTER_HOME": os.environ["DAGSTER_HOME"]}
-    config = {**run_config, "execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
+    config = run_config
+    if os.environ.get("COG_ASSETS_EXECUTOR", "multiprocess") == "multiprocess":
+        config = {**run_config, "execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("COG_ASSETS_")
+                and k not in env})  # executor choice, celery broker, k8s settings
     with ProcessPoolExecutor(max_workers=parallel,
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_run_shard_in_process, env, shard, config) for shard in shards]

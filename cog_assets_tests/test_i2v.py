@@ -40,7 +40,7 @@ def test_image_latents_equal_vae_moments_of_first_frame(i2v_shard):
     root, settings, summary = i2v_shard
     shard_dir = summary.index_path.rsplit("/", 1)[0]
     index = pl.read_parquet(summary.index_path)
-    image_latents = load_file(f"{shard_dir}/image_latents.safetensors")
+    image_latents = load_file(f"{shard_dir}/{index['image_latents_file'][0]}")
     vae = load_vae(WeightsSource(PROFILE), torch.device("cpu"), torch.float32)
     for row in index.iter_rows(named=True):
         assert row["has_image_latent"]
@@ -63,6 +63,6 @@ def test_loader_returns_scaled_image_latents(i2v_shard):
                                      sample=False)
     item = dataset[0]
     assert item["image_latents"].shape == (16, 1, 8, 12)
-    shard_dir = dataset.index["shard_dir"][0]
-    moments = load_file(f"{shard_dir}/image_latents.safetensors")[item["clip_id"]]
+    shard_dir, file = dataset.index.select("shard_dir", "image_latents_file").row(0)
+    moments = load_file(f"{shard_dir}/{file}")[item["clip_id"]]
     torch.testing.assert_close(item["image_latents"], moments[:16] * PROFILE.scaling_factor)

@@ -24,8 +24,10 @@ def run_twice(tmp_path_factory):
                         shard_count=2, device="cpu")
     with instance_for_test() as instance:
         first = materialize_shards(settings, instance)
+        event = instance.get_latest_materialization_event(AssetKey("frame_tensors"))
+        sheet = event.asset_materialization.metadata["contact_sheet"].value
         second = materialize_shards(settings, instance)
-        yield settings, first, second
+        yield settings, first, second, sheet
 
 
 def test_definitions_load_with_six_assets_and_checks():
@@ -42,7 +44,7 @@ def test_definitions_load_with_six_assets_and_checks():
 
 
 def test_two_shards_materialize_with_checks_passing(run_twice):
-    settings, first, _ = run_twice
+    settings, first, _, _ = run_twice
     assert sorted(first) == ["shard-00000", "shard-00001"]
     for summary in first.values():
         assert summary.success, summary.failure
@@ -53,7 +55,7 @@ def test_two_shards_materialize_with_checks_passing(run_twice):
 
 
 def test_undecodable_clip_is_rejected_with_reason_and_shard_succeeds(run_twice):
-    settings, first, _ = run_twice
+    settings, first, _, _ = run_twice
     shard = shard_for("clips/garbage.mp4", 2)
     summary = first[shard]
     assert summary.success and summary.rejected == 1
@@ -64,7 +66,7 @@ def test_undecodable_clip_is_rejected_with_reason_and_shard_succeeds(run_twice):
 
 
 def test_unchanged_shard_rematerializes_with_everything_reused(run_twice):
-    _, first, second = run_twice
+    _, first, second, _ = run_twice
     for key, summary in second.items():
         assert summary.success
         assert summary.computed == 0
@@ -72,7 +74,7 @@ def test_unchanged_shard_rematerializes_with_everything_reused(run_twice):
 
 
 def test_finished_dataset_reads_back_without_models(run_twice):
-    settings, first, _ = run_twice
+    settings, first, _, _ = run_twice
     dataset = CogVideoXLatentDataset(f"{settings.store_url}/datasets/tiny", "tiny")
     assert len(dataset) == 6
     item = dataset[0]
@@ -96,3 +98,18 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
     done = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
                           cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_frame_tensors_show_a_small_contact_sheet(run_twice):
+    import base64
+    import io
+
+    from PIL import Image
+
+    *_, sheet = run_twice
+    prefix = "![contact sheet](data:image/jpeg;base64,"
+    assert sheet.startswith(prefix) and sheet.endswith(")")
+    jpeg = base64.b64decode(sheet[len(prefix):-1])
+    assert len(jpeg) < 48_000
+    image = Image.open(io.BytesIO(jpeg))
+    assert image.height >= 72 and image.width >= 72

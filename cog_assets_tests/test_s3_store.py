@@ -236,18 +236,18 @@ def test_shard_materializes_into_the_s3_store(s3_endpoint, bucket, tmp_path, mon
         keys = all_keys(s3_endpoint, bucket)
         assert [k for k in keys if ".tmp-" in k] == []
         shard_dir = "store/datasets/tiny/shard-00000"
-        for name in ("index.parquet", "rejects.parquet", "latents.safetensors",
-                     "prompt_embeds.safetensors"):
+        store = ContentStore(url)  # endpoint from fsspec's config, like the pipeline
+        index = store.read_table(store.path("datasets", "tiny", "shard-00000", "index.parquet"))
+        for name in ("index.parquet", "rejects.parquet", index["latents_file"][0],
+                     index["embeds_file"][0]):
             assert f"{shard_dir}/{name}" in keys
         for kind in (FRAMES_KIND, LATENTS_KIND, EMBEDDINGS_KIND):
             assert any(k.startswith(f"store/cas/{kind}/") for k in keys), kind
         assert any(k.startswith("store/tables/") for k in keys)
 
-        store = ContentStore(url)  # endpoint from fsspec's config, like the pipeline
-        index = store.read_table(store.path("datasets", "tiny", "shard-00000", "index.parquet"))
         assert index.height == 3
         latents = load_safetensors(store.read_bytes(
-            store.path("datasets", "tiny", "shard-00000", "latents.safetensors")))
+            store.path("datasets", "tiny", "shard-00000", index["latents_file"][0])))
         assert sorted(latents) == sorted(index["clip_id"].to_list())
         rejects = pl.read_parquet(io.BytesIO(store.read_bytes(
             store.path("datasets", "tiny", "shard-00000", "rejects.parquet"))))

@@ -15,7 +15,9 @@ import polars as pl
 from dagster import (AssetExecutionContext, AssetKey, DataVersion, DataVersionsByPartition,
                      MetadataValue, Output, asset, observable_source_asset)
 
+from cog_assets.contact_sheet import contact_sheet, markdown_image
 from cog_assets.defs.kubernetes import gpu_op_tags
+from cog_assets.frame_policy import FRAMES_KIND
 from cog_assets.defs.metadata import reason_counts, table_metadata
 from cog_assets.defs.partitions import shards_partitions
 from cog_assets.defs.resources import DatasetResource, DeviceResource, ModelResource, StoreResource
@@ -67,7 +69,7 @@ def validated_clips(context: AssetExecutionContext, raw_manifest: pl.DataFrame,
     """The probe of every row (codec, size after rotation, fps, duration) and its verdict."""
     started = time.perf_counter()
     frame = validate_clips(raw_manifest, dataset.data_root, models.frame_policy(dataset),
-                           models.token_counter())
+                           models.token_counter(), dataset.limits())
     rejects = rejects_of(frame)
     keys = [f"{r['clip_id']}|{r['content_hash']}|{r['accepted']}|{r['reason']}"
             for r in frame.iter_rows(named=True)]
@@ -85,10 +87,26 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
                   store: StoreResource) -> Output[pl.DataFrame]:
     """Per accepted clip, F frames sampled by timestamp and cover-resized: uint8 [F, H, W, 3]."""
     frame, stats = extract_frames(validated_clips, dataset.data_root, store.open(),
-                                  models.frame_policy(dataset))
+                                  models.frame_policy(dataset),
+                                  decode_timeout_s=dataset.decode_timeout_s)
     buckets = {b: n for b, n in frame.group_by("bucket").len().iter_rows()}
+    metadata = {"clips": len(frame), "buckets": buckets, **stats.as_metadata()}
+    sheet = _contact_sheet(store, frame)
+    if sheet:
+        metadata["contact_sheet"] = MetadataValue.md(sheet)
     return Output(frame, data_version=DataVersion(data_version_of(frame["frames_key"])),
-                  metadata={"clips": len(frame), "buckets": buckets, **stats.as_metadata()})
+                  metadata=metadata)
+
+
+def _contact_sheet(store: StoreResource, frames: pl.DataFrame, clips: int = 8) -> str | None:
+    """The middle sampled frame of up to `clips` clips, as an inline image."""
+    content = store.open()
+    keys = frames.filter(pl.col("status") != "rejected")["frames_key"].head(clips)
+    images = []
+    for key in keys:
+        tensor = content.get_tensors(FRAMES_KIND, key)["frames"]
+        images.append(tensor[len(tensor) // 2].numpy())
+    return markdown_image(contact_sheet(images)) if images else None
 
 
 @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"pytorch", "diffusers"},

@@ -7,6 +7,7 @@ from dagster import Definitions
 from cog_assets.defs.assets import ALL_ASSETS, SHARD_ASSETS, uploads
 from cog_assets.defs.automation import with_automation
 from cog_assets.defs.checks import ALL_CHECKS
+from cog_assets.defs.executors import executor_from_env
 from cog_assets.defs.exports import EXPORT_ASSETS, export_job
 from cog_assets.defs.jobs import prepare_shards_job
 from cog_assets.defs.resources import (DatasetResource, DeviceResource, ModelResource,
@@ -41,5 +42,5 @@ def build_definitions(settings: Settings) -> Definitions:
     return Definitions(
         assets=[*shard_assets, *EXPORT_ASSETS], asset_checks=ALL_CHECKS,
         jobs=[prepare_shards_job, export_job],
-        sensors=[upload_sensor], resources=resources,
+        sensors=[upload_sensor], resources=resources, executor=executor_from_env(),
     )

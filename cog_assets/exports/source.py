@@ -15,7 +15,7 @@ import polars as pl
 import torch
 from safetensors import safe_open
 
-from cog_assets.stages.dataset import EMBEDS_FILE, IMAGE_LATENTS_FILE, INDEX_FILE, LATENTS_FILE
+from cog_assets.stages.dataset import DEFAULT_FILES, INDEX_FILE, shard_file
 
 
 
@@ -32,6 +32,10 @@ class ClipRecord:
     width: int
     shard_dir: Path
     has_image_latent: bool | None  # None: an older shard without the column
+    files: tuple[tuple[str, str], ...] = ()  # (index column, tensor file name) of the shard
+
+    def file(self, column: str) -> Path:
+        return self.shard_dir / dict(self.files).get(column, DEFAULT_FILES[column])
 
     @property
     def bucket(self) -> str:
@@ -70,6 +74,7 @@ def read_clips(dataset_dir: str | Path) -> list[ClipRecord]:
                 num_frames=int(row["num_frames"]), height=int(row["height"]),
                 width=int(row["width"]), shard_dir=shard,
                 has_image_latent=(bool(row["has_image_latent"]) if flagged else None),
+                files=tuple((c, shard_file(row, c)) for c in DEFAULT_FILES),
             ))
     return clips
 
@@ -111,21 +116,21 @@ class ShardTensors:
 
     # the three tensor files of a shard, addressed by clip
     def moments_shape(self, clip: ClipRecord) -> tuple[int, ...] | None:
-        return self.shape(clip.shard_dir / LATENTS_FILE, clip.clip_id)
+        return self.shape(clip.file("latents_file"), clip.clip_id)
 
     def moments(self, clip: ClipRecord) -> torch.Tensor:
-        return self.tensor(clip.shard_dir / LATENTS_FILE, clip.clip_id)
+        return self.tensor(clip.file("latents_file"), clip.clip_id)
 
     def embedding_shape(self, clip: ClipRecord) -> tuple[int, ...] | None:
-        return self.shape(clip.shard_dir / EMBEDS_FILE, clip.caption_sha256)
+        return self.shape(clip.file("embeds_file"), clip.caption_sha256)
 
     def embedding(self, clip: ClipRecord) -> torch.Tensor:
-        return self.tensor(clip.shard_dir / EMBEDS_FILE, clip.caption_sha256)
+        return self.tensor(clip.file("embeds_file"), clip.caption_sha256)
 
     def image_latent_shape(self, clip: ClipRecord) -> tuple[int, ...] | None:
         if clip.has_image_latent is False:
             return None
-        return self.shape(clip.shard_dir / IMAGE_LATENTS_FILE, clip.clip_id)
+        return self.shape(clip.file("image_latents_file"), clip.clip_id)
 
     def image_latent(self, clip: ClipRecord) -> torch.Tensor:
-        return self.tensor(clip.shard_dir / IMAGE_LATENTS_FILE, clip.clip_id)
+        return self.tensor(clip.file("image_latents_file"), clip.clip_id)

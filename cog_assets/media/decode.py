@@ -1,125 +1,246 @@
-"""Reading a clip's sampled frames as a viewer sees them, doing only the work needed.
+"""Decode exactly the frames a training sample needs, as a viewer would see them.
 
-Seek near the window, decode (threaded) until the last wanted time, and convert only the
-frames picked: each is scaled in uint8 by libswscale straight to its cover size (the sample
-aspect ratio folded into the scale), turned by the display matrix, then centre-cropped.
+Frames are chosen by presentation time (VFR-safe), scaled in uint8 by libswscale
+straight from the decoder's pixel format (10-bit, 4:4:4 and alpha sources included),
+so no full-resolution float copy ever exists.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import av
 import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
 
-from cog_assets.media.errors import MediaError
-from cog_assets.media.probe import VideoProbe, open_video, probe_video
-from cog_assets.media.resize import resize_geometry
-from cog_assets.media.sampling import EPSILON, sample_timestamps
+from .errors import MediaError
+from .probe import VideoProbe, probe_video
+from .resize import resize_geometry
+from .sampling import PTS_EPSILON_S, sample_timestamps, select_streaming
 
-SEEK_MARGIN_S = 1.0  # decoding from a keyframe this far before the window is cheaper than seeking wrong
-INTERPOLATION = "AREA"  # swscale's area filter: antialiased when shrinking
-
-
-class FrameConverter:
-    """Coded frame -> uint8 RGB [H, W, 3] at the target size, rotation and SAR applied."""
-
-    def __init__(self, probe: VideoProbe, height: int, width: int, resize: str = "cover"):
-        geometry = resize_geometry(resize, probe.width, probe.height, width, height)
-        self.rotation = probe.rotation
-        self.crop = (geometry.crop_y, geometry.crop_x, height, width)
-        if probe.rotation in (90, 270):  # scale in coded orientation, then turn
-            self.scaled = (geometry.scaled_height, geometry.scaled_width)
-        else:
-            self.scaled = (geometry.scaled_width, geometry.scaled_height)
-
-    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        rgb = frame.reformat(width=self.scaled[0], height=self.scaled[1], format="rgb24",
-                             interpolation=INTERPOLATION).to_ndarray()
-        if self.rotation:
-            rgb = np.rot90(rgb, k=-(self.rotation // 90))  # negative k: clockwise
-        y, x, h, w = self.crop
-        return np.ascontiguousarray(rgb[y:y + h, x:x + w])
+__all__ = ["read_clip_frames", "half_frame", "ClipTask", "decode_clip_task"]
 
 
 def half_frame(probe: VideoProbe) -> float:
-    """Rounding slack for durations and the last frame's end: half a source frame."""
-    return 0.5 / probe.fps if probe.fps else 0.0
+    """Duration tolerance: half a source frame, the rounding containers apply to durations."""
+    return 0.5 / probe.fps if probe.fps > 0 else 0.0
 
 
-def _frame_times(container: av.container.InputContainer, stream: av.VideoStream) -> list[float]:
-    """Presentation times of every frame, by decoding: for containers that state no duration."""
-    times = []
-    for frame in container.decode(stream):
-        if frame.time is not None:
-            times.append(frame.time)
-    return times
+class _Overshot(Exception):
+    """The seek landed after the first wanted time; decode from the start instead."""
 
 
-def read_clip_frames(path: str | os.PathLike, *, num_frames: int, fps: float, height: int,
-                     width: int, start: str = "start", seed: int = 0,
-                     probe: VideoProbe | None = None, resize: str = "cover",
-                     short_clips: str = "reject") -> np.ndarray:
-    """uint8 [num_frames, height, width, 3]: frames at `fps` from the window `start` picks
-    (see sample_timestamps for `short_clips`, resize_geometry for `resize`)."""
-    path = Path(path)
-    probe = probe or probe_video(path)
-    convert = FrameConverter(probe, height, width, resize)
-    container = open_video(path)
-    with container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        duration = probe.duration_s
-        if duration is None:  # no metadata: decode once to learn how long it really is
-            times = _frame_times(container, stream)
-            if not times:
-                raise MediaError("decode_error", f"{path.name}: no frame could be decoded")
-            step = 1.0 / probe.fps if probe.fps else 0.0
-            duration = times[-1] - t0 + step
-            container.seek(0, stream=stream, backward=True)
-        wanted = sample_timestamps(duration, num_frames, fps, start, seed,
-                                   tolerance_s=half_frame(probe), short_clips=short_clips)
-        return _decode_window(container, stream, convert, wanted, t0, probe, path)
-
-
-def _decode_window(container, stream, convert: FrameConverter, wanted: list[float], t0: float,
-                   probe: VideoProbe, path: Path) -> np.ndarray:
-    if wanted[0] > SEEK_MARGIN_S:
-        target = int((wanted[0] + t0 - SEEK_MARGIN_S) / stream.time_base)
-        container.seek(target, stream=stream, backward=True, any_frame=False)
-    out: list[np.ndarray] = []
-    prev: av.VideoFrame | None = None
-    prev_rgb: np.ndarray | None = None
-    index = -1
+@contextmanager
+def _open_video(
+    path: str | os.PathLike, threads: int = 0
+) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
     try:
-        for index, frame in enumerate(container.decode(stream)):
-            if frame.time is None:
-                continue
-            t = frame.time - t0
-            while len(out) < len(wanted) and wanted[len(out)] < t - EPSILON:
-                if prev is None:  # the window starts before the first frame: show the first
-                    prev, prev_rgb = frame, None
-                if prev_rgb is None:
-                    prev_rgb = convert(prev)
-                out.append(prev_rgb)
-            if len(out) == len(wanted):
-                break
-            prev, prev_rgb = frame, None
-    except av.FFmpegError as exc:
-        if len(out) < len(wanted):
-            raise MediaError("decode_error", f"{path.name}: decode error at frame {index + 1} "
-                             f"({len(out)} of {len(wanted)} sampled frames read): {exc}"
-                             ) from None
-    if len(out) < len(wanted) and prev is not None:
-        # End of stream: the last frame stays on screen for one frame duration.
-        last_end = prev.time - t0 + (1.0 / probe.fps if probe.fps else 0.0)
-        rgb = convert(prev) if prev_rgb is None else prev_rgb
-        while len(out) < len(wanted) and wanted[len(out)] < last_end + half_frame(probe):
-            out.append(rgb)
-    if len(out) < len(wanted):
-        shown = 0.0 if prev is None else prev.time - t0
-        raise MediaError("too_short", f"{path.name}: stream ends at {shown:.3f} s, the window "
-                         f"needs a frame at {wanted[len(out)]:.3f} s")
-    return np.stack(out)
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as e:
+        raise MediaError("unreadable", f"PyAV cannot open {path}: {e}") from e
+    with container:
+        if not container.streams.video:
+            raise MediaError("no_video_stream", f"{path} has no video stream")
+        stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise MediaError("unreadable", f"{path}: the video stream has no usable codec parameters")
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads  # 0: FFmpeg picks
+        yield container, stream
+
+
+def _origin(stream: av.VideoStream) -> float | None:
+    """Stream start in seconds: times are relative to it so edit lists / offsets cancel."""
+    if stream.start_time is None:
+        return None
+    return float(stream.start_time * stream.time_base)
+
+
+def _scan_duration(path: str | os.PathLike, fallback_fps: float) -> float:
+    """Duration when headers lack it: end of the last packet (demux only, no decoding)."""
+    with _open_video(path) as (container, stream):
+        tb = stream.time_base
+        first = end = None
+        try:
+            for pkt in container.demux(stream):
+                if pkt.pts is None:
+                    continue
+                t = float(pkt.pts * tb)
+                step = float(pkt.duration * tb) if pkt.duration else 1.0 / (fallback_fps or 25.0)
+                first = t if first is None else min(first, t)
+                end = t + step if end is None else max(end, t + step)
+        except av.error.FFmpegError as e:
+            raise MediaError("decode_error", f"cannot read packets to find the duration: {e}") from e
+        if end is None:
+            raise MediaError("decode_error", f"{path}: no timestamped video packets")
+        origin = _origin(stream)
+        return end - (first if origin is None else origin)
+
+
+def _converter(
+    probe: VideoProbe, height: int, width: int, resize: str
+) -> Callable[[av.VideoFrame], np.ndarray]:
+    """Frame -> uint8 [height, width, 3]: non-uniform scale (SAR), rotate, centre crop."""
+    g = resize_geometry(probe.width, probe.height, width, height, resize)
+    quarter = probe.rotation // 90 % 4
+    # Scale the coded frame to the size that becomes (scaled_w, scaled_h) once rotated.
+    pre_w, pre_h = (g.scaled_height, g.scaled_width) if quarter % 2 else (g.scaled_width, g.scaled_height)
+    reformatter = VideoReformatter()  # reuses one swscale context across frames
+
+    def convert(frame: av.VideoFrame) -> np.ndarray:
+        down = frame.width * frame.height > pre_w * pre_h
+        rgb = reformatter.reformat(
+            frame, width=pre_w, height=pre_h, format="rgb24",
+            interpolation=Interpolation.AREA if down else Interpolation.BICUBIC,
+        ).to_ndarray()
+        if quarter:
+            rgb = np.rot90(rgb, k=-quarter)  # negative k turns clockwise
+        return rgb[g.crop_y : g.crop_y + height, g.crop_x : g.crop_x + width]
+
+    return convert
+
+
+def _decode_into(
+    path: str | os.PathLike,
+    out: np.ndarray,
+    wanted: list[float],
+    convert: Callable[[av.VideoFrame], np.ndarray],
+    fps_hint: float,
+    tolerance_s: float,
+    seek: bool,
+    threads: int,
+) -> None:
+    with _open_video(path, threads) as (container, stream):
+        origin = _origin(stream)
+        seeked = seek and origin is not None and wanted[0] > 0
+        if seeked:
+            container.seek(stream.start_time + int(wanted[0] / stream.time_base), stream=stream, backward=True)
+        filled = np.zeros(len(wanted), dtype=bool)
+        state = {"count": 0, "time": None, "frame": None, "step": 1.0 / (fps_hint or 25.0),
+                 "eof": False}
+
+        def shown_by_last(k: int) -> bool:
+            """Does wanted[k] fall inside the last decoded frame's display interval?"""
+            if state["frame"] is None:
+                return False
+            return wanted[k] < state["time"] + state["step"] + tolerance_s + PTS_EPSILON_S
+
+        def timed() -> Iterator[tuple[float, av.VideoFrame]]:
+            nonlocal origin
+            for frame in container.decode(stream):
+                if frame.time is None:  # no pts: continue the grid from the previous frame
+                    t = (state["time"] or 0.0) + state["step"] if state["count"] else 0.0
+                else:
+                    if origin is None:
+                        origin = frame.time
+                    t = frame.time - origin
+                if seeked and state["count"] == 0 and t > wanted[0] + PTS_EPSILON_S:
+                    raise _Overshot
+                if frame.duration:
+                    state["step"] = float(frame.duration * stream.time_base)
+                state.update(time=t, frame=frame)
+                state["count"] += 1
+                yield t, frame
+            state["eof"] = True
+
+        try:
+            for idxs, frame in select_streaming(timed(), wanted):
+                if state["eof"] and not shown_by_last(idxs[-1]):
+                    # The header promised more than the data holds: never invent frames.
+                    raise MediaError(
+                        "truncated",
+                        f"{path}: video data ends at {state['time'] + state['step']:.3f} s but "
+                        f"the window needs a frame at {wanted[idxs[-1]]:.3f} s (file cut short?)",
+                    )
+                out[idxs] = convert(frame)
+                filled[idxs] = True
+        except av.error.FFmpegError as e:
+            # Wanted times inside the last good frame's interval still have their frame.
+            rest = np.flatnonzero(~filled)
+            if state["frame"] is not None and all(shown_by_last(k) for k in rest):
+                if len(rest):
+                    out[rest] = convert(state["frame"])
+                return
+            where = f" counting from the keyframe before {wanted[0]:.3f}s" if seeked else ""
+            raise MediaError(
+                "decode_error", f"decode error at frame {state['count']}{where} of {path}: {e}"
+            ) from e
+        if state["count"] == 0:
+            raise MediaError("decode_error", f"{path}: no video frames could be decoded")
+
+
+def read_clip_frames(
+    path: str | os.PathLike,
+    *,
+    num_frames: int,
+    fps: float,
+    height: int,
+    width: int,
+    start: str = "start",
+    seed: int = 0,
+    probe: VideoProbe | None = None,
+    resize: str = "cover",
+    short_clips: str = "reject",
+    threads: int = 0,
+) -> np.ndarray:
+    """uint8 RGB [num_frames, height, width, 3] sampled at `fps`, resized per `resize`.
+
+    Seeks to the keyframe before the window, decodes until the last wanted frame
+    is settled, and converts only frames that are picked. Durations get half a
+    source frame of tolerance; `short_clips` is a SHORT_CLIP_POLICIES entry;
+    `threads` is the decoder's thread count (0: FFmpeg's choice). Raises MediaError; a
+    file whose data ends before the window does ("truncated") is never padded with copies.
+    """
+    probe = probe or probe_video(path)
+    duration = probe.duration_s
+    if duration is None:
+        duration = _scan_duration(path, probe.fps)
+    wanted = sample_timestamps(duration, num_frames, fps, start, seed,
+                               tolerance_s=half_frame(probe), short_clips=short_clips)
+    convert = _converter(probe, height, width, resize)
+    out = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    args = (path, out, wanted, convert, probe.fps, half_frame(probe))
+    try:
+        _decode_into(*args, seek=True, threads=threads)
+    except _Overshot:
+        _decode_into(*args, seek=False, threads=threads)
+    return out
+
+
+@dataclass(frozen=True)
+class ClipTask:
+    """One clip's decode job as plain picklable data, for worker processes."""
+
+    path: str
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+    start: str = "start"
+    seed: int = 0
+    resize: str = "cover"
+    short_clips: str = "reject"
+    first_frame: bool = False  # I2V: also return the clean first frame
+    image_path: str | None = None  # I2V: a supplied still replaces the clip's first frame
+    threads: int = 0
+
+
+def decode_clip_task(task: ClipTask) -> dict[str, np.ndarray]:
+    """{"frames": [F,H,W,3]} plus, for I2V, {"first_frame": [H,W,3]} (the supplied image if any)."""
+    frames = read_clip_frames(
+        task.path, num_frames=task.num_frames, fps=task.fps, height=task.height,
+        width=task.width, start=task.start, seed=task.seed, resize=task.resize,
+        short_clips=task.short_clips, threads=task.threads,
+    )
+    out = {"frames": frames}
+    if task.first_frame:
+        if task.image_path:
+            from .image import read_image  # PIL only where images are used
+
+            out["first_frame"] = read_image(task.image_path, task.height, task.width, task.resize)
+        else:
+            out["first_frame"] = frames[0].copy()
+    return out

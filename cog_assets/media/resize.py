@@ -1,4 +1,6 @@
-"""Cover resizing: keep the aspect ratio, scale to cover the target, crop the centre."""
+"""Fit frames to a training size: "cover" (default) keeps aspect, scales until the target
+is filled and crops the centre; never letterbox, because training frames must have no bars.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+__all__ = ["RESIZE_MODES", "CoverGeometry", "cover_geometry", "resize_geometry", "resize_cover"]
+
+# cover: scale to fill, centre crop. stretch: scale to the exact size, aspect ignored.
+# crop: centre crop at the source resolution (scaled up only when the source is smaller).
+RESIZE_MODES = ("cover", "stretch", "crop")
+
 
 @dataclass(frozen=True)
 class CoverGeometry:
@@ -18,40 +26,57 @@ class CoverGeometry:
     crop_y: int
 
 
-def cover_geometry(src_width: int, src_height: int, dst_width: int, dst_height: int
-                   ) -> CoverGeometry:
-    """The scaled size that covers dst with the source's aspect, and the centred crop offset."""
+def cover_geometry(src_width: int, src_height: int, dst_width: int, dst_height: int) -> CoverGeometry:
+    """Scaled size that covers dst with the source aspect, and the centred crop offset."""
+    if min(src_width, src_height, dst_width, dst_height) <= 0:
+        raise ValueError(
+            f"sizes must be positive: src {src_width}x{src_height}, dst {dst_width}x{dst_height}"
+        )
     scale = max(dst_width / src_width, dst_height / src_height)
-    width = max(dst_width, math.ceil(src_width * scale - 1e-6))
-    height = max(dst_height, math.ceil(src_height * scale - 1e-6))
-    return CoverGeometry(width, height, (width - dst_width) // 2, (height - dst_height) // 2)
+    # Round up so the loose side never falls short; the slack absorbs float noise
+    # (1920 * (720 / 1080) is 1280.0000000000002) and max() keeps the tight side exact.
+    sw = max(dst_width, math.ceil(src_width * scale - 1e-6))
+    sh = max(dst_height, math.ceil(src_height * scale - 1e-6))
+    return CoverGeometry(sw, sh, (sw - dst_width) // 2, (sh - dst_height) // 2)
 
 
-RESIZE_MODES = ("cover", "stretch", "crop")
-
-
-def resize_geometry(mode: str, src_width: int, src_height: int, dst_width: int,
-                    dst_height: int) -> CoverGeometry:
-    """`cover`: keep aspect, scale to cover, centre crop. `stretch`: scale to the target,
-    aspect ignored. `crop`: centre crop at the source's scale, falling back to cover when
-    the source is smaller than the target."""
+def resize_geometry(src_width: int, src_height: int, dst_width: int, dst_height: int,
+                    mode: str = "cover") -> CoverGeometry:
+    """Scaled size and crop offset for any of RESIZE_MODES."""
+    if mode == "cover":
+        return cover_geometry(src_width, src_height, dst_width, dst_height)
     if mode == "stretch":
         return CoverGeometry(dst_width, dst_height, 0, 0)
-    if mode == "crop" and src_width >= dst_width and src_height >= dst_height:
-        return CoverGeometry(src_width, src_height, (src_width - dst_width) // 2,
-                             (src_height - dst_height) // 2)
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
-    return cover_geometry(src_width, src_height, dst_width, dst_height)
+    if mode == "crop":
+        if src_width >= dst_width and src_height >= dst_height:
+            return CoverGeometry(src_width, src_height, (src_width - dst_width) // 2,
+                                 (src_height - dst_height) // 2)
+        return cover_geometry(src_width, src_height, dst_width, dst_height)
+    raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
 
 
-def resize_cover(frames: np.ndarray, height: int, width: int, mode: str = "cover"
-                 ) -> np.ndarray:
-    """uint8 [F, H, W, 3] -> uint8 [F, height, width, 3], antialiased; the array path for
-    images and frames already in memory (the decoder itself scales with libswscale)."""
-    geometry = resize_geometry(mode, frames.shape[2], frames.shape[1], width, height)
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(geometry.scaled_height, geometry.scaled_width), mode="bilinear",
-                      antialias=True, align_corners=False)
-    x = x[:, :, geometry.crop_y:geometry.crop_y + height, geometry.crop_x:geometry.crop_x + width]
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def resize_cover(
+    frames: np.ndarray, height: int, width: int, mode: str = "cover", *,
+    interpolation: str = "bicubic", chunk: int = 16,
+) -> np.ndarray:
+    """uint8 [F,H,W,3] -> uint8 [F,height,width,3], antialiased scale then centre crop.
+
+    The array fallback for frames already in memory (images, tests); `mode` is one of
+    RESIZE_MODES, `interpolation` a torch mode; `chunk` bounds the float copy.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 [F,H,W,3], got {frames.dtype} {frames.shape}")
+    n, src_h, src_w, _ = frames.shape
+    g = resize_geometry(src_w, src_h, width, height, mode)
+    out = np.empty((n, height, width, 3), dtype=np.uint8)
+    for lo in range(0, n, chunk):
+        x = torch.from_numpy(np.ascontiguousarray(frames[lo : lo + chunk]))
+        x = x.permute(0, 3, 1, 2).float()
+        if (g.scaled_height, g.scaled_width) != (src_h, src_w):
+            x = F.interpolate(
+                x, size=(g.scaled_height, g.scaled_width), mode=interpolation,
+                antialias=True, align_corners=False,
+            )
+        x = x[:, :, g.crop_y : g.crop_y + height, g.crop_x : g.crop_x + width]
+        out[lo : lo + chunk] = x.round().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out

@@ -1,65 +1,152 @@
-"""Which presentation times to take: F frames at the profile's fps, VFR-safe."""
+"""Which instants of a clip to sample, and which decoded frame shows each instant.
+
+Everything here works in seconds relative to the stream start, so variable-frame-rate
+sources are sampled by timestamp rather than by `index * nominal_fps`.
+"""
 
 from __future__ import annotations
 
 import bisect
+import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
 
-from cog_assets.media.errors import MediaError
+from .errors import MediaError
+
+__all__ = [
+    "PTS_EPSILON_S", "START_POLICIES", "SHORT_CLIP_POLICIES", "frames_available",
+    "sample_timestamps", "pick_nearest", "select_streaming",
+]
+
+T = TypeVar("T")
+
+# Timestamps are rounded to the container's time base (Matroska: 1 ms), so a
+# frame at 67 ms must still count as "at or before" a wanted 66.67 ms.
+PTS_EPSILON_S = 1e-3
 
 START_POLICIES = ("start", "centre", "random")
+# What to do with a clip shorter than its window: refuse it, spread the window over the
+# whole clip (lower effective fps), or sample at fps and repeat the last frame.
 SHORT_CLIP_POLICIES = ("reject", "stride", "pad")
-EPSILON = 1e-6
+_STARTS = {"start": "start", "centre": "centre", "center": "centre", "random": "random"}
 
 
-def window_span(num_frames: int, fps: float) -> float:
-    """Seconds from the first sampled frame's time to the last one's."""
-    return (num_frames - 1) / fps
+def _fits(num_frames: int, duration_s: float, fps: float, tolerance_s: float) -> bool:
+    # Compare in frame units with a tiny slack so float noise never flips a verdict.
+    return duration_s >= 0 and num_frames - 1 <= (duration_s + tolerance_s) * fps + 1e-9
 
 
-def sample_timestamps(duration_s: float, num_frames: int, fps: float, start: str = "start",
-                      seed: int = 0, tolerance_s: float = EPSILON, short_clips: str = "reject"
-                      ) -> list[float]:
-    """Times (s, from the stream start) spaced 1/fps apart, for a window at the clip's start,
-    centre, or a seeded random place. The last time must fall inside the clip, give or take
-    `tolerance_s` (callers pass half a source frame: container durations are rounded).
+def frames_available(duration_s: float | None, fps: float, tolerance_s: float = 0.0) -> int | None:
+    """How many frames spaced `1/fps` fit in the clip (None when the duration is unknown).
 
-    A clip shorter than the window is rejected (`reject`), sampled at even steps over its
-    whole length (`stride`, as cogvideox-factory does), or sampled at fps with the last frame
-    repeated (`pad`, as CogVideo does)."""
-    if start not in START_POLICIES:
+    Agrees with `sample_timestamps`: a window of n frames is accepted iff n <= this.
+    """
+    if duration_s is None:
+        return None
+    if not duration_s >= 0:
+        return 0
+    return int(math.floor((duration_s + tolerance_s) * fps + 1e-9)) + 1
+
+
+def sample_timestamps(
+    duration_s: float,
+    num_frames: int,
+    fps: float,
+    start: str = "start",
+    seed: int = 0,
+    *,
+    tolerance_s: float = 0.0,
+    short_clips: str = "reject",
+) -> list[float]:
+    """`num_frames` times spaced `1/fps` apart inside a clip of `duration_s` seconds.
+
+    The window starts at 0 ("start"), sits in the middle ("centre"; "center" also
+    accepted) or at a position drawn from `random.Random(seed)` ("random").
+    A clip is long enough when the span `(num_frames - 1) / fps` is at most
+    `duration_s + tolerance_s`; callers pass half a *source* frame (see
+    `decode.half_frame`) because container durations are often rounded a little
+    short, and a last sample just past the end still maps to the final frame.
+    Shorter clips follow `short_clips`: "reject" raises MediaError("too_short"),
+    "stride" spreads the frames evenly over [0, duration_s], "pad" samples at fps
+    from 0 and repeats the last in-clip time.
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    mode = _STARTS.get(start)
+    if mode is None:
         raise ValueError(f"start must be one of {START_POLICIES}, got {start!r}")
     if short_clips not in SHORT_CLIP_POLICIES:
         raise ValueError(f"short_clips must be one of {SHORT_CLIP_POLICIES}, got {short_clips!r}")
-    span = window_span(num_frames, fps)
-    slack = duration_s - span
-    if slack < -tolerance_s:
-        if short_clips == "stride" and duration_s > 0:
-            return [i * duration_s / num_frames for i in range(num_frames)]
-        if short_clips == "pad" and duration_s > 0:
-            return [min(i / fps, max(duration_s - tolerance_s, 0.0)) for i in range(num_frames)]
-        raise MediaError("too_short", f"{duration_s:.3f} s long; {num_frames} frames at "
-                         f"{fps:g} fps need {span:.3f} s")
-    slack = max(slack, 0.0)
-    offset = {"start": 0.0, "centre": slack / 2,
-              "random": random.Random(seed).uniform(0.0, slack)}[start]
+    span = (num_frames - 1) / fps
+    if not _fits(num_frames, duration_s, fps, tolerance_s):  # also rejects NaN
+        if short_clips == "reject" or not duration_s >= 0:
+            raise MediaError(
+                "too_short",
+                f"clip is {duration_s:.3f} s long; {num_frames} frames at {fps:g} fps "
+                f"need {span:.3f} s",
+            )
+        if short_clips == "stride":
+            return [duration_s * i / (num_frames - 1) for i in range(num_frames)]
+        real = [i / fps for i in range(frames_available(duration_s, fps, tolerance_s) or 1)]
+        return real + [real[-1]] * (num_frames - len(real))
+    slack = max(0.0, duration_s - span)
+    if mode == "start":
+        offset = 0.0
+    elif mode == "centre":
+        offset = slack / 2
+    else:
+        offset = random.Random(seed).uniform(0.0, slack)
     return [offset + i / fps for i in range(num_frames)]
 
 
-def frames_available(duration_s: float | None, fps: float, tolerance_s: float = EPSILON
-                     ) -> int | None:
-    """How many frames at `fps` a clip of this duration gives; None when unknown."""
-    if duration_s is None:
-        return None
-    return int((duration_s + tolerance_s) * fps + EPSILON) + 1
-
-
 def pick_nearest(frame_times: Sequence[float], wanted: Sequence[float]) -> list[int]:
-    """For each wanted time, the index of the frame on screen then: the last frame whose
-    presentation time is <= t (the first frame for times before it)."""
-    picks = []
+    """Index of the frame on screen at each wanted time: the last with pts <= t (+epsilon).
+
+    Times before the first frame map to the first frame. `frame_times` need not be
+    sorted; ties keep the later index in presentation order.
+    """
+    if not frame_times:
+        raise ValueError("pick_nearest needs at least one frame time")
+    order = sorted(range(len(frame_times)), key=lambda i: frame_times[i])
+    times = [frame_times[i] for i in order]
+    picked = []
     for t in wanted:
-        i = bisect.bisect_right(frame_times, t + EPSILON) - 1
-        picks.append(max(i, 0))
-    return picks
+        pos = bisect.bisect_right(times, t + PTS_EPSILON_S) - 1
+        picked.append(order[max(pos, 0)])
+    return picked
+
+
+def select_streaming(
+    timed: Iterable[tuple[float, T]], wanted: Sequence[float]
+) -> Iterator[tuple[list[int], T]]:
+    """Same choice as `pick_nearest`, over a stream of `(time, item)` in presentation order.
+
+    Yields `(indices into wanted, item)` as soon as an item is known to be the
+    answer, and stops pulling from `timed` once every wanted time is settled, so a
+    decoder can stop early and never hold more than one frame. `wanted` must be
+    ascending.
+    """
+    n = len(wanted)
+    k = 0
+    prev: T | None = None
+    have_prev = False
+    for time, item in timed:
+        if k >= n:
+            return
+        settled = []
+        while k < n and time > wanted[k] + PTS_EPSILON_S:
+            settled.append(k)
+            k += 1
+        if settled:
+            if have_prev:
+                yield settled, prev  # type: ignore[misc]
+            else:
+                yield settled, item  # wanted before the first frame -> first frame
+        if k >= n:
+            return
+        prev, have_prev = item, True
+    if k < n and have_prev:
+        yield list(range(k, n)), prev  # type: ignore[misc]

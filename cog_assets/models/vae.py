@@ -13,6 +13,9 @@ from cog_assets.models.weights import WeightsSource
 def load_vae(source: WeightsSource, device: torch.device, dtype: torch.dtype,
              slicing: bool = False, tiling: bool = False) -> AutoencoderKLCogVideoX:
     profile = source.profile
+    if torch.device(device).type == "cuda":  # TF32 for what runs in float32 (bf16 is default)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if source.is_tiny():
         vae = tiny_vae(profile.scaling_factor, profile.invert_scale_latents)
         if dtype != torch.float32:

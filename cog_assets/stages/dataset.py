@@ -12,7 +12,7 @@ from __future__ import annotations
 import polars as pl
 from safetensors.torch import save as save_safetensors
 
-from cog_assets.stages.common import REJECT_COLUMNS
+from cog_assets.stages.common import REJECT_COLUMNS, data_version_of
 from cog_assets.stages.embeddings import EMBEDDINGS_KIND
 from cog_assets.stages.frames import first_frame_png_path
 from cog_assets.stages.latents import LATENTS_KIND
@@ -50,13 +50,34 @@ def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataF
     )
 
 
+def tensor_files(version: str) -> dict[str, str]:
+    """Versioned names of a shard's tensor files, recorded in its index."""
+    return {"latents_file": f"latents.{version}.safetensors",
+            "embeds_file": f"prompt_embeds.{version}.safetensors",
+            "image_latents_file": f"image_latents.{version}.safetensors"}
+
+
+DEFAULT_FILES = {"latents_file": LATENTS_FILE, "embeds_file": EMBEDS_FILE,
+                 "image_latents_file": IMAGE_LATENTS_FILE}
+
+
+def shard_file(row: dict, column: str) -> str:
+    """The tensor file an index row points at (older shards: the unversioned name)."""
+    return row.get(column) or DEFAULT_FILES[column]
+
+
 def write_shard(store: ContentStore, shard_dir: str, index: pl.DataFrame,
                 rejects: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str]]:
     """Gather the shard's tensors from the store into its finished files.
 
-    Returns the index as written (with `has_image_latent` and, for I2V, `first_frame_png`)
-    and the paths of the files by name.
+    The tensor files (and first-frame PNGs) get names versioned by their content and the
+    index, written last, names them: until the new index replaces the old one atomically, a
+    reader sees the previous shard whole, also when this write fails or is killed half-way.
+    Files no index names any more are removed afterwards.
+    Returns the index as written and the paths of the files by name.
     """
+    version = data_version_of([*index["latent_key"], *index["embedding_key"]])[:16]
+    names = tensor_files(version)
     latents, image_latents, pngs = {}, {}, []
     for n, row in enumerate(index.iter_rows(named=True)):
         stored = store.get_tensors(LATENTS_KIND, row["latent_key"])
@@ -64,7 +85,7 @@ def write_shard(store: ContentStore, shard_dir: str, index: pl.DataFrame,
         png = None
         if "image_moments" in stored:
             image_latents[row["clip_id"]] = stored["image_moments"]
-            png = f"{FIRST_FRAMES_DIR}/{n:06d}.png"
+            png = f"{FIRST_FRAMES_DIR}/{version}/{n:06d}.png"
             store.write_bytes(f"{shard_dir}/{png}", store.read_bytes(
                 first_frame_png_path(store, row["frames_key"])))
         pngs.append(png)
@@ -74,14 +95,33 @@ def write_shard(store: ContentStore, shard_dir: str, index: pl.DataFrame,
             EMBEDDINGS_KIND, row["embedding_key"])["prompt_embedding"]
     index = index.with_columns(
         pl.Series("has_image_latent", [p is not None for p in pngs], dtype=pl.Boolean),
-        pl.Series("first_frame_png", pngs, dtype=pl.String))
-    paths = {name: f"{shard_dir}/{name}" for name in (INDEX_FILE, REJECTS_FILE, LATENTS_FILE,
-                                                      EMBEDS_FILE)}
+        pl.Series("first_frame_png", pngs, dtype=pl.String),
+        pl.lit(names["latents_file"]).alias("latents_file"),
+        pl.lit(names["embeds_file"]).alias("embeds_file"),
+        pl.lit(names["image_latents_file"] if image_latents else None, dtype=pl.String
+               ).alias("image_latents_file"))
+    paths = {INDEX_FILE: f"{shard_dir}/{INDEX_FILE}", REJECTS_FILE: f"{shard_dir}/{REJECTS_FILE}",
+             LATENTS_FILE: f"{shard_dir}/{names['latents_file']}",
+             EMBEDS_FILE: f"{shard_dir}/{names['embeds_file']}"}
     store.write_bytes(paths[LATENTS_FILE], save_safetensors(latents))
     store.write_bytes(paths[EMBEDS_FILE], save_safetensors(embeds))
     if image_latents:
-        paths[IMAGE_LATENTS_FILE] = f"{shard_dir}/{IMAGE_LATENTS_FILE}"
+        paths[IMAGE_LATENTS_FILE] = f"{shard_dir}/{names['image_latents_file']}"
         store.write_bytes(paths[IMAGE_LATENTS_FILE], save_safetensors(image_latents))
-    store.write_table(paths[REJECTS_FILE], rejects)
     store.write_table(paths[INDEX_FILE], index)
+    store.write_table(paths[REJECTS_FILE], rejects)
+    _remove_unreferenced(store, shard_dir, set(names.values()), version)
     return index, paths
+
+
+def _remove_unreferenced(store: ContentStore, shard_dir: str, current: set[str],
+                         version: str) -> None:
+    for path in store.fs.ls(shard_dir, detail=False):
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if name.endswith(".safetensors") and name not in current:
+            store.fs.rm(path)
+    frames_dir = f"{shard_dir}/{FIRST_FRAMES_DIR}"
+    if store.exists(frames_dir):
+        for path in store.fs.ls(frames_dir, detail=False):
+            if path.rstrip("/").rsplit("/", 1)[-1] != version:
+                store.fs.rm(path, recursive=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +16,10 @@ import torch
 from PIL import Image
 
 from cog_assets.frame_policy import FRAMES_KIND, FramePolicy, FrameSpec
-from cog_assets.media.decode import read_clip_frames
+from cog_assets.media.decode import ClipTask, decode_clip_task
 from cog_assets.media.errors import MediaError
-from cog_assets.media.image import read_image
+from cog_assets.prefetch import (TaskTimeout, WorkerCrash, default_workers, describe_exit,
+                                 prefetch_map)
 from cog_assets.stages.common import Reuse
 from cog_assets.store import ContentStore, file_sha256
 
@@ -25,6 +29,7 @@ FRAMES_SCHEMA = {
     "num_frames": pl.Int64, "height": pl.Int64, "width": pl.Int64, "status": pl.String,
     "reason": pl.String, "message": pl.String,
 }
+DECODE_TIMEOUT_S = 120.0  # per clip; a decode that runs longer is stopped and rejected
 
 
 def first_frame_png_path(store: ContentStore, frames_key: str) -> str:
@@ -48,50 +53,140 @@ def _image_hash(root: Path, row: dict) -> str | None:
     return file_sha256(str(path))
 
 
+def clip_task(root: Path, row: dict, spec: FrameSpec, threads: int = 0) -> ClipTask:
+    """What a decode worker needs to produce this clip's frames (plain, picklable data)."""
+    return ClipTask(path=str(root / row["clip_id"]), num_frames=spec.num_frames, fps=spec.fps,
+                    height=spec.height, width=spec.width, start=spec.start, seed=spec.seed,
+                    resize=spec.resize, short_clips=spec.short_clips, first_frame=spec.i2v,
+                    image_path=str(root / row["image_path"]) if row.get("image_path") else None,
+                    threads=threads)
+
+
 def decode_clip(root: Path, row: dict, spec: FrameSpec) -> dict[str, torch.Tensor]:
     """The clip's frames and, for I2V, its clean first frame (the supplied image if any)."""
-    frames = read_clip_frames(root / row["clip_id"], num_frames=spec.num_frames, fps=spec.fps,
-                              height=spec.height, width=spec.width, start=spec.start,
-                              seed=spec.seed, resize=spec.resize, short_clips=spec.short_clips)
-    tensors = {"frames": torch.from_numpy(frames)}
-    if spec.i2v:
-        first = (read_image(root / row["image_path"], spec.height, spec.width, spec.resize)
-                 if row.get("image_path") else frames[0])
-        tensors["first_frame"] = torch.from_numpy(np.ascontiguousarray(first))
-    return tensors
+    return {name: torch.from_numpy(value)
+            for name, value in decode_clip_task(clip_task(root, row, spec)).items()}
+
+
+def _failure(exc: BaseException, clip_id: str, timeout_s: float | None) -> tuple[str, str]:
+    """(reason, message) of a clip whose decode failed in a way that rejects only that clip;
+    anything else is a bug and is raised."""
+    if isinstance(exc, MediaError):
+        return exc.reason, f"{clip_id}: {exc.message}"
+    if isinstance(exc, TaskTimeout):
+        return "decode_timeout", (f"{clip_id}: decoding took longer than the {timeout_s:g} s "
+                                  "limit (decode_timeout_s); its worker was stopped")
+    if isinstance(exc, WorkerCrash):
+        return "decode_crash", (f"{clip_id}: the decoder crashed "
+                                f"({describe_exit(exc.exitcode)}) while reading this clip")
+    raise exc
 
 
 def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
-                   store: ContentStore, policy: FramePolicy) -> tuple[pl.DataFrame, Reuse]:
-    """Decode what the store lacks; a clip that fails to decode becomes a rejected row."""
+                   store: ContentStore, policy: FramePolicy, *, workers: int | None = None,
+                   decode_timeout_s: float | None = DECODE_TIMEOUT_S, prefetch: int | None = None,
+                   decode: Callable[[ClipTask], dict[str, np.ndarray]] = decode_clip_task,
+                   decoder_threads: int | None = None) -> tuple[pl.DataFrame, Reuse]:
+    """Decode what the store lacks; a clip that fails to decode becomes a rejected row.
+
+    The clips to decode go through a pool of `workers` processes (default os.cpu_count(); 0:
+    in this process, with no timeout) that decode at most `prefetch` clips ahead (default 2
+    per worker); each result is written to the store as it arrives and then dropped, so memory
+    is bounded by `prefetch` clips, not by the shard. A clip that takes longer than
+    `decode_timeout_s` is rejected as `decode_timeout` (its worker is killed and replaced), one
+    whose worker dies as `decode_crash`; the shard goes on. `decode` is the worker-side
+    function (module-level, picklable). `decoder_threads`: each decoder's threads; default 1
+    when the workers are as many as the cores, else 0 (FFmpeg's choice)."""
     root = Path(data_root)
     stats = Reuse()
     started = time.perf_counter()
-    records = []
-    for row in validated.filter(pl.col("accepted")).iter_rows(named=True):
-        spec = policy.spec(row["bucket"])
-        record = {k: row[k] for k in ("clip_id", "source", "content_hash", "caption_sha256")}
-        record.update(bucket=spec.bucket, num_frames=spec.num_frames, height=spec.height,
-                      width=spec.width, reason=None, message=None)
-        try:
-            key = spec.key(row["content_hash"], _image_hash(root, row) if policy.profile.i2v
-                           else None)
+    workers = default_workers() if workers is None else workers
+    if decoder_threads is None:  # a thread per core in all: no oversubscription
+        decoder_threads = 1 if workers >= default_workers() else 0
+    records: list[dict] = []
+    pending: dict[str, _Pending] = {}  # frames key -> the rows waiting for its decode
+    keys: list[str] = []  # the key of each task given to the pool, by task index
+
+    def scan():
+        """Rows in order; yields a task for each key the store lacks. Read lazily by the
+        pool, so decoding starts while the rest of the shard is still being checked."""
+        for row in validated.filter(pl.col("accepted")).iter_rows(named=True):
+            spec = policy.spec(row["bucket"])
+            record = {k: row[k] for k in ("clip_id", "source", "content_hash", "caption_sha256")}
+            record.update(bucket=spec.bucket, num_frames=spec.num_frames, height=spec.height,
+                          width=spec.width, reason=None, message=None)
+            records.append(record)
+            try:
+                key = spec.key(row["content_hash"], _image_hash(root, row)
+                               if policy.profile.i2v else None)
+            except MediaError as exc:
+                _reject(record, stats, exc.reason, f"{row['clip_id']}: {exc.message}")
+                continue
             record["frames_key"] = key
-            if store.has(FRAMES_KIND, key):
+            if key in pending:  # the same bytes again: decoded once, found in the store after
+                pending[key].add(record, stats, decode_timeout_s)
+            elif store.has(FRAMES_KIND, key):
                 record["status"] = "reused"
                 stats.reused += 1
             else:
-                tensors = decode_clip(root, row, spec)
-                if "first_frame" in tensors:
-                    store.write_bytes(first_frame_png_path(store, key),
-                                      png_bytes(tensors["first_frame"].numpy()))
-                store.put_tensors(FRAMES_KIND, key, tensors, {"clip_id": row["clip_id"]})
-                record["status"] = "computed"
-                stats.computed += 1
-        except MediaError as exc:
-            record.update(status="rejected", reason=exc.reason,
-                          message=f"{row['clip_id']}: {exc.message}", frames_key=None)
-            stats.rejected += 1
-        records.append(record)
+                pending[key] = _Pending([record])
+                keys.append(key)
+                yield replace(clip_task(root, row, spec), threads=decoder_threads)
+
+    outcomes = prefetch_map(decode, scan(), workers=workers, depth=prefetch,
+                            timeout_s=decode_timeout_s, ordered=False,
+                            preload=(decode.__module__,))
+    with closing(outcomes):  # no worker is started when there is nothing to decode
+        for outcome in outcomes:
+            key = keys[outcome.index]
+            if outcome.ok:
+                _store_frames(store, key, outcome.value, pending[key].records[0]["clip_id"])
+            pending[key].finish(outcome.error, stats, decode_timeout_s)
+            outcome.value = None
     stats.seconds = time.perf_counter() - started
     return pl.DataFrame(records, schema=FRAMES_SCHEMA), stats
+
+
+@dataclass
+class _Pending:
+    """The rows of one frames key sent to decode; the first is the one that computes it."""
+
+    records: list[dict]
+    done: bool = False
+    error: BaseException | None = None
+
+    def finish(self, error: BaseException | None, stats: Reuse,
+               timeout_s: float | None) -> None:
+        self.done, self.error = True, error
+        first, *same = self.records
+        self.records = [first]
+        if error is None:
+            first["status"] = "computed"
+            stats.computed += 1
+        else:
+            _reject(first, stats, *_failure(error, first["clip_id"], timeout_s))
+        for record in same:
+            self.add(record, stats, timeout_s)
+
+    def add(self, record: dict, stats: Reuse, timeout_s: float | None) -> None:
+        if not self.done:
+            self.records.append(record)
+        elif self.error is None:
+            record["status"] = "reused"
+            stats.reused += 1
+        else:
+            _reject(record, stats, *_failure(self.error, record["clip_id"], timeout_s))
+
+
+def _store_frames(store: ContentStore, key: str, arrays: dict[str, np.ndarray],
+                  clip_id: str) -> None:
+    if "first_frame" in arrays:
+        store.write_bytes(first_frame_png_path(store, key), png_bytes(arrays["first_frame"]))
+    store.put_tensors(FRAMES_KIND, key, {name: torch.from_numpy(value)
+                                         for name, value in arrays.items()},
+                      {"clip_id": clip_id})
+
+
+def _reject(record: dict, stats: Reuse, reason: str, message: str) -> None:
+    record.update(status="rejected", reason=reason, message=message, frames_key=None)
+    stats.rejected += 1

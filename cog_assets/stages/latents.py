@@ -6,6 +6,10 @@ frame encoded on its own ([32, 1, H/8, W/8]), which I2V trainers concatenate as 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +18,7 @@ import polars as pl
 import torch
 from diffusers import AutoencoderKLCogVideoX
 
-from cog_assets.models.vae import encode_moments
+from cog_assets.models.vae import frames_to_vae_input
 from cog_assets.stages.common import Reuse
 from cog_assets.stages.frames import FRAMES_KIND
 from cog_assets.store import ContentStore, artifact_key
@@ -22,6 +26,7 @@ from cog_assets.store import ContentStore, artifact_key
 LATENTS_VERSION = "vae-moments-v1"
 LATENTS_KIND = "vae_moments"
 
+OUTPUT_OF = {"frames": "moments", "first_frame": "image_moments"}  # input -> stored tensor
 LATENTS_SCHEMA = {
     "clip_id": pl.String, "frames_key": pl.String, "latent_key": pl.String,
     "bucket": pl.String, "status": pl.String,
@@ -42,9 +47,14 @@ class VaeIdentity:
 
 
 def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdentity,
-                   load_vae: Callable[[], AutoencoderKLCogVideoX], batch_size: int = 1
-                   ) -> tuple[pl.DataFrame, Reuse]:
-    """Encode the clips whose moments are missing; the VAE is loaded only if one is."""
+                   load_vae: Callable[[], AutoencoderKLCogVideoX], batch_size: int = 1, *,
+                   prefetch_batches: int = 1) -> tuple[pl.DataFrame, Reuse]:
+    """Encode the clips whose moments are missing; the VAE is loaded only if one is.
+
+    Clips are batched per bucket. A background thread reads the next `prefetch_batches`
+    batches from the store (and normalises them to the VAE's input, pinned for a GPU) while
+    the VAE encodes the current one: at most 1 + prefetch_batches batches of frames are held.
+    """
     stats = Reuse()
     started = time.perf_counter()
     ok = frames.filter(pl.col("status") != "rejected")
@@ -60,23 +70,150 @@ def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdent
         else:
             todo.setdefault(row["bucket"], []).append(record)
     if todo:
-        vae = load_vae()
-        for bucket_rows in todo.values():
-            for i in range(0, len(bucket_rows), batch_size):
-                batch = bucket_rows[i:i + batch_size]
-                loaded = [store.get_tensors(FRAMES_KIND, r["frames_key"]) for r in batch]
-                outputs = {"moments": encode_moments(vae, torch.stack([t["frames"]
-                                                                      for t in loaded]))}
-                if "first_frame" in loaded[0]:  # I2V: the clean first frame, as one frame
-                    firsts = torch.stack([t["first_frame"][None] for t in loaded])
-                    outputs["image_moments"] = encode_moments(vae, firsts)
+        batches = [rows[i:i + batch_size] for rows in todo.values()
+                   for i in range(0, len(rows), batch_size)]
+        target = _Target()  # filled once the VAE is loaded; the loader waits for it
+        with BatchStream(store, batches, target, ahead=prefetch_batches) as stream:
+            vae = load_vae()  # the first batch is read meanwhile
+            target.set(vae)
+            for batch, inputs in stream:
+                outputs = {OUTPUT_OF[name]: _encode(vae, x.to(target.device, non_blocking=True))
+                           for name, x in inputs.items()}
                 for i, record in enumerate(batch):
                     store.put_tensors(LATENTS_KIND, record["latent_key"],
                                       {name: value[i] for name, value in outputs.items()},
                                       {"clip_id": record["clip_id"]})
                     record["status"] = "computed"
                     stats.computed += 1
+                del inputs, outputs  # before the loader may read the batch after next
+                release_free_memory()
         del vae
     stats.seconds = time.perf_counter() - started
     return pl.DataFrame(list(records.values()), schema=LATENTS_SCHEMA), stats
 
+
+def _malloc_trim() -> Callable[[], object]:
+    """glibc's malloc_trim(0), or a no-op where there is no glibc."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: trim(0)
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand the pages of freed blocks back to the OS, after each batch.
+
+    glibc keeps a batch's freed activations in its heaps (its mmap threshold grows to the
+    largest block freed), and over hundreds of batches the holes between them add up: without
+    this, RSS grows with the shard (measured: +15% peak from 16 to 256 clips) instead of
+    staying at one batch's working set."""
+    _TRIM()
+
+
+@torch.no_grad()
+def _encode(vae: AutoencoderKLCogVideoX, x: torch.Tensor) -> torch.Tensor:
+    """encode_moments after its input step (done by the loader): the same ops, the same bits."""
+    return vae.encode(x).latent_dist.parameters.cpu()
+
+
+class _Target:
+    """The loaded VAE's device and dtype, which the loader needs before it can convert."""
+
+    def __init__(self):
+        self._ready = threading.Event()
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+
+    def set(self, vae: AutoencoderKLCogVideoX) -> None:
+        param = next(vae.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self._ready.set()
+
+    def wait(self, stop: threading.Event) -> bool:
+        while not self._ready.wait(0.1):
+            if stop.is_set():
+                return False
+        return True
+
+
+class BatchStream:
+    """Iterate (batch rows, {"frames": x, ["first_frame": x]}) with x the VAE's input
+    [B, 3, F, H, W] (encode_moments' own normalisation, in the VAE's dtype), read by a
+    background thread at most `ahead` batches ahead of the consumer.
+
+    A batch counts as held until the consumer asks for the next one, so at most 1 + ahead
+    batches exist at once. Errors of the reader are raised to the consumer."""
+
+    def __init__(self, store: ContentStore, batches: list[list[dict]], target: _Target,
+                 ahead: int = 1):
+        self.store, self.batches, self.target = store, batches, target
+        self._permits = threading.Semaphore(1 + max(0, ahead))
+        self._ready: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="cog-assets-latents-reader",
+                                        daemon=True)
+
+    def __enter__(self) -> "BatchStream":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._permits.release()  # wake the reader if it waits for room
+        self._thread.join()
+
+    @property
+    def buffered(self) -> int:
+        """Batches read and waiting for the consumer (not counting the one it holds)."""
+        return sum(isinstance(item, tuple) for item in list(self._ready.queue))
+
+    def __iter__(self):
+        first = True
+        while True:
+            if not first:
+                self._permits.release()  # the consumer is done with the previous batch
+            first = False
+            item = self._ready.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _read(self) -> None:
+        try:
+            for batch in self.batches:
+                self._permits.acquire()
+                if self._stop.is_set():
+                    return
+                frames = self._load(batch)  # while the VAE loads, for the first batch
+                if not self.target.wait(self._stop):
+                    return
+                self._ready.put((batch, self._inputs(frames)))
+                del frames
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._ready.put(exc)
+        else:
+            self._ready.put(None)
+
+    def _load(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        """uint8 [B, F, H, W, 3] frames (and [B, 1, H, W, 3] first frames) from the store."""
+        loaded = [self.store.get_tensors(FRAMES_KIND, r["frames_key"]) for r in batch]
+        frames = {"frames": torch.stack([t["frames"] for t in loaded])}
+        if "first_frame" in loaded[0]:  # I2V: the clean first frame, as one frame
+            frames["first_frame"] = torch.stack([t["first_frame"][None] for t in loaded])
+        return frames
+
+    def _inputs(self, frames: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = {}
+        for name, value in frames.items():  # as encode_moments does it: on the CPU
+            x = frames_to_vae_input(value).to(dtype=self.target.dtype)
+            if self.target.device.type == "cuda":
+                x = x.pin_memory()
+            inputs[name] = x
+        return inputs

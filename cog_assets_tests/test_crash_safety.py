@@ -1,0 +1,253 @@
+"""A shard run that is killed, run twice at once, or meets an I/O error (DESIGN §9).
+
+Real `cog-assets backfill` processes (DAGSTER_HOME in tmp, tiny profile, one shard, CPU):
+
+- killed with SIGKILL part-way, the store holds no half-written file under a final name, and
+  the next run succeeds, reusing what was finished before the kill;
+- two runs of the same shard at once on one store both succeed (or one fails cleanly) and the
+  finished dataset reads back consistently;
+- an I/O error while writing (a read-only store, or the last file of the shard refused) fails
+  the step with a clear message and leaves the previous finished dataset as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from cog_assets.loader import CogVideoXLatentDataset
+from cog_assets_tests.conftest import make_dataset
+from cog_assets_tests.fixtures.pipeline import (audit_store, backfill_here, read_shard,
+                                                start_backfill)
+
+SHARD = "shard-00000"
+CLIPS = 8
+
+
+def _shard_dir(store: Path) -> Path:
+    return store / "datasets" / "tiny" / SHARD
+
+
+def _assert_no_half_written_files(store: Path):
+    audit = audit_store(store)
+    assert not audit.broken, f"files a reader would take for complete are not: {audit.broken}"
+    return audit
+
+
+def _snapshot(paths) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths}
+
+
+# -- (a) kill and resume ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("kill")
+    data = make_dataset(tmp / "data", CLIPS, broken=False)
+    store = tmp / "store"
+    frames_dir = store / "cas" / "frames"
+    run = start_backfill(data, store, tmp / "home-1", tmp / "run-1")
+    finished_frames = []
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and run.proc.poll() is None:
+            finished_frames = [p for p in frames_dir.rglob("*.safetensors")
+                               if ".tmp-" not in p.name] if frames_dir.exists() else []
+            if len(finished_frames) >= 2:
+                break
+            time.sleep(0.02)
+        alive = run.proc.poll() is None
+    finally:
+        run.kill()
+    assert alive, f"the run ended before it could be killed:\n{run.output()[-3000:]}"
+    assert len(finished_frames) >= 2, f"no frames after 240 s:\n{run.output()[-3000:]}"
+    after_kill = audit_store(store)
+    before = _snapshot(after_kill.artefacts())
+    # Run again in the same instance (in this process: the same `main`, fewer imports).
+    code, summary, output = backfill_here(data, store, tmp / "home-1", tmp / "run-2")
+    return {"tmp": tmp, "data": data, "store": store, "after_kill": after_kill,
+            "before": before, "code": code, "summary": summary, "output": output}
+
+
+def test_killed_run_leaves_no_half_written_file_under_a_final_name(killed_and_resumed):
+    audit = killed_and_resumed["after_kill"]
+    assert not audit.broken, f"after SIGKILL a reader would take these for complete: {audit.broken}"
+    assert not (_shard_dir(killed_and_resumed["store"]) / "index.parquet").exists() or \
+        read_shard(_shard_dir(killed_and_resumed["store"]))  # if it is there, it is whole
+    for tmp in audit.temporaries:  # temporaries are only ever a final name plus .tmp-<id>
+        assert tmp.name.split(".tmp-")[0].endswith((".safetensors", ".parquet", ".json", ".png"))
+
+
+def test_resumed_run_succeeds_and_reuses_the_finished_clips(killed_and_resumed):
+    assert killed_and_resumed["code"] == 0, killed_and_resumed["output"][-4000:]
+    summary = killed_and_resumed["summary"]["shards"][SHARD]
+    assert summary["success"] and summary["accepted"] == CLIPS, summary
+    store = killed_and_resumed["store"]
+    before = killed_and_resumed["before"]
+    after = _assert_no_half_written_files(store).artefacts()
+    # Every computed item writes one artefact, so a run from scratch computes len(after);
+    # this one computed only what the killed run had not finished and reused the rest.
+    assert summary["reused"] == len(before) > 0, (summary, len(before))
+    assert summary["computed"] == len(after) - len(before) < len(after), (summary, len(after))
+    # The files finished before the kill were reused as they were, not written again.
+    assert _snapshot(before) == before
+    frames = pl.read_parquet(store / "tables" / "frame_tensors" / f"{SHARD}.parquet")
+    keys_before = {p.stem for p in before if p.parent.parent.name == "frames"}
+    statuses = dict(zip(frames["frames_key"].to_list(), frames["status"].to_list()))
+    assert keys_before and all(statuses[k] == "reused" for k in keys_before), statuses
+
+
+def test_resumed_dataset_reads_back(killed_and_resumed):
+    shard = read_shard(_shard_dir(killed_and_resumed["store"]))
+    assert len(shard["index"]) == CLIPS
+    dataset = CogVideoXLatentDataset(killed_and_resumed["store"] / "datasets" / "tiny", "tiny")
+    assert len(dataset) == CLIPS and dataset[0]["latents"].shape == (16, 3, 8, 12)
+
+
+# -- (b) two runs of one shard at once ------------------------------------------------------
+
+def test_two_runs_of_the_same_shard_at_once(tmp_path):
+    data = make_dataset(tmp_path / "data", 3, broken=False)
+    store = tmp_path / "store"
+    runs = [start_backfill(data, store, tmp_path / f"home-{i}", tmp_path / f"run-{i}")
+            for i in (1, 2)]
+    try:
+        codes = [run.wait(300) for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+    logs = "\n----\n".join(run.output()[-3000:] for run in runs)
+    assert 0 in codes, f"neither concurrent run succeeded: {codes}\n{logs}"
+    for code, run in zip(codes, runs):
+        summary = run.summary_json()  # written by both, failed or not: a clean end
+        shard = summary["shards"][SHARD]
+        if code == 0:
+            assert shard["success"] and shard["accepted"] == 3, shard
+        else:
+            assert code == 1 and not shard["success"] and shard["failure"], (code, shard)
+    audit = _assert_no_half_written_files(store)
+    shard = read_shard(_shard_dir(store))
+    assert sorted(shard["index"]["clip_id"].to_list()) == [f"clips/clip_{i:02d}.mp4"
+                                                           for i in range(3)]
+    for row in shard["index"].iter_rows(named=True):
+        key = row["latent_key"]
+        stored = [p for p in audit.artefacts("vae_moments") if p.stem == key]
+        assert len(stored) == 1, key
+        from safetensors.torch import load_file
+
+        assert load_file(str(stored[0]))["moments"].equal(shard["latents"][row["clip_id"]])
+
+
+# -- (c) I/O errors --------------------------------------------------------------------------
+
+def _read_only(path: Path, mounts: list[Path]) -> None:
+    """Make `path` (a directory or a file) refuse writes, even for root; skip if we cannot."""
+    if os.geteuid() != 0:
+        for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+            p.chmod(p.stat().st_mode & ~0o222)
+        return
+    # Root writes through permission bits: use a read-only bind mount instead.
+    for cmd in (["mount", "--bind", str(path), str(path)],
+                ["mount", "-o", "remount,ro,bind", str(path)]):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            if cmd[1] == "-o":
+                subprocess.run(["umount", str(path)], capture_output=True)
+            pytest.skip(f"running as root and cannot make {path.name} read-only: "
+                        f"{' '.join(cmd)}: {done.stderr.strip()}")
+    mounts.append(path)
+
+
+def _undo(mounts: list[Path]) -> None:
+    for path in reversed(mounts):
+        subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def _copy_finished(killed_and_resumed, tmp: Path) -> tuple[Path, Path]:
+    if killed_and_resumed["code"] != 0:
+        pytest.skip("needs the finished dataset of the kill-and-resume run, which failed")
+    data = tmp / "data"
+    store = tmp / "store"
+    shutil.copytree(killed_and_resumed["data"], data)
+    shutil.copytree(killed_and_resumed["store"], store)
+    return data, store
+
+
+def _change_first_caption(data: Path) -> None:
+    prompts = data / "prompts.txt"
+    lines = prompts.read_text().splitlines()
+    lines[0] = lines[0] + ", now seen at dusk"
+    prompts.write_text("\n".join(lines) + "\n")
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def test_read_only_store_fails_the_step_clearly_and_keeps_the_dataset(killed_and_resumed,
+                                                                      tmp_path):
+    data, store = _copy_finished(killed_and_resumed, tmp_path)
+    shard_dir = _shard_dir(store)
+    before = _files(shard_dir)
+    index_before = read_shard(shard_dir)["index"]
+    _change_first_caption(data)  # a new caption: a new embedding and a new dataset to write
+    mounts: list[Path] = []
+    try:
+        _read_only(store / "datasets", mounts)
+        _read_only(store / "cas", mounts)
+        probe = store / "datasets" / "probe"
+        with pytest.raises(OSError):
+            probe.write_bytes(b"x")
+        code, summary, output = backfill_here(data, store, tmp_path / "home", tmp_path / "run")
+    finally:
+        _undo(mounts)
+    assert code == 1, output[-4000:]
+    shard = summary["shards"][SHARD]
+    assert not shard["success"] and shard["failure"]
+    assert _files(shard_dir) == before  # the previous finished dataset, byte for byte
+    assert read_shard(shard_dir)["index"].equals(index_before)
+    _assert_no_half_written_files(store)
+    # The summary JSON is what CI reads: its failure must say what went wrong, and where.
+    failure = shard["failure"]
+    assert "Read-only file system" in failure or "Permission denied" in failure, failure
+    assert str(store) in failure, f"the message should say where it could not write: {failure}"
+
+
+def test_io_error_on_the_last_file_of_the_shard_keeps_the_previous_dataset(
+        killed_and_resumed, tmp_path):
+    """The shard's files are replaced one by one (tensors first, index last). When the index
+    cannot be replaced, the previous dataset must still be whole: its index must still find
+    its latents and its prompt embeddings."""
+    if os.geteuid() != 0:
+        pytest.skip("refusing the replacement of one file needs a read-only bind mount (root); "
+                    "file permission bits do not stop a rename over it")
+    data, store = _copy_finished(killed_and_resumed, tmp_path)
+    shard_dir = _shard_dir(store)
+    before = _files(shard_dir)
+    index_before = read_shard(shard_dir)["index"]
+    _change_first_caption(data)
+    mounts: list[Path] = []
+    try:
+        _read_only(shard_dir / "index.parquet", mounts)  # replacing it fails (EBUSY / EACCES)
+        code, summary, output = backfill_here(data, store, tmp_path / "home", tmp_path / "run")
+    finally:
+        _undo(mounts)
+    assert code == 1, output[-4000:]
+    shard = summary["shards"][SHARD]
+    assert not shard["success"] and "training_dataset" in (shard["failure"] or ""), shard
+    assert pl.read_parquet(shard_dir / "index.parquet").equals(index_before)
+    changed = sorted(name for name, data in _files(shard_dir).items() if before.get(name) != data)
+    try:
+        read_shard(shard_dir)
+    except (AssertionError, KeyError) as exc:
+        pytest.fail(f"the previous dataset no longer reads back: {exc}; files replaced before "
+                    f"the error: {changed}")
+    dataset = CogVideoXLatentDataset(store / "datasets" / "tiny", "tiny")
+    for i in range(len(dataset)):
+        dataset[i]

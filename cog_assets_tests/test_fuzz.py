@@ -1,0 +1,132 @@
+"""Fuzzing probe_video + read_clip_frames with truncated and bit-flipped small videos.
+
+Every input is decoded in a separate worker process (fixtures/fuzz_worker.py), so a decoder
+segfault or hang is a failed example, not a dead pytest. Every input must, within the
+timeout, either give frames of the asked shape and dtype or raise MediaError with a known
+reason. Truncated copies (no flipped bits) must moreover never give made-up frames: what they
+return is what the intact file shows at those times.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cog_assets.media.errors import REASONS
+from cog_assets_tests.fixtures.fuzz_worker import DecodeWorker
+from cog_assets_tests.fixtures.media import write_clip, write_webm_clip
+
+# Every reason the design (§9) names for a file that cannot be used at decode time.
+KNOWN_REASONS = frozenset({"empty_file", "unreadable", "no_video_stream", "too_short",
+                           "decode_error", "too_small", "truncated", "too_large", "too_long"})
+REQUEST = {"num_frames": 9, "fps": 8, "height": 64, "width": 96}  # the tiny window
+SOURCE_FPS = 24
+EXACT = [i * SOURCE_FPS // REQUEST["fps"] for i in range(REQUEST["num_frames"])]
+TIMEOUT_S = 30.0
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+
+
+class Bases(dict):
+    """name -> bytes of a small intact clip, plus the folder examples are written to."""
+
+    def __init__(self, tmp, files):
+        super().__init__({name: path.read_bytes() for name, path in files.items()})
+        self.tmp = tmp
+
+    def __repr__(self) -> str:  # hypothesis prints the arguments of a failing example
+        return f"Bases({', '.join(f'{k}: {len(v)} bytes' for k, v in self.items())})"
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    return Bases(tmp, {
+        "mp4": write_clip(tmp / "base.mp4", seconds=1.5),  # index (moov) at the end
+        "mp4_faststart": write_clip(tmp / "base_faststart.mp4", seconds=1.5, faststart=True),
+        "webm_vp8": write_webm_clip(tmp / "base_vp8.webm", seconds=1.5, codec="libvpx"),
+    })
+
+
+@pytest.fixture(scope="module")
+def worker():
+    w = DecodeWorker(timeout_s=TIMEOUT_S)
+    yield w
+    w.close()
+
+
+def _decode(bases, worker, name: str, data: bytes):
+    suffix = ".webm" if name.startswith("webm") else ".mp4"
+    path = bases.tmp / f"example{suffix}"
+    path.write_bytes(data)
+    return worker.ask({"path": str(path), **REQUEST})
+
+
+def _check_contract(answer, what: str) -> None:
+    if answer.kind == "frames":
+        assert answer.data["shape"] == [REQUEST["num_frames"], REQUEST["height"],
+                                        REQUEST["width"], 3], (what, answer.describe())
+        assert answer.data["dtype"] == "uint8", (what, answer.describe())
+    elif answer.kind == "media_error":
+        reason = answer.data["reason"]
+        assert reason in KNOWN_REASONS, (what, answer.describe())
+        assert reason in REASONS, f"{reason!r} is raised but not declared in errors.REASONS"
+        assert answer.data["message"], (what, answer.describe())
+    else:  # exception, crashed, timeout
+        pytest.fail(f"{what}: {answer.describe()}")
+
+
+def test_the_harness_reports_a_crashing_or_hanging_decoder_as_a_failure():
+    worker = DecodeWorker(timeout_s=2.0)
+    try:
+        crashed = worker.ask({"selftest": "segfault"})
+        assert crashed.kind == "crashed" and crashed.data["returncode"] == -11, crashed
+        hung = worker.ask({"selftest": "hang"})
+        assert hung.kind == "timeout", hung
+        assert worker.restarts == 2
+    finally:
+        worker.close()
+
+
+def test_the_intact_bases_decode_exactly(bases, worker):
+    for name in ("mp4", "mp4_faststart", "webm_vp8"):
+        answer = _decode(bases, worker, name, bases[name])
+        assert answer.kind == "frames" and answer.data["indices"] == EXACT, answer.describe()
+
+
+BASE_NAMES = st.sampled_from(["mp4", "mp4_faststart", "webm_vp8"])
+# Where to cut: anywhere, with extra weight on the tail, where a plain mp4 keeps its index.
+KEEP = st.one_of(st.floats(0.0, 1.0, exclude_max=True), st.floats(0.8, 1.0, exclude_max=True))
+FLIPS = st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 7)),
+                 min_size=1, max_size=24)
+
+
+@FUZZ
+@given(name=BASE_NAMES, keep=KEEP, flips=FLIPS,
+       truncate=st.booleans())
+def test_mutated_files_give_frames_or_a_known_media_error(bases, worker, name, keep, flips,
+                                                          truncate):
+    data = bytearray(bases[name])
+    for where, bit in flips:
+        data[int(where * len(data))] ^= 1 << bit
+    if truncate:
+        data = data[: int(keep * len(data))]
+    what = f"{name}, {len(flips)} flipped bits, {'cut to %d bytes' % len(data) if truncate else 'full length'}"
+    _check_contract(_decode(bases, worker, name, bytes(data)), what)
+
+
+@FUZZ
+@given(name=BASE_NAMES, keep=KEEP)
+def test_truncated_files_give_true_frames_or_a_known_media_error(bases, worker, name, keep):
+    data = bases[name][: int(keep * len(bases[name]))]
+    what = f"{name} cut to {len(data)} of {len(bases[name])} bytes"
+    answer = _decode(bases, worker, name, data)
+    _check_contract(answer, what)
+    if answer.kind == "frames":
+        # The window needs source frames 0..24 (1 s); a cut file that lacks some must be
+        # refused, not padded by repeating the last frame it has. One source frame of
+        # slack for the last sample (durations are rounded).
+        got = answer.data["indices"]
+        assert all(abs(g - e) <= 1 for g, e in zip(got, EXACT)), (
+            f"{what}: accepted with source frames {got}, the intact file shows {EXACT}")

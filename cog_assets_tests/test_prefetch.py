@@ -1,0 +1,172 @@
+"""Decoding in worker processes: ordered and bounded, with stuck and crashing decodes isolated.
+
+The functions below run inside the worker processes (they must be importable by module name);
+the slow and crashing "decoders" stand in only for the decoder at the process boundary:
+everything else, the pool, the store, the real decode of the other clips, is the real thing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from cog_assets.frame_policy import FRAMES_KIND, FramePolicy
+from cog_assets.media.decode import ClipTask, decode_clip_task, read_clip_frames
+from cog_assets.media.errors import MediaError
+from cog_assets.prefetch import TaskTimeout, WorkerCrash, prefetch_map
+from cog_assets.profiles import get_profile
+from cog_assets.stages.frames import extract_frames
+from cog_assets.stages.manifest import build_manifest
+from cog_assets.stages.validation import validate_clips
+from cog_assets.store import ContentStore
+from cog_assets_tests.conftest import make_dataset
+
+SLOW_S = 60.0
+
+
+# -- run inside the workers ------------------------------------------------------------------
+
+def square(x: int) -> int:
+    return x * x
+
+
+def marked(item: tuple[str, int, float]) -> int:
+    """Leave a file saying the item started, then take `seconds`."""
+    folder, index, seconds = item
+    Path(folder, f"started-{index}").touch()
+    time.sleep(seconds)
+    return index
+
+
+def misbehave(x: int) -> int:
+    if x == 2:
+        time.sleep(SLOW_S)
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if x == 4:
+        raise MediaError("unreadable", "four is not a video")
+    if x == 5:
+        raise ValueError("five is a bug")
+    return x
+
+
+def stuck_or_crashing_decoder(task: ClipTask) -> dict:
+    """The real decoder, except that clip_01 never finishes and clip_02 segfaults."""
+    name = Path(task.path).name
+    if name == "clip_01.mp4":
+        time.sleep(SLOW_S)
+    if name == "clip_02.mp4":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return decode_clip_task(task)
+
+
+# -- the pool --------------------------------------------------------------------------------
+
+def test_results_come_back_in_order_from_several_workers():
+    outcomes = list(prefetch_map(square, range(12), workers=2))
+    assert [o.index for o in outcomes] == list(range(12))
+    assert [o.value for o in outcomes] == [x * x for x in range(12)]
+    assert all(o.ok for o in outcomes)
+
+
+def test_no_more_than_depth_items_are_started_ahead_of_the_consumer(tmp_path):
+    items = [(str(tmp_path), 0, 1.0)] + [(str(tmp_path), i, 0.0) for i in range(1, 10)]
+    outcomes = prefetch_map(marked, items, workers=2, depth=3)
+    first = next(outcomes)  # item 0 is slow: the others finish but wait to be consumed
+    assert first.index == 0
+    started = len(list(tmp_path.glob("started-*")))
+    assert started <= 3, f"{started} items started with depth 3"
+    assert [o.index for o in outcomes] == list(range(1, 10))
+
+
+def test_stuck_task_is_stopped_a_crash_is_isolated_and_errors_come_back():
+    started = time.monotonic()
+    outcomes = list(prefetch_map(misbehave, range(8), workers=2, timeout_s=1.0))
+    assert time.monotonic() - started < SLOW_S / 2
+    by_index = {o.index: o for o in outcomes}
+    assert [by_index[i].value for i in (0, 1, 6, 7)] == [0, 1, 6, 7]
+    assert isinstance(by_index[2].error, TaskTimeout) and by_index[2].error.limit_s == 1.0
+    assert isinstance(by_index[3].error, WorkerCrash)
+    assert by_index[3].error.exitcode == -signal.SIGSEGV
+    media = by_index[4].error
+    assert isinstance(media, MediaError) and media.reason == "unreadable"
+    assert media.message == "four is not a video"
+    bug = by_index[5].error
+    assert isinstance(bug, ValueError) and "five is a bug" in str(bug)
+    assert "misbehave" in str(bug.__cause__)  # the worker's traceback comes along
+
+
+def test_workers_zero_runs_in_this_process():
+    outcomes = list(prefetch_map(square, range(4), workers=0))
+    assert [o.value for o in outcomes] == [0, 1, 4, 9]
+
+
+# -- extract_frames through the pool --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = make_dataset(tmp_path_factory.mktemp("data"), 5, seconds=1.5, broken=False)
+    policy = FramePolicy.build(get_profile("tiny"))
+    manifest = build_manifest(root, "shard-00000", 1)
+    validated = validate_clips(manifest, root, policy)
+    assert validated["accepted"].all()
+    return root, policy, validated
+
+
+def test_stuck_and_crashing_decodes_reject_only_their_clip(dataset, tmp_path):
+    root, policy, validated = dataset
+    store = ContentStore(str(tmp_path / "store"))
+    started = time.monotonic()
+    frames, stats = extract_frames(validated, root, store, policy, workers=2,
+                                   decode_timeout_s=2.0, decode=stuck_or_crashing_decoder)
+    assert time.monotonic() - started < SLOW_S / 2
+    by_clip = {r["clip_id"]: r for r in frames.iter_rows(named=True)}
+    stuck, crashed = by_clip["clips/clip_01.mp4"], by_clip["clips/clip_02.mp4"]
+    assert (stuck["status"], stuck["reason"]) == ("rejected", "decode_timeout")
+    assert "clips/clip_01.mp4" in stuck["message"] and "2 s" in stuck["message"]
+    assert (crashed["status"], crashed["reason"]) == ("rejected", "decode_crash")
+    assert "clips/clip_02.mp4" in crashed["message"] and "SIGSEGV" in crashed["message"]
+    assert stats.rejected == 2 and stats.computed == 3
+    assert frames["clip_id"].to_list() == validated["clip_id"].to_list()  # input order
+    for clip in ("clips/clip_00.mp4", "clips/clip_03.mp4", "clips/clip_04.mp4"):
+        row = by_clip[clip]
+        assert row["status"] == "computed"
+        stored = store.get_tensors(FRAMES_KIND, row["frames_key"])["frames"]
+        expected = read_clip_frames(root / clip, num_frames=9, fps=8, height=64, width=96)
+        assert torch.equal(stored, torch.from_numpy(expected))
+
+
+def test_pool_and_in_process_decoding_store_the_same_bytes(dataset, tmp_path):
+    root, policy, validated = dataset
+    pooled, inline = ContentStore(str(tmp_path / "a")), ContentStore(str(tmp_path / "b"))
+    a, _ = extract_frames(validated, root, pooled, policy, workers=2, prefetch=2)
+    b, _ = extract_frames(validated, root, inline, policy, workers=0)
+    assert a.equals(b)
+    for key in a["frames_key"]:
+        assert (pooled.read_bytes(pooled.artifact_path(FRAMES_KIND, key))
+                == inline.read_bytes(inline.artifact_path(FRAMES_KIND, key)))
+    again, stats = extract_frames(validated, root, pooled, policy, workers=2)
+    assert stats.reused == len(validated) and stats.computed == 0
+    assert (again["status"] == "reused").all()
+
+
+@pytest.mark.parametrize("later", [False, True])
+def test_one_source_under_two_names_is_decoded_once(dataset, tmp_path, later):
+    """The second name comes while its bytes are still decoding, or (`later`: one worker,
+    one clip in flight, other clips in between) after they were stored."""
+    root, policy, validated = dataset
+    first = validated.head(1)
+    again = first.with_columns(pl.lit("clips/clip_00_again.mp4").alias("clip_id"))
+    rows = pl.concat([first, validated.slice(1, 3), again] if later else [first, again])
+    frames, stats = extract_frames(rows, root, ContentStore(str(tmp_path)), policy,
+                                   workers=1 if later else 2, prefetch=1 if later else None)
+    statuses = frames["status"].to_list()
+    assert statuses[0] == "computed" and statuses[-1] == "reused"
+    assert stats.computed == len(rows) - 1 and stats.reused == 1
+    assert frames["frames_key"][0] == frames["frames_key"][-1]

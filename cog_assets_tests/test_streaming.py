@@ -1,0 +1,88 @@
+"""encode_latents streams: the next batch is read while the VAE encodes, within two batches,
+and the moments are bit-identical to encoding each batch with encode_moments."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from cog_assets.frame_policy import FRAMES_KIND
+from cog_assets.models.vae import encode_moments, load_vae
+from cog_assets.models.weights import WeightsSource
+from cog_assets.profiles import get_profile
+from cog_assets.stages.latents import (LATENTS_KIND, BatchStream, VaeIdentity, _Target,
+                                       encode_latents)
+from cog_assets.store import ContentStore
+
+CPU = torch.device("cpu")
+TINY = WeightsSource(get_profile("tiny"))
+BUCKETS = {"9x64x96": (9, 64, 96), "5x64x64": (5, 64, 64)}
+
+
+def clips_in_store(store: ContentStore, count: int) -> pl.DataFrame:
+    """`count` random clips, alternating between two buckets, as frame_tensors rows."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(count):
+        bucket = list(BUCKETS)[i % 2]
+        frames = rng.integers(0, 256, (*BUCKETS[bucket], 3), dtype=np.uint8)
+        store.put_tensors(FRAMES_KIND, f"f{i}", {"frames": torch.from_numpy(frames)})
+        rows.append({"clip_id": f"c{i}", "frames_key": f"f{i}", "bucket": bucket,
+                     "status": "computed"})
+    return pl.DataFrame(rows)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_streamed_moments_are_bit_identical_to_encode_moments(tmp_path, batch_size):
+    store = ContentStore(str(tmp_path))
+    table = clips_in_store(store, 5)
+    identity = VaeIdentity(TINY.identity("vae"), "float32", False)
+    result, stats = encode_latents(table, store, identity,
+                                   lambda: load_vae(TINY, CPU, torch.float32), batch_size)
+    assert stats.computed == 5 and result["clip_id"].to_list() == table["clip_id"].to_list()
+
+    vae = load_vae(TINY, CPU, torch.float32)
+    by_bucket: dict[str, list[dict]] = {}
+    for row in table.iter_rows(named=True):
+        by_bucket.setdefault(row["bucket"], []).append(row)
+    for rows in by_bucket.values():  # the batches encode_latents makes: per bucket, in order
+        for i in range(0, len(rows), batch_size):
+            batch = rows[i:i + batch_size]
+            frames = torch.stack([store.get_tensors(FRAMES_KIND, r["frames_key"])["frames"]
+                                  for r in batch])
+            expected = encode_moments(vae, frames)
+            for j, row in enumerate(batch):
+                key = identity.key(row["frames_key"])
+                got = store.get_tensors(LATENTS_KIND, key)["moments"]
+                assert torch.equal(got, expected[j])
+
+
+def test_reader_stays_within_one_batch_ahead(tmp_path):
+    store = ContentStore(str(tmp_path))
+    table = clips_in_store(store, 6)
+    batches = [[row] for row in table.iter_rows(named=True)]
+    target = _Target()
+    target.set(load_vae(TINY, CPU, torch.float32))
+    seen, most = 0, 0
+    with BatchStream(store, batches, target, ahead=1) as stream:
+        for batch, inputs in stream:
+            time.sleep(0.2)  # a slow encode: the reader has all the time it wants
+            assert stream.buffered <= 1, "the reader ran more than one batch ahead"
+            assert inputs["frames"].dtype == torch.float32
+            assert inputs["frames"].shape[:2] == (1, 3)
+            seen += 1
+            most = max(most, stream.buffered)
+            del inputs
+    assert seen == 6 and most == 1  # it did read ahead
+
+
+def test_a_missing_frames_file_is_raised_to_the_caller(tmp_path):
+    store = ContentStore(str(tmp_path))
+    table = clips_in_store(store, 2).with_columns(pl.lit("nope").alias("frames_key"))
+    identity = VaeIdentity(TINY.identity("vae"), "float32", False)
+    with pytest.raises(FileNotFoundError):
+        encode_latents(table, store, identity, lambda: load_vae(TINY, CPU, torch.float32))

@@ -78,3 +78,23 @@ def test_parallel_backfill_of_a_range_then_resume_skips_finished_shards(
     assert sorted(second) == ["shard-00000", "shard-00001", "shard-00003"]
     assert [k for k, s in second.items() if s["resumed"]] == ["shard-00000", "shard-00001"]
     assert second["shard-00003"]["success"] and second["shard-00003"]["computed"] > 0
+
+
+def test_one_failing_shard_fails_the_backfill_and_is_named(tmp_path, monkeypatch):
+    data_root = make_dataset(tmp_path / "data", 6, broken=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    store = tmp_path / "store"
+    # shard-00001's finished-dataset folder is blocked by a file: only that shard can fail.
+    (store / "datasets" / "tiny").mkdir(parents=True)
+    (store / "datasets" / "tiny" / "shard-00001").write_text("in the way")
+    summary_path = tmp_path / "summary.json"
+    code = main(["backfill", "--data-root", str(data_root), "--store", str(store),
+                 "--shards", "4", "--device", "cpu", "--summary-json", str(summary_path)])
+    assert code == 1
+    summary = json.loads(summary_path.read_text())
+    assert summary["success"] is False
+    shards = summary["shards"]
+    assert [k for k, s in shards.items() if not s["success"]] == ["shard-00001"]
+    failure = shards["shard-00001"]["failure"]
+    assert failure.startswith("training_dataset:") and "shard-00001" in failure
+    assert all(s["success"] and s["index_path"] for k, s in shards.items() if k != "shard-00001")

@@ -90,3 +90,21 @@ def test_change_delete_and_recaption_redo_exactly_that_work(materialized):
     assert len(indexed) == 5
     rejects = pl.concat([pl.read_parquet(s.rejects_path) for s in second.values()])
     assert rejects.is_empty()
+
+
+def test_a_new_transform_version_recomputes_exactly_its_artefacts(materialized, monkeypatch):
+    import cog_assets.stages.latents as latents
+
+    root, settings, instance, first = materialized
+    monkeypatch.setattr(latents, "LATENTS_VERSION", latents.LATENTS_VERSION + "-next")
+    again = materialize_shards(settings, instance)
+    computed = sum(s.computed for s in again.values())
+    # 6 clips: only their latents are new; frames and embeddings are reused.
+    assert computed == 6, {k: (s.computed, s.reused) for k, s in again.items()}
+
+
+def test_another_dtype_is_another_model_identity(materialized):
+    root, settings, instance, first = materialized
+    again = materialize_shards(settings.with_(dtype="bfloat16"), instance)
+    # latents (6 clips) and embeddings (6 captions) depend on the dtype; frames do not.
+    assert sum(s.computed for s in again.values()) == 12

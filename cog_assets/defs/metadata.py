@@ -5,10 +5,7 @@ from __future__ import annotations
 import polars as pl
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
-from cog_assets.stages.common import Reuse
-
 MAX_TABLE_ROWS = 200
-
 
 def table_metadata(frame: pl.DataFrame, limit: int = MAX_TABLE_ROWS) -> MetadataValue:
     """A polars frame as a UI table (first `limit` rows; the full table is in the store)."""
@@ -17,13 +14,9 @@ def table_metadata(frame: pl.DataFrame, limit: int = MAX_TABLE_ROWS) -> Metadata
                for row in frame.head(limit).iter_rows(named=True)]
     return MetadataValue.table(records=records, schema=schema)
 
-
 def reason_counts(rejects: pl.DataFrame) -> dict[str, int]:
     if rejects.is_empty():
         return {}
     counts = rejects.group_by("reason").len().sort("reason")
     return {row["reason"]: row["len"] for row in counts.iter_rows(named=True)}
 
-
-def reuse_metadata(stats: Reuse) -> dict[str, float | int]:
-    return stats.as_metadata()

@@ -156,6 +156,14 @@ class UploadState:
         generations = [int(n.split(".")[0]) for n in names if n.endswith(".parquet")]
         return max(generations, default=None)
 
+    def known_hashes(self) -> dict[str, tuple[int, int, str]]:
+        """path -> (size, mtime_ns, sha256) from the latest snapshot, hashed files only."""
+        files, _ = self.load(self.latest_generation())
+        if files is None:
+            return {}
+        files = files.filter(pl.col("sha256").is_not_null())
+        return {p: (size, mtime, sha) for p, size, mtime, sha in files.iter_rows()}
+
     def load(self, generation: int | None) -> tuple[pl.DataFrame | None, dict[str, str]]:
         if generation is None or not self.store.exists(self._path(generation)):
             return None, {}

@@ -79,3 +79,19 @@ def test_table_without_the_named_column_is_a_clear_error(tmp_path):
 def test_empty_root_says_what_was_expected(tmp_path):
     with pytest.raises(ManifestError, match="prompts.txt \\+ videos.txt"):
         read_manifests(tmp_path)
+
+
+def test_manifest_reuses_hashes_the_sensor_already_took(tmp_path):
+    import hashlib
+
+    from cog_assets.stages.manifest import build_manifest
+
+    _touch(tmp_path, "a.mp4", "b.mp4")
+    (tmp_path / "videos.txt").write_text("a.mp4\nb.mp4\n")
+    (tmp_path / "prompts.txt").write_text("one\ntwo\n")
+    a, b = (tmp_path / "a.mp4").stat(), (tmp_path / "b.mp4").stat()
+    known = {"a.mp4": (a.st_size, a.st_mtime_ns, "hash-from-the-sensor"),
+             "b.mp4": (b.st_size, b.st_mtime_ns + 1, "stale")}  # b moved since: re-hashed
+    frame = build_manifest(tmp_path, "shard-00000", 1, known=known).sort("clip_id")
+    assert frame["content_hash"].to_list() == [
+        "hash-from-the-sensor", hashlib.sha256(b"not really a video").hexdigest()]

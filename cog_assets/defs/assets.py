@@ -49,12 +49,13 @@ def uploads(dataset: DatasetResource, store: StoreResource) -> DataVersionsByPar
 
 @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"polars"}, deps=[UPLOADS_KEY])
 def raw_manifest(context: AssetExecutionContext, dataset: DatasetResource,
-                 models: ModelResource) -> Output[pl.DataFrame]:
+                 models: ModelResource, store: StoreResource) -> Output[pl.DataFrame]:
     """Every (video, caption) row of this shard: path, caption, size, mtime and content hash."""
     started = time.perf_counter()
     models.frame_policy(dataset)  # refuse shapes the model cannot train on before any work
+    state = UploadState(store.open(), dataset.data_root, dataset.shard_count)
     frame = build_manifest(dataset.data_root, context.partition_key, dataset.shard_count,
-                           dataset.source_config())
+                           dataset.source_config(), known=state.known_hashes())
     keys = [f"{r['clip_id']}|{r['content_hash']}|{r['caption_sha256']}|{r['issue_reason']}"
             for r in frame.iter_rows(named=True)]
     return Output(frame, data_version=DataVersion(data_version_of(keys)), metadata={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
@@ -32,7 +33,11 @@ def discover_shards(data_root: str | os.PathLike, shard_count: int,
     return sorted({shard_for(row.clip_id, shard_count) for row in rows})
 
 
-def _describe(root: Path, row: ManifestRow) -> dict:
+# path -> (size, mtime_ns, sha256) of files already hashed (by the upload sensor)
+KnownHashes = Mapping[str, tuple[int, int, str]]
+
+
+def _describe(root: Path, row: ManifestRow, known: KnownHashes) -> dict:
     record = {
         "clip_id": row.clip_id, "source": row.source, "caption": row.caption,
         "caption_sha256": caption_sha256(row.caption), "image_path": row.image_path,
@@ -43,8 +48,10 @@ def _describe(root: Path, row: ManifestRow) -> dict:
         path = root / row.clip_id
         try:
             stat = path.stat()
+            cached = known.get(row.clip_id)
+            same = cached is not None and cached[:2] == (stat.st_size, stat.st_mtime_ns)
             record.update(size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                          content_hash=file_sha256(str(path)))
+                          content_hash=cached[2] if same else file_sha256(str(path)))
         except OSError as exc:
             record.update(issue_reason="unreadable",
                           issue_message=f"{row.source}: cannot read {row.clip_id}: {exc}")
@@ -52,8 +59,10 @@ def _describe(root: Path, row: ManifestRow) -> dict:
 
 
 def build_manifest(data_root: str | os.PathLike, shard: str, shard_count: int,
-                   config: SourceConfig | None = None) -> pl.DataFrame:
-    """The rows of `shard`, hashed. Only this shard's videos are read."""
+                   config: SourceConfig | None = None, known: KnownHashes | None = None
+                   ) -> pl.DataFrame:
+    """The rows of `shard`, hashed. Only this shard's videos are read, and not even those
+    whose size and mtime match a hash in `known` (what the upload sensor already hashed)."""
     root = Path(data_root)
     rows = [r for r in read_manifests(root, config) if shard_for(r.clip_id, shard_count) == shard]
-    return pl.DataFrame([_describe(root, r) for r in rows], schema=MANIFEST_SCHEMA)
+    return pl.DataFrame([_describe(root, r, known or {}) for r in rows], schema=MANIFEST_SCHEMA)

@@ -190,9 +190,10 @@ def production_deployment() -> tuple[dict, None]:
     (production_deployment, "cog-assets-env"),
 ], ids=["helm-values", "dagster-production"])
 def test_k8s_executor_launches_gpu_step_pods_with_gpus(tmp_path, deployment,
-                                                       settings_config_map):
-    """deploy/k8s_definitions.py's `prepare_shards` job as deployed by either file: the Jobs the
-    k8s_job_executor's step handler sends to Kubernetes for a GPU step and a CPU step."""
+                                                       settings_config_map, monkeypatch):
+    """`prepare_shards` from cog_assets.definitions with COG_ASSETS_EXECUTOR=k8s, as deployed by
+    either file: the Jobs the k8s_job_executor's step handler sends to Kubernetes for a GPU
+    step and a CPU step."""
     from dagster._core.definitions.reconstruct import ReconstructableRepository
     from dagster._core.execution.api import create_execution_plan
     from dagster._core.execution.context.system import PlanData, PlanOrchestrationContext
@@ -204,8 +205,9 @@ def test_k8s_executor_launches_gpu_step_pods_with_gpus(tmp_path, deployment,
     from dagster_k8s.container_context import K8sContainerContext
     from dagster_k8s.executor import K8sStepHandler
 
-    recon_job = ReconstructableRepository.for_file(
-        str(DEPLOY / "k8s_definitions.py"), "defs", working_directory=str(REPO),
+    monkeypatch.setenv("COG_ASSETS_EXECUTOR", "k8s")
+    recon_job = ReconstructableRepository.for_module(
+        "cog_assets.definitions", "defs", working_directory=str(REPO),
     ).get_reconstructable_job("prepare_shards")
     job_def = recon_job.get_definition()
     assert job_def.executor_def.name == k8s_job_executor.name  # pod per step
@@ -375,12 +377,12 @@ def test_helm_values_match_the_instance_limits_and_serve_the_k8s_code_location()
     assert deployment["env"]["COG_ASSETS_STORE"].startswith("s3://")
     assert all(isinstance(v, str) for v in deployment["env"].values())  # a ConfigMap's data
     json.loads(deployment["env"]["COG_ASSETS_K8S_NODE_SELECTOR"])
-    # the code server serves deploy/k8s_definitions.py where deploy/Dockerfile puts it
+    # the code server serves cog_assets.definitions with the pod-per-step executor
     args = deployment["dagsterApiGrpcArgs"]
-    served = args[args.index("--python-file") + 1]
+    assert args[args.index("-m") + 1] == "cog_assets.definitions"
+    assert deployment["env"]["COG_ASSETS_EXECUTOR"] == "k8s"
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    assert f"COPY deploy/k8s_definitions.py ./{Path(served).name}" in dockerfile
-    assert f"WORKDIR {Path(served).parent}" in dockerfile
+    assert "ENV COG_ASSETS_EXECUTOR=k8s" in dockerfile
     # the data root is on the volume every pod mounts
     [mount] = deployment["volumeMounts"]
     assert deployment["env"]["COG_ASSETS_DATA_ROOT"].startswith(mount["mountPath"] + "/")

@@ -23,10 +23,14 @@ def test_window_is_evenly_spaced_and_inside_the_clip(n, fps, extra, start, seed)
 
 def test_start_centre_and_random_positions():
     assert sample_timestamps(10.0, 3, 1.0, "start") == [0.0, 1.0, 2.0]
+    assert sample_timestamps(3.0, 5, 8) == [0.0, 0.125, 0.25, 0.375, 0.5]  # spaced by the target fps
+    centred = sample_timestamps(3.0, 9, 8, start="centre")
+    assert centred[0] == pytest.approx(1.0) and centred[-1] == pytest.approx(2.0)
     assert sample_timestamps(10.0, 3, 1.0, "centre") == [4.0, 5.0, 6.0]
     assert sample_timestamps(10.0, 3, 1.0, "center") == [4.0, 5.0, 6.0]
     r1 = sample_timestamps(10.0, 3, 1.0, "random", seed=7)
     assert r1 == sample_timestamps(10.0, 3, 1.0, "random", seed=7)  # deterministic
+    assert sample_timestamps(10.0, 9, 8, "random", seed=7) != sample_timestamps(10.0, 9, 8, "random", seed=8)
     offsets = {sample_timestamps(10.0, 3, 1.0, "random", seed=s)[0] for s in range(20)}
     assert len(offsets) > 10 and all(0 <= o <= 8.0 for o in offsets)
 
@@ -37,13 +41,15 @@ def test_exact_fit_is_accepted_and_tolerance_admits_rounded_durations():
         sample_timestamps(5.99, 49, 8.0)
     half_source_frame = 0.5 / 30
     assert len(sample_timestamps(5.99, 49, 8.0, "centre", tolerance_s=half_source_frame)) == 49
+    assert len(sample_timestamps(0.999, 9, 8, tolerance_s=1 / 48)) == 9
 
 
-def test_too_short_names_duration_and_need():
+@pytest.mark.parametrize("duration", [0.5, 2.0])
+def test_too_short_names_duration_and_need(duration):
     with pytest.raises(MediaError) as info:
-        sample_timestamps(2.0, 49, 8.0)
+        sample_timestamps(duration, 49, 8.0)
     assert info.value.reason == "too_short"
-    assert "2.000 s long" in info.value.message and "need 6.000 s" in info.value.message
+    assert f"{duration:.3f} s long" in info.value.message and "need 6.000 s" in info.value.message
 
 
 def test_short_clip_policies():
@@ -82,6 +88,8 @@ def test_pick_nearest_on_vfr_uses_presentation_intervals():
     wanted = [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0, 1.2]
     # index x nominal fps would give 0,1,2,3,...; by timestamp 0.25/0.375 still show frame 2.
     assert pick_nearest(frame_times, wanted) == [0, 1, 2, 2, 3, 5, 5, 6, 6]
+    # At t=0.4 the frame on screen is the one shown at 0.1 (index 1), not the nearest one.
+    assert pick_nearest([0.0, 0.1, 0.5, 0.55, 1.0], [0.0, 0.4, 0.5, 0.6, 0.99, 1.2]) == [0, 1, 2, 3, 3, 4]
 
 
 def test_pick_nearest_tolerates_millisecond_rounded_pts():
@@ -92,6 +100,7 @@ def test_pick_nearest_tolerates_millisecond_rounded_pts():
 
 def test_pick_nearest_edge_cases():
     assert pick_nearest([0.5, 1.0], [0.0]) == [0]  # before the first frame -> first frame
+    assert pick_nearest([0.04, 0.08], [0.0]) == [0]  # a first frame a little after zero, too
     assert pick_nearest([1.0, 0.0, 0.5], [0.6, 0.2]) == [2, 1]  # unsorted input, original indices
     with pytest.raises(ValueError):
         pick_nearest([], [0.0])

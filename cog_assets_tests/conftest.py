@@ -31,9 +31,10 @@ def make_dataset(root: Path, count: int, *, seconds: float = 1.5, broken: bool =
     return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_media() -> Path:
-    """The real-world corpus in ../shared/media, when CI points COG_ASSETS_MEDIA at it."""
+    """The real-world corpus in ../shared/media, when CI points COG_ASSETS_MEDIA at it: the one
+    way tests find it (they skip, saying how to run them, without it)."""
     value = os.environ.get(SHARED_MEDIA_ENV)
     if not value:
         pytest.skip(f"{SHARED_MEDIA_ENV} is unset: set it to ../shared/media to run the "

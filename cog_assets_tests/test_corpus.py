@@ -82,16 +82,8 @@ def _run_stages(root: Path, store: ContentStore, policy: FramePolicy, only: list
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    import os
-
-    from cog_assets_tests.conftest import SHARED_MEDIA_ENV
-
-    value = os.environ.get(SHARED_MEDIA_ENV)
-    if not value:
-        pytest.skip(f"{SHARED_MEDIA_ENV} is unset: set it to ../shared/media to run the "
-                    "real-media tests (.ci/run does)")
-    media = Path(value)
+def corpus(tmp_path_factory, shared_media):
+    media = shared_media
     names = sorted(p.relative_to(media).as_posix() for d in ("videos", "edge")
                    for p in (media / d).iterdir() if p.is_file())
     tmp = tmp_path_factory.mktemp("corpus")

@@ -1,6 +1,4 @@
-import os
 import time
-from pathlib import Path
 
 import av
 import numpy as np
@@ -9,14 +7,6 @@ import pytest
 from cog_assets.media.errors import MediaError
 from cog_assets.media.probe import VideoProbe, clockwise_rotation, probe_video
 from cog_assets.media.synthetic import write_test_video
-
-
-@pytest.fixture(scope="module")
-def media() -> Path:
-    root = os.environ.get("COG_ASSETS_MEDIA")
-    if not root:
-        pytest.skip("COG_ASSETS_MEDIA is unset: point it at the shared media folder to test real files")
-    return Path(root)
 
 
 def _wav(path):
@@ -81,40 +71,40 @@ def test_mp4_cut_inside_its_index_never_crashes_probe(tmp_path):
             assert p.width == 160 and p.height == 96
 
 
-def test_real_rotated_phone_clip_is_portrait(media):
-    p = probe_video(media / "videos/decord__video_90.mov")  # display matrix says -90 (ccw)
+def test_real_rotated_phone_clip_is_portrait(shared_media):
+    p = probe_video(shared_media / "videos/decord__video_90.mov")  # display matrix says -90 (ccw)
     assert (p.coded_width, p.coded_height, p.rotation) == (568, 320, 90)
     assert (p.width, p.height) == (320, 568)
-    assert probe_video(media / "videos/decord__video_0.mov").rotation == 0
+    assert probe_video(shared_media / "videos/decord__video_0.mov").rotation == 0
 
 
-def test_real_sample_aspect_ratio(media):
-    p = probe_video(media / "videos/mediabunny__sar_2x1.mp4")
+def test_real_sample_aspect_ratio(shared_media):
+    p = probe_video(shared_media / "videos/mediabunny__sar_2x1.mp4")
     assert (p.coded_width, p.sar, p.width, p.height) == (640, 2.0, 1280, 360)
-    assert probe_video(media / "videos/mediabunny__avi_mpeg4-mp3.avi").width == 427  # 320 * 4/3
+    assert probe_video(shared_media / "videos/mediabunny__avi_mpeg4-mp3.avi").width == 427  # 320 * 4/3
 
 
-def test_real_metadata(media):
-    nasa = probe_video(media / "videos/torchcodec__nasa_13013.mp4")
+def test_real_metadata(shared_media):
+    nasa = probe_video(shared_media / "videos/torchcodec__nasa_13013.mp4")
     assert nasa.has_audio and nasa.fps == 25.0 and nasa.duration_s == pytest.approx(13.0, abs=0.05)
-    assert probe_video(media / "videos/torchcodec__h264_10bits.mp4").pix_fmt == "yuv420p10le"
-    vfr = probe_video(media / "videos/torchcodec__var_fps_video.mp4")
+    assert probe_video(shared_media / "videos/torchcodec__h264_10bits.mp4").pix_fmt == "yuv420p10le"
+    vfr = probe_video(shared_media / "videos/torchcodec__var_fps_video.mp4")
     assert vfr.fps == pytest.approx(20.089, abs=1e-3) and vfr.frame_count == 300
-    assert probe_video(media / "edge/moviepy__no_duration.webm").duration_s is None
+    assert probe_video(shared_media / "edge/moviepy__no_duration.webm").duration_s is None
     # Matroska: the video track's DURATION tag, not the container's (its audio runs to 10.381 s)
-    assert probe_video(media / "videos/decord__flipping_a_pancake.mkv").duration_s == pytest.approx(10.333)
+    assert probe_video(shared_media / "videos/decord__flipping_a_pancake.mkv").duration_s == pytest.approx(10.333)
 
 
-def test_real_edge_cases(media):
+def test_real_edge_cases(shared_media):
     for name, reason in [("edge/moviepy__result.webm", "empty_file"),
                          ("edge/mediabunny__avi_aac-only.avi", "no_video_stream")]:
         with pytest.raises(MediaError) as info:
-            probe_video(media / name)
+            probe_video(shared_media / name)
         assert info.value.reason == reason
 
 
-def test_probe_does_not_decode_the_clip(media):
-    path = media / "videos/mediabunny__1080p-portrait-derotated.mp4"
+def test_probe_does_not_decode_the_clip(shared_media):
+    path = shared_media / "videos/mediabunny__1080p-portrait-derotated.mp4"
     t0 = time.perf_counter()
     p = probe_video(path)
     assert time.perf_counter() - t0 < 0.5  # a 1080p clip: headers + one frame only

@@ -8,7 +8,11 @@ bounded by `depth` results whatever the number of items.
 Each worker runs one task at a time, so the pool knows exactly which item every worker is on:
 
 - a task that runs longer than `timeout_s` has its worker killed and replaced, and yields an
-  Outcome whose error is `TaskTimeout`;
+  Outcome whose error is `TaskTimeout`. The clock starts when a worker takes the task (it
+  says so before it calls `fn`), not when the task is handed over: a worker's start-up
+  (forkserver, imports; slow on a busy machine) never counts against its first task. A task
+  no worker has taken yet has no deadline; a worker that dies before taking it still yields
+  `WorkerCrash`;
 - a worker that dies (a segfault in a decoder, the OOM killer) yields `WorkerCrash` for the
   one item it was running, and is replaced; the other items go on;
 - an exception raised by `fn` comes back as the Outcome's error (the worker's traceback as
@@ -125,7 +129,7 @@ def _worker_main(conn, fn: Callable[[Any], Any]) -> None:
             return
         index, item = message
         try:
-            conn.send((index, "begin", None))
+            conn.send((index, "begin", time.monotonic()))  # the task's clock starts here
             reply = (index, "ok", fn(item))
         except BaseException as exc:  # noqa: BLE001 - sent back for the parent to judge
             reply = (index, "error", _portable(exc))
@@ -148,10 +152,11 @@ class _Worker:
                                        name="cog-assets-prefetch")
         self.process.start()
         child.close()
-        self.task: tuple[int, Any, float] | None = None  # (index, item, started)
+        # (index, item, started): started stays None until the worker says it took the task
+        self.task: tuple[int, Any, float | None] | None = None
 
     def submit(self, index: int, item: Any) -> None:
-        self.task = (index, item, time.monotonic())
+        self.task = (index, item, None)
         try:
             self.conn.send((index, item))
         except OSError:  # it died idle: its sentinel reports the crash for this item
@@ -229,9 +234,9 @@ def prefetch_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int
             # 3. wait for a result, a death or the nearest deadline
             running = [w for w in pool if w.task is not None]
             wait_s = None
-            if timeout_s is not None:
-                nearest = min(w.task[2] for w in running) + timeout_s
-                wait_s = max(0.0, nearest - time.monotonic())
+            begun = [w.task[2] for w in running if w.task[2] is not None]
+            if timeout_s is not None and begun:  # tasks not taken yet have no deadline
+                wait_s = max(0.0, min(begun) + timeout_s - time.monotonic())
             ready = set(wait([w.conn for w in running] + [w.process.sentinel for w in running],
                              wait_s))
             now = time.monotonic()
@@ -243,13 +248,15 @@ def prefetch_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int
                     except (EOFError, OSError):
                         status, payload = "died", None
                     if status == "begin":  # the clock runs from when fn starts, not startup
-                        worker.task = (index, item, time.monotonic())
+                        took = payload if isinstance(payload, float) else now
+                        worker.task = (index, item, min(took, now))  # monotonic: one clock
                         continue
+                    seconds = 0.0 if started is None else now - started
                     if status == "died":
-                        outcome = _crashed(worker, index, item, now - started)
+                        outcome = _crashed(worker, index, item, seconds)
                         pool.remove(worker)
                     else:
-                        outcome = Outcome(index, item, seconds=now - started)
+                        outcome = Outcome(index, item, seconds=seconds)
                         if status == "ok":
                             outcome.value = payload
                         else:
@@ -258,9 +265,11 @@ def prefetch_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int
                             outcome.error = exc
                         worker.task = None
                 elif worker.process.sentinel in ready:
-                    outcome = _crashed(worker, index, item, now - started)
+                    outcome = _crashed(worker, index, item,
+                                       0.0 if started is None else now - started)
                     pool.remove(worker)
-                elif timeout_s is not None and now - started >= timeout_s:
+                elif (timeout_s is not None and started is not None
+                      and now - started >= timeout_s):
                     outcome = Outcome(index, item, error=TaskTimeout(timeout_s),
                                       seconds=now - started)
                     worker.task = None

@@ -13,6 +13,7 @@ def data_root(tmp_path):
     return make_dataset(tmp_path / "data", 3)
 
 
+@pytest.mark.slow
 def test_backfill_writes_summary_and_exits_zero(tmp_path, data_root, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     summary_path = tmp_path / "summary.json"
@@ -60,6 +61,7 @@ def test_backfill_refuses_a_bucket_the_model_cannot_take_before_any_work(
     assert not (tmp_path / "store").exists()
 
 
+@pytest.mark.slow
 def test_parallel_backfill_of_a_range_then_resume_skips_finished_shards(
         tmp_path, monkeypatch):
     data_root = make_dataset(tmp_path / "data", 6, broken=False)
@@ -80,6 +82,7 @@ def test_parallel_backfill_of_a_range_then_resume_skips_finished_shards(
     assert second["shard-00003"]["success"] and second["shard-00003"]["computed"] > 0
 
 
+@pytest.mark.slow
 def test_one_failing_shard_fails_the_backfill_and_is_named(tmp_path, monkeypatch):
     data_root = make_dataset(tmp_path / "data", 6, broken=False)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))

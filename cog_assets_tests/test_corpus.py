@@ -114,6 +114,7 @@ def test_the_table_covers_every_corpus_file(shared_media):
     assert names == set(EXPECTED), "a corpus file was added or removed: update EXPECTED"
 
 
+@pytest.mark.slow
 def test_every_file_gets_its_verdict_with_a_specific_message(corpus):
     got = _verdicts(corpus["validated"], corpus["frames"])
     assert set(got) == set(EXPECTED)
@@ -128,6 +129,7 @@ def test_every_file_gets_its_verdict_with_a_specific_message(corpus):
             assert words in message, (name, message)
 
 
+@pytest.mark.slow
 def test_every_manifest_row_ends_accepted_or_in_the_rejects_table(corpus):
     rejects = collect_rejects(corpus["validated"], corpus["frames"])
     accepted = corpus["frames"].filter(pl.col("status") != "rejected")["clip_id"].to_list()
@@ -138,6 +140,7 @@ def test_every_manifest_row_ends_accepted_or_in_the_rejects_table(corpus):
     assert all(source.startswith("videos.txt:") for source in rejects["source"].to_list())
 
 
+@pytest.mark.slow
 def test_accepted_clips_have_their_display_size(corpus):
     rows = {r["clip_id"]: r for r in corpus["validated"].iter_rows(named=True)}
     for name, (want, size) in EXPECTED.items():
@@ -177,6 +180,7 @@ def _check_against_reference(path: Path, stored: np.ndarray, fps: float) -> list
     return picked
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(n for n, (v, _) in EXPECTED.items() if v == "accepted"))
 def test_accepted_clip_frames_match_what_a_viewer_sees(corpus, name):
     stored = _stored(corpus, name)
@@ -185,6 +189,7 @@ def test_accepted_clip_frames_match_what_a_viewer_sees(corpus, name):
     _check_against_reference(corpus["root"] / name, stored, FPS)
 
 
+@pytest.mark.slow
 def test_sar_2x1_is_stretched_to_its_display_aspect(corpus):
     """Against the same frame fitted *without* the SAR stretch, the stored one must differ."""
     name = "videos/mediabunny__sar_2x1.mp4"
@@ -200,6 +205,7 @@ def test_sar_2x1_is_stretched_to_its_display_aspect(corpus):
     assert right < MATCH and unstretched > right + 2, (right, unstretched)
 
 
+@pytest.mark.slow
 def test_high_bit_depth_444_and_alpha_sources_come_out_as_sane_8bit_rgb(corpus):
     for name in ("videos/torchcodec__h264_10bits.mp4", "videos/torchcodec__var_fps_video.mp4",
                  "videos/moviepy__transparent.webm"):
@@ -215,6 +221,7 @@ def test_high_bit_depth_444_and_alpha_sources_come_out_as_sane_8bit_rgb(corpus):
     # drops the alpha side data): what comes out is that picture, composited on black.
 
 
+@pytest.mark.slow
 def test_corrupted_file_uses_the_frames_before_the_error_when_the_window_fits(corpus):
     """decord__corrupted.mp4 decodes 28 frames (0-2.7 s, 10 fps) then fails: a 21-frame
     window (2.5 s) is served from them, a 41-frame one (5 s) is refused naming frame 28."""
@@ -235,6 +242,7 @@ def test_corrupted_file_uses_the_frames_before_the_error_when_the_window_fits(co
     assert "frame 28" in bad["message"] and name in bad["message"], bad["message"]
 
 
+@pytest.mark.slow
 def test_vfr_source_is_sampled_by_timestamp_across_its_long_frame(corpus):
     """var_fps_video.mp4 runs at 30 fps for 1 s, holds the frame at 1.0 s for 533 ms, then
     runs at 15 fps: 17 frames at 8 fps (0-2 s) cross the hold. Sampling by index at the

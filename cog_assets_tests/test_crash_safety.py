@@ -26,6 +26,8 @@ from cog_assets_tests.conftest import make_dataset
 from cog_assets_tests.fixtures.pipeline import (audit_store, backfill_here, read_shard,
                                                 start_backfill)
 
+pytestmark = pytest.mark.slow
+
 SHARD = "shard-00000"
 CLIPS = 8
 

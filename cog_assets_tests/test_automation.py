@@ -1,5 +1,6 @@
 """Declarative Automation on data-version changes, evaluated against a real instance."""
 
+import pytest
 from dagster import AssetKey, evaluate_automation_conditions, instance_for_test, materialize
 
 from cog_assets.defs.definitions import build_definitions, build_resources
@@ -8,6 +9,8 @@ from cog_assets.runner import materialize_shards, observe_uploads
 from cog_assets.settings import Settings
 from cog_assets.sharding import shard_for
 from cog_assets_tests.conftest import make_dataset
+
+pytestmark = pytest.mark.slow
 
 
 NAMES = ["raw_manifest", "validated_clips", "frame_tensors", "vae_latents", "t5_embeddings",

@@ -217,6 +217,7 @@ def test_executor_from_env_picks_the_named_executor():
     assert celery_worker_config(env)["execution"]["config"]["backend"] == "rpc://"
 
 
+@pytest.mark.slow
 def test_celery_backfill_with_two_workers_matches_single_process(tmp_path, redis_url):
     _needs_dagster_celery()
     started = time.monotonic()

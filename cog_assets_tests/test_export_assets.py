@@ -1,6 +1,7 @@
 """The export assets through Dagster, from shards the pipeline itself produced."""
 
 import polars as pl
+import pytest
 import torch
 from dagster import instance_for_test
 from safetensors.torch import load_file
@@ -8,6 +9,8 @@ from safetensors.torch import load_file
 from cog_assets.runner import materialize_shards, run_exports
 from cog_assets.settings import Settings
 from cog_assets_tests.conftest import make_dataset
+
+pytestmark = pytest.mark.slow
 
 
 def test_exports_from_a_materialized_dataset(tmp_path):

@@ -77,6 +77,7 @@ def _check_contract(answer, what: str) -> None:
         pytest.fail(f"{what}: {answer.describe()}")
 
 
+@pytest.mark.slow
 def test_the_harness_reports_a_crashing_or_hanging_decoder_as_a_failure():
     worker = DecodeWorker(timeout_s=2.0)
     try:

@@ -18,6 +18,8 @@ from cog_assets.runner import materialize_shards
 from cog_assets.settings import Settings
 from cog_assets_tests.conftest import make_dataset
 
+pytestmark = pytest.mark.slow
+
 PROFILE = get_profile("tiny-i2v")
 
 

@@ -84,6 +84,7 @@ def test_cpu_step_job_asks_for_no_gpu(asset):
     assert not spec.get("tolerations")
 
 
+@pytest.mark.slow
 def test_gpu_count_and_node_selector_come_from_the_environment():
     """COG_ASSETS_K8S_GPUS / COG_ASSETS_K8S_NODE_SELECTOR, read when the code location loads
     (as in the user code deployment of deploy/helm-values.yaml)."""

@@ -14,6 +14,8 @@ from cog_assets.settings import Settings
 from cog_assets.sharding import shard_for
 from cog_assets_tests.conftest import make_dataset
 
+pytestmark = pytest.mark.slow
+
 MATERIALIZED = ["raw_manifest", "validated_clips", "frame_tensors", "vae_latents",
                 "t5_embeddings", "training_dataset"]
 

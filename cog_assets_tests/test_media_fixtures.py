@@ -232,6 +232,7 @@ def _bad_decoder_shard(tmp_path, bad_name: str):
     return root, names
 
 
+@pytest.mark.slow
 def test_decode_timeout_rejects_only_the_hanging_clip(tmp_path):
     params = inspect.signature(extract_frames).parameters
     assert "decode_timeout_s" in params and "decode" in params, (

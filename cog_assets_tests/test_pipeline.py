@@ -43,6 +43,7 @@ def test_definitions_load_with_six_assets_and_checks():
         assert graph.get(AssetKey(gpu_step)).pools == {"gpu"}
 
 
+@pytest.mark.slow
 def test_two_shards_materialize_with_checks_passing(run_twice):
     settings, first, _, _ = run_twice
     assert sorted(first) == ["shard-00000", "shard-00001"]
@@ -54,6 +55,7 @@ def test_two_shards_materialize_with_checks_passing(run_twice):
     assert sum(s.computed for s in first.values()) > 0
 
 
+@pytest.mark.slow
 def test_undecodable_clip_is_rejected_with_reason_and_shard_succeeds(run_twice):
     settings, first, _, _ = run_twice
     shard = shard_for("clips/garbage.mp4", 2)
@@ -65,6 +67,7 @@ def test_undecodable_clip_is_rejected_with_reason_and_shard_succeeds(run_twice):
     assert "clips/garbage.mp4" in rejects["message"][0]
 
 
+@pytest.mark.slow
 def test_unchanged_shard_rematerializes_with_everything_reused(run_twice):
     _, first, second, _ = run_twice
     for key, summary in second.items():
@@ -73,6 +76,7 @@ def test_unchanged_shard_rematerializes_with_everything_reused(run_twice):
         assert summary.reused == first[key].computed + first[key].reused
 
 
+@pytest.mark.slow
 def test_finished_dataset_reads_back_without_models(run_twice):
     settings, first, _, _ = run_twice
     dataset = CogVideoXLatentDataset(f"{settings.store_url}/datasets/tiny", "tiny")
@@ -85,6 +89,7 @@ def test_finished_dataset_reads_back_without_models(run_twice):
     assert set(index.columns) >= {"clip_id", "caption", "bucket", "latent_key", "embedding_key"}
 
 
+@pytest.mark.slow
 def test_dagster_cli_validates_the_workspace(tmp_path):
     """What `dagster dev` loads: workspace.yaml -> cog_assets.definitions."""
     import os
@@ -100,6 +105,7 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_frame_tensors_show_a_small_contact_sheet(run_twice):
     import base64
     import io

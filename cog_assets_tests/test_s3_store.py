@@ -160,6 +160,7 @@ def write_shard_artefacts(url: str, options: dict, writer: int, barrier) -> None
     store.write_bytes(store.path(SHARD_FILE), save_safetensors(gathered))
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_same_shard_at_once(s3_endpoint, bucket):
     url = f"s3://{bucket}/store"
     options = storage_options(s3_endpoint)
@@ -209,6 +210,7 @@ def test_two_processes_write_the_same_shard_at_once(s3_endpoint, bucket):
 # -- a whole shard ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_shard_materializes_into_the_s3_store(s3_endpoint, bucket, tmp_path, monkeypatch):
     """The pipeline only knows the URL; the endpoint comes from fsspec's configuration, as a
     deployment sets it with FSSPEC_S3_* variables."""

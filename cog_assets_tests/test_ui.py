@@ -33,6 +33,8 @@ from cog_assets.sharding import shard_for
 from cog_assets.stages.manifest import discover_shards
 from cog_assets_tests.conftest import make_dataset
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODULE = "cog_assets.definitions"

@@ -31,7 +31,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cog_assets.media.decode import read_clip_frames  # noqa: E402
+from cog_assets.choices import ResizeMode, ShortClipPolicy, StartPolicy  # noqa: E402
+from cog_assets.media.decode import FrameSpec, read_clip_frames  # noqa: E402
 from cog_assets.media.resize import cover_geometry  # noqa: E402
 from cog_assets.media.sampling import pick_nearest, sample_timestamps  # noqa: E402
 from cog_assets.media.synthetic import write_test_video  # noqa: E402
@@ -57,7 +58,7 @@ def baseline(path: Path, start: str) -> np.ndarray:
             frames.append(frame.to_ndarray(format="rgb24"))
     times = [t - times[0] for t in times]
     duration = times[-1] + (times[1] - times[0])
-    wanted = sample_timestamps(duration, NUM_FRAMES, FPS, start)
+    wanted = sample_timestamps(duration, NUM_FRAMES, FPS, start, 0, short_clips="reject")
     return np.stack([resize(frames[i]) for i in pick_nearest(times, wanted)])
 
 
@@ -66,7 +67,7 @@ def reference(path: Path, start: str) -> np.ndarray:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         duration = float(stream.duration * stream.time_base)
-        wanted = sample_timestamps(duration, NUM_FRAMES, FPS, start)
+        wanted = sample_timestamps(duration, NUM_FRAMES, FPS, start, 0, short_clips="reject")
         out, prev, t0 = [], None, None
         for frame in container.decode(stream):
             rgb = frame.to_ndarray(format="rgb24")
@@ -81,8 +82,9 @@ def reference(path: Path, start: str) -> np.ndarray:
 
 
 def ours(path: Path, start: str, threads: int = 0) -> np.ndarray:
-    return read_clip_frames(path, num_frames=NUM_FRAMES, fps=FPS, height=HEIGHT, width=WIDTH,
-                            start=start, threads=threads)
+    spec = FrameSpec(NUM_FRAMES, HEIGHT, WIDTH, FPS, StartPolicy(start), 0, ResizeMode.cover,
+                     ShortClipPolicy.reject)
+    return read_clip_frames(path, spec, threads=threads)
 
 
 def timed(fn, repeats: int) -> tuple[float, np.ndarray]:

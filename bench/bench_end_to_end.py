@@ -59,7 +59,8 @@ def naive(data_root: Path, out: Path) -> int:
     clips = []
     for frames, times in dataset:
         duration = times[-1] + (times[1] - times[0])
-        picks = pick_nearest(times, sample_timestamps(duration, profile.num_frames, profile.fps))
+        picks = pick_nearest(times, sample_timestamps(duration, profile.num_frames, profile.fps,
+                                                         "start", 0, short_clips="reject"))
         x = torch.from_numpy(frames[picks]).permute(0, 3, 1, 2)
         g = cover_geometry(x.shape[3], x.shape[2], profile.width, profile.height)
         x = F.interpolate(x, size=(g.scaled_height, g.scaled_width), mode="bilinear",
@@ -85,11 +86,11 @@ def naive(data_root: Path, out: Path) -> int:
 def dagster_job(data_root: Path, store: Path, batch_size: int) -> float:
     from dagster import instance_for_test
 
-    from cog_assets.runner import materialize_shards
-    from cog_assets.settings import Settings
+    from cog_assets.config import Settings
+    from cog_assets.defs.runs import materialize_shards
 
-    settings = Settings(data_root=str(data_root), store_url=str(store), shard_count=1,
-                        device="cpu", batch_size=batch_size)
+    settings = Settings.of(data_root=str(data_root), store=str(store), shards=1,
+                           device="cpu", batch_size=batch_size)
     with instance_for_test() as instance:
         started = time.perf_counter()
         summaries = materialize_shards(settings, instance)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from dagster import instance_for_test
 
+from cog_assets.config import Settings
+from cog_assets.defs.runs import materialize_shards
 from cog_assets.media.synthetic import write_test_video
-from cog_assets.runner import materialize_shards
-from cog_assets.settings import Settings
 
 
 def make_data(root: Path, clips: int) -> None:
@@ -50,8 +50,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, instance_for_test() as instance:
         root = Path(tmp) / "data"
         make_data(root, args.clips)
-        settings = Settings(data_root=str(root), store_url=str(Path(tmp) / "store"),
-                            shard_count=args.shards, device="cpu")
+        settings = Settings.of(data_root=str(root), store=str(Path(tmp) / "store"),
+                               shards=args.shards, device="cpu")
         rows = [("first", *timed_run(settings, instance))]
         rows.append(("no change", *timed_run(settings, instance)))
         write_test_video(root / "clips/c000.mp4", width=320, height=240, seconds=3.0, seed=999)

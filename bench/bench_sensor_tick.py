@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cog_assets.config import SourceSettings
 from cog_assets.store import ContentStore
 from cog_assets.uploads import UploadState, scan_uploads
 
@@ -44,7 +45,8 @@ def main() -> None:
         started = time.perf_counter()
         make_root(root, args.files)
         print(f"generated {args.files} files in {time.perf_counter() - started:.1f} s")
-        state = UploadState(store, str(root), args.shards)
+        sources = SourceSettings(data_root=str(root), shard_count=args.shards)
+        state = UploadState(store, sources)
         rows = []
         generation = None
         for label in ("cold", "warm", "10 touched + 1 changed"):
@@ -54,7 +56,7 @@ def main() -> None:
                     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
                 (root / "clips/0000/0000000.mp4").write_bytes(b"new bytes")
             started = time.perf_counter()
-            tick = scan_uploads(state, generation, str(root), args.shards)
+            tick = scan_uploads(state, generation, sources)
             rows.append((label, time.perf_counter() - started, tick.hashed, len(tick.changed)))
             generation = tick.generation
         print(f"{'tick':<24}{'seconds':>9}{'hashed':>9}{'shards to run':>15}")

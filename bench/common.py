@@ -50,8 +50,13 @@ def run_stages(data_root: Path, store_url: str, *, batch_size: int = 4,
     Dagster assets call, without Dagster."""
     import torch
 
+    from cog_assets.config import FrameSettings, MediaLimits, SourceSettings
     from cog_assets.frame_policy import FramePolicy
-    from cog_assets.models.text_encoder import count_tokens, load_text_encoder, load_tokenizer
+    from cog_assets.models.text_encoder import (
+        count_tokens,
+        load_text_encoder,
+        load_tokenizer,
+    )
     from cog_assets.models.vae import load_vae
     from cog_assets.models.weights import WeightsSource
     from cog_assets.profiles import get_profile
@@ -66,7 +71,8 @@ def run_stages(data_root: Path, store_url: str, *, batch_size: int = 4,
     profile = get_profile("tiny")
     source = WeightsSource(profile)
     store = ContentStore(store_url)
-    policy = FramePolicy.build(profile, [bucket] if bucket else None)
+    policy = FramePolicy.build(profile, FrameSettings(buckets=[bucket] if bucket else []))
+    limits = MediaLimits()
     times = StageTimes()
 
     def timed(name, fn):
@@ -76,11 +82,13 @@ def run_stages(data_root: Path, store_url: str, *, batch_size: int = 4,
         return result
 
     tokenizer = load_tokenizer(source)
-    manifest = timed("manifest", lambda: build_manifest(data_root, "shard-00000", 1))
+    sources = SourceSettings(data_root=str(data_root), shard_count=1)
+    manifest = timed("manifest", lambda: build_manifest(sources, "shard-00000"))
     validated = timed("validate", lambda: validate_clips(
-        manifest, data_root, policy, lambda captions: count_tokens(tokenizer, captions)))
+        manifest, data_root, policy, limits, lambda captions: count_tokens(tokenizer, captions)))
     frames, stats = timed("frames", lambda: extract_frames(
-        validated, data_root, store, policy, workers=workers, decoder_threads=decoder_threads))
+        validated, data_root, store, policy, decode_timeout_s=limits.decode_timeout_s,
+        workers=workers, decoder_threads=decoder_threads))
     times.counts["frames"] = stats.as_metadata()
     _, stats = timed("latents", lambda: encode_latents(
         frames, store, VaeIdentity(source.identity("vae"), "float32", False),

@@ -26,6 +26,7 @@ class Bucket:
 
     @property
     def key(self) -> str:
+        """`FxHxW`, the form buckets take in settings, tables and trainer arguments."""
         return f"{self.num_frames}x{self.height}x{self.width}"
 
     @property
@@ -50,6 +51,20 @@ def explicit_buckets(profile: ModelProfile, specs: Iterable[str | Bucket]) -> li
     for b in buckets:
         check_clip_shape(profile, b.num_frames, b.height, b.width)
     return buckets
+
+
+def choose_buckets(profile: ModelProfile, buckets: Sequence[str | Bucket] = (),
+                   token_budget: int | None = None) -> list[Bucket]:
+    """The dataset's buckets: the explicit list, or those of a token budget, or the profile's
+    own shape; each checked against the profile's rules (ProfileError names the rule)."""
+    if buckets and token_budget:
+        raise ProfileError("give either a bucket list or a token budget, not both")
+    if buckets:
+        return explicit_buckets(profile, buckets)
+    if token_budget:
+        return budget_buckets(profile, token_budget)
+    check_clip_shape(profile, profile.num_frames, profile.height, profile.width)
+    return [Bucket(profile.num_frames, profile.height, profile.width)]
 
 
 def budget_buckets(profile: ModelProfile, token_budget: int,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from cog_assets.choices import Dtype
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -20,14 +22,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(name: Dtype | str, device: torch.device) -> torch.dtype:
     """`auto` is bf16 on a GPU (what CogVideoX trains in) and fp32 on a CPU (bf16 is slow there)."""
-    if name == "auto":
+    if Dtype(name) == Dtype.auto:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; use auto, {', '.join(DTYPES)}") from None
+    return DTYPES[str(name)]
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -18,8 +18,8 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import Dataset, Sampler
 
+from cog_assets.layout import INDEX_FILE, SHARD_GLOB, shard_file
 from cog_assets.profiles import ModelProfile, get_profile
-from cog_assets.stages.dataset import INDEX_FILE, shard_file
 
 
 def sample_from_moments(moments: torch.Tensor, generator: torch.Generator | None = None
@@ -54,7 +54,7 @@ class CogVideoXLatentDataset(Dataset):
         self.seed = seed
         self.sample = sample
         shard_dirs = ([self.root] if (self.root / INDEX_FILE).is_file()
-                      else sorted(p for p in self.root.glob("shard-*")
+                      else sorted(p for p in self.root.glob(SHARD_GLOB)
                                   if (p / INDEX_FILE).is_file()))
         if not shard_dirs:
             raise FileNotFoundError(f"no {INDEX_FILE} under {self.root}")

@@ -10,15 +10,18 @@ whole manifest ambiguous raise `ManifestError` naming the file(s) and line.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from cog_assets.config import SourceSettings
+from cog_assets.reasons import RejectReason
+
 VIDEO_LIST = "videos.txt"
 PROMPT_LISTS = ("prompts.txt", "prompt.txt")
 IMAGE_LIST = "images.txt"
-TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
+TABLE_GLOBS = ("*.csv", "*.jsonl", "*.parquet")
 DEFAULT_CAPTION_COLUMNS = ("caption", "prompt", "text")
 DEFAULT_VIDEO_COLUMNS = ("video", "video_path", "path", "file_name")
 
@@ -35,18 +38,8 @@ class ManifestRow:
     caption: str
     source: str  # "<manifest file>:<line>" so every message can point at the line
     image_path: str | None = None
-    issue_reason: str | None = None  # set when the row can already be seen to be unusable
+    issue_reason: RejectReason | None = None  # set when the row can already be seen to be unusable
     issue_message: str | None = None
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """Column names for table manifests; None means try the usual names."""
-
-    caption_column: str | None = None
-    video_column: str | None = None
-    image_column: str | None = None
-    table_globs: tuple[str, ...] = field(default=("*.csv", "*.jsonl", "*.parquet"))
 
 
 class RootGuard:
@@ -91,11 +84,6 @@ class RootGuard:
         return clean, None
 
 
-def resolve_in_root(data_root: Path, rel: str) -> tuple[str | None, str | None]:
-    """One-off form of RootGuard.resolve."""
-    return RootGuard(data_root).resolve(rel)
-
-
 def _read_lines(path: Path, keep_blank: bool = False) -> list[str]:
     """Lines of a text manifest: BOM and CRLF tolerated, trailing blank lines dropped
     (only the final newline's with `keep_blank`, where a blank line means "none")."""
@@ -125,17 +113,17 @@ def _row(guard: RootGuard, video: str, caption: str, source: str,
     caption = caption.strip()
     reason = message = None
     if clip_id is None:
-        reason, message = "path_outside_root", f"{source}: {why}"
+        reason, message = RejectReason.path_outside_root, f"{source}: {why}"
         clip_id = video.strip() or f"<empty path at {source}>"
     elif not os.path.isfile(os.path.join(guard.root, clip_id)):
-        reason, message = "missing_file", f"{source}: video {clip_id!r} does not exist"
+        reason, message = RejectReason.missing_file, f"{source}: video {clip_id!r} does not exist"
     elif not caption:
-        reason, message = "caption_empty", f"{source}: caption is empty"
+        reason, message = RejectReason.caption_empty, f"{source}: caption is empty"
     image_id = None
     if image is not None and image.strip():
         image_id, why = guard.resolve(image)
         if image_id is None and reason is None:
-            reason, message = "path_outside_root", f"{source}: image {why}"
+            reason, message = RejectReason.path_outside_root, f"{source}: image {why}"
     return ManifestRow(clip_id, caption, source, image_id, reason, message)
 
 
@@ -185,12 +173,13 @@ def _pick_column(frame: pl.DataFrame, wanted: str | None, candidates: tuple[str,
             return name
     raise ManifestError(
         f"{path}: no {what} column (looked for {', '.join(candidates)}); "
-        f"columns: {frame.columns}; set the column name in the source config"
+        f"columns: {frame.columns}; set caption_column / video_column"
     )
 
 
-def read_table(path: Path, data_root: Path, config: SourceConfig) -> list[ManifestRow]:
+def read_table(path: Path, sources: SourceSettings) -> list[ManifestRow]:
     """A CSV / JSONL / parquet manifest with one row per clip."""
+    data_root = Path(sources.data_root)
     try:
         if path.suffix == ".csv":
             frame = pl.read_csv(path, infer_schema=False)
@@ -200,10 +189,10 @@ def read_table(path: Path, data_root: Path, config: SourceConfig) -> list[Manife
             frame = pl.read_parquet(path)
     except Exception as exc:  # polars raises several exception types for malformed files
         raise ManifestError(f"{path}: cannot be read as a table: {exc}") from exc
-    caption_col = _pick_column(frame, config.caption_column, DEFAULT_CAPTION_COLUMNS,
+    caption_col = _pick_column(frame, sources.caption_column, DEFAULT_CAPTION_COLUMNS,
                                "caption", path)
-    video_col = _pick_column(frame, config.video_column, DEFAULT_VIDEO_COLUMNS, "video", path)
-    image_col = config.image_column if config.image_column in frame.columns else None
+    video_col = _pick_column(frame, sources.video_column, DEFAULT_VIDEO_COLUMNS, "video", path)
+    image_col = sources.image_column if sources.image_column in frame.columns else None
     first_line = 2 if path.suffix == ".csv" else 1  # CSV line 1 is the header
     rows = []
     guard = RootGuard(data_root)
@@ -216,28 +205,26 @@ def read_table(path: Path, data_root: Path, config: SourceConfig) -> list[Manife
     return rows
 
 
-def read_manifests(data_root: str | os.PathLike, config: SourceConfig | None = None
-                   ) -> list[ManifestRow]:
+def read_manifests(sources: SourceSettings) -> list[ManifestRow]:
     """Every row of every manifest under the data root; later duplicates of a path are flagged."""
-    root = Path(data_root)
+    root = Path(sources.data_root)
     if not root.is_dir():
-        raise ManifestError(f"data root {root} is not a directory")
-    config = config or SourceConfig()
+        raise ManifestError(f"data root {root} is not a directory (data_root)")
     rows = read_two_file_layout(root)
-    tables = sorted({p for g in config.table_globs for p in root.glob(g) if p.is_file()})
+    tables = sorted({p for g in TABLE_GLOBS for p in root.glob(g) if p.is_file()})
     for table in tables:
-        rows.extend(read_table(table, root, config))
+        rows.extend(read_table(table, sources))
     if not rows:
         raise ManifestError(
             f"no manifest in {root}: expected prompts.txt + videos.txt, or a "
-            f"{'/'.join(TABLE_SUFFIXES)} table with caption and video columns"
+            f"{'/'.join(TABLE_GLOBS)} table with caption and video columns"
         )
     seen: dict[str, str] = {}
     out = []
     for row in rows:
         if row.issue_reason is None and row.clip_id in seen:
             row = ManifestRow(row.clip_id, row.caption, row.source, row.image_path,
-                              "duplicate_path",
+                              RejectReason.duplicate_path,
                               f"{row.source}: {row.clip_id!r} is already listed at "
                               f"{seen[row.clip_id]}")
         elif row.issue_reason is None:

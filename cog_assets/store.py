@@ -26,7 +26,6 @@ usual AWS credential chain.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -35,33 +34,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import polars as pl
 import torch
+from fsspec.implementations.local import LocalFileSystem
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-HASH_CHUNK = 1 << 20
+from cog_assets import layout
+
 # fsspec protocols whose "rename" is a copy and a delete; an object written in one request is
 # atomic there.
 OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"})
-
-
-def artifact_key(kind: str, **parts: Any) -> str:
-    """sha256 of a canonical JSON of everything that determines an artefact's bytes."""
-    payload = json.dumps({"kind": kind, **parts}, sort_keys=True, separators=(",", ":"),
-                         default=str)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: str, fs: fsspec.AbstractFileSystem | None = None) -> str:
-    """Content hash of a source file, streamed so large videos are never held in memory."""
-    fs = fs or fsspec.filesystem("file")
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ContentStore:
@@ -79,7 +62,7 @@ class ContentStore:
         return "/".join([self.root, *parts])
 
     def artifact_path(self, kind: str, key: str, suffix: str = ".safetensors") -> str:
-        return self.path("cas", kind, key[:2], f"{key}{suffix}")
+        return self.path(layout.artifact_path(kind, key, suffix))
 
     # -- atomic primitives -------------------------------------------------------------------
 

@@ -18,10 +18,11 @@ from typing import Protocol
 
 import polars as pl
 
+from cog_assets import layout
+from cog_assets.config import SourceSettings
+from cog_assets.keys import caption_sha256, file_sha256
 from cog_assets.sharding import shard_for
-from cog_assets.sources import SourceConfig, read_manifests
-from cog_assets.stages.manifest import caption_sha256
-from cog_assets.store import file_sha256
+from cog_assets.sources import read_manifests
 
 SNAPSHOT_SCHEMA = {"path": pl.String, "size": pl.Int64, "mtime_ns": pl.Int64,
                    "sha256": pl.String}
@@ -105,8 +106,7 @@ def refresh_snapshot(previous: pl.DataFrame | None, lister: FileLister,
                       len(hashed) - len(done))
 
 
-def shard_fingerprints(data_root: str | os.PathLike, shard_count: int, snapshot: pl.DataFrame,
-                       config: SourceConfig | None = None) -> dict[str, str]:
+def shard_fingerprints(sources: SourceSettings, snapshot: pl.DataFrame) -> dict[str, str]:
     """One hash per shard of everything that decides its output: each clip's id, caption,
     first-frame image and the bytes of both (missing files count as such). A shard with a
     file not hashed yet gets None: it is not compared until the hash is known."""
@@ -114,8 +114,8 @@ def shard_fingerprints(data_root: str | os.PathLike, shard_count: int, snapshot:
     listed = set(snapshot["path"])
     per_shard: dict[str, list[str]] = {}
     pending: set[str] = set()
-    for row in read_manifests(data_root, config):
-        shard = shard_for(row.clip_id, shard_count)
+    for row in read_manifests(sources):
+        shard = shard_for(row.clip_id, sources.shard_count)
         if any(p in listed and hashes[p] is None for p in (row.clip_id, row.image_path) if p):
             pending.add(shard)
         parts = [row.clip_id, caption_sha256(row.caption), row.image_path or "",
@@ -141,10 +141,11 @@ class UploadState:
 
     KEEP = 3
 
-    def __init__(self, store, data_root: str, shard_count: int):
+    def __init__(self, store, sources: SourceSettings):
         self.store = store
-        ident = hashlib.sha256(f"{data_root}|{shard_count}".encode()).hexdigest()[:16]
-        self.dir = store.path("state", "uploads", ident)
+        ident = f"{sources.data_root}|{sources.shard_count}"
+        self.dir = store.path(layout.upload_state_dir(
+            hashlib.sha256(ident.encode()).hexdigest()[:16]))
 
     def _path(self, generation: int) -> str:
         return f"{self.dir}/{generation:08d}.parquet"
@@ -194,25 +195,24 @@ class UploadTick:
     pending: int = 0  # files whose hash waits for a later tick
 
 
-def current_fingerprints(state: UploadState, data_root: str, shard_count: int,
-                         config: SourceConfig | None = None) -> dict[str, str]:
+def current_fingerprints(state: UploadState, sources: SourceSettings) -> dict[str, str]:
     """Fingerprints now, re-using the latest saved hashes; saves nothing (for observations)."""
     files, _ = state.load(state.latest_generation())
-    scan = refresh_snapshot(files, LocalLister(Path(data_root)))
-    return shard_fingerprints(data_root, shard_count, scan.snapshot, config)
+    scan = refresh_snapshot(files, LocalLister(Path(sources.data_root)))
+    return shard_fingerprints(sources, scan.snapshot)
 
 
-def scan_uploads(state: UploadState, generation: int | None, data_root: str, shard_count: int,
-                 lister: FileLister | None = None, config: SourceConfig | None = None,
+def scan_uploads(state: UploadState, generation: int | None, sources: SourceSettings,
+                 lister: FileLister | None = None,
                  hash_budget_s: float | None = None) -> UploadTick:
     """Diff the data root against the state of `generation`; save the next generation.
 
     Shards with files still to hash keep their previous fingerprint in the saved state and
     are reported on the tick that finishes hashing them."""
     previous_files, previous_fps = state.load(generation)
-    scan = refresh_snapshot(previous_files, lister or LocalLister(Path(data_root)),
+    scan = refresh_snapshot(previous_files, lister or LocalLister(Path(sources.data_root)),
                             hash_budget_s)
-    fingerprints = shard_fingerprints(data_root, shard_count, scan.snapshot, config)
+    fingerprints = shard_fingerprints(sources, scan.snapshot)
     saved = {s: fp if fp is not None else previous_fps.get(s) for s, fp in fingerprints.items()}
     next_generation = (generation or 0) + 1
     state.save(next_generation, scan.snapshot, {s: fp for s, fp in saved.items() if fp})

@@ -1,12 +1,18 @@
 """Declarative Automation on data-version changes, evaluated against a real instance."""
 
 import pytest
-from dagster import AssetKey, evaluate_automation_conditions, instance_for_test, materialize
+from dagster import (
+    AssetKey,
+    evaluate_automation_conditions,
+    instance_for_test,
+    materialize,
+)
 
-from cog_assets.defs.definitions import build_definitions, build_resources
+from cog_assets.config import Settings
+from cog_assets.defs.definitions import build_definitions
+from cog_assets.defs.resources import build_resources
+from cog_assets.defs.runs import materialize_shards, observe_uploads
 from cog_assets.media.synthetic import write_test_video
-from cog_assets.runner import materialize_shards, observe_uploads
-from cog_assets.settings import Settings
 from cog_assets.sharding import shard_for
 from cog_assets_tests.conftest import make_dataset
 
@@ -25,8 +31,8 @@ def _requested(result) -> set[tuple[str, str]]:
 
 def test_reruns_follow_data_versions_not_materializations(tmp_path):
     root = make_dataset(tmp_path / "data", 4, broken=False)
-    settings = Settings(data_root=str(root), store_url=str(tmp_path / "store"), shard_count=2,
-                        device="cpu", automation=True)
+    settings = Settings.of(data_root=str(root), store=str(tmp_path / "store"), shards=2,
+                           device="cpu", automation=True)
     defs = build_definitions(settings)
     with instance_for_test() as instance:
         assert all(s.success for s in materialize_shards(settings, instance).values())

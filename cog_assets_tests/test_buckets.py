@@ -1,6 +1,8 @@
 import pytest
+from pydantic import ValidationError
 
 from cog_assets.buckets import Bucket, budget_buckets, explicit_buckets, nearest_bucket
+from cog_assets.config import FrameSettings
 from cog_assets.frame_policy import FramePolicy
 from cog_assets.profiles import ProfileError, get_profile
 
@@ -29,15 +31,15 @@ def test_clips_of_several_aspects_land_in_their_nearest_bucket():
 
 
 def test_policy_assigns_by_duration_and_refuses_bad_buckets():
-    policy = FramePolicy.build(P5B, buckets=["49x480x720", "17x480x720"])
+    policy = FramePolicy.build(P5B, FrameSettings(buckets=["49x480x720", "17x480x720"]))
     assert policy.assign(1280, 720, 10.0, 0.02).key == "49x480x720"
     assert policy.assign(1280, 720, 2.5, 0.02).key == "17x480x720"  # 2.5 s at 8 fps: 21 frames
     assert policy.assign(1280, 720, 1.0, 0.02) is None
-    stride = FramePolicy.build(P5B, buckets=["49x480x720"], short_clips="stride")
+    stride = FramePolicy.build(P5B, FrameSettings(buckets=["49x480x720"], short_clips="stride"))
     assert stride.assign(1280, 720, 1.0, 0.02).key == "49x480x720"
     with pytest.raises(ProfileError, match="frame count 48"):
-        FramePolicy.build(P5B, buckets=["48x480x720"])
-    with pytest.raises(ProfileError, match="not of the form FxHxW"):
-        FramePolicy.build(P5B, buckets=["480x720"])
-    with pytest.raises(ProfileError, match="resize 'fit'"):
-        FramePolicy.build(P5B, resize="fit")
+        FramePolicy.build(P5B, FrameSettings(buckets=["48x480x720"]))
+    with pytest.raises(ValidationError, match="not of the form FxHxW"):
+        FrameSettings(buckets=["480x720"])
+    with pytest.raises(ValidationError, match="'cover', 'stretch' or 'crop'"):
+        FrameSettings(resize="fit")

@@ -2,6 +2,7 @@
 
 import polars as pl
 
+from cog_assets.config import MediaLimits, SourceSettings
 from cog_assets.frame_policy import FramePolicy
 from cog_assets.models.text_encoder import count_tokens, load_tokenizer
 from cog_assets.models.weights import WeightsSource
@@ -36,8 +37,8 @@ def test_truncated_captions_are_flagged_not_rejected(tmp_path, shared_media):
     (root / "prompts.txt").write_text(f"a short caption\n{long_caption}\n", encoding="utf-8")
     profile = get_profile("cogvideox-5b")
     tokenizer = load_tokenizer(WeightsSource(profile, str(_weights_dir(tmp_path, shared_media))))
-    manifest = build_manifest(root, "shard-00000", 1)
-    validated = validate_clips(manifest, root, FramePolicy.build(profile),
+    manifest = build_manifest(SourceSettings(data_root=str(root), shard_count=1), "shard-00000")
+    validated = validate_clips(manifest, root, FramePolicy.build(profile), MediaLimits(),
                                lambda c: count_tokens(tokenizer, c)).sort("clip_id")
     assert validated["accepted"].to_list() == [True, True]
     assert validated["caption_truncated"].to_list() == [False, True]

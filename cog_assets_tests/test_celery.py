@@ -4,7 +4,7 @@ Everything runs on 127.0.0.1 and is started and stopped here: `redis-server` (De
 the test is skipped without it) on a free port as broker and result backend, two workers
 started with `dagster-celery worker start` (solo pool: one step at a time each, in the worker's
 own process), and one run of `prepare_shards` per shard, all at once, each orchestrated by
-its own process with the `celery` executor of `cog_assets.defs.executors`. Workers and runs
+its own process with the `celery` executor the settings choose. Workers and runs
 share one store directory and one Dagster instance (SQLite under a temporary DAGSTER_HOME with
 the `gpu` pool limit of cog_assets/dagster.yaml).
 
@@ -28,13 +28,17 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, instance_for_test
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    instance_for_test,
+)
 
+from cog_assets.config import Settings, SettingsError, settings_env
 from cog_assets.defs.assets import GPU_POOL
-from cog_assets.defs.executors import (ExecutorConfigError, celery_worker_config,
-                                      executor_from_env)
-from cog_assets.runner import materialize_shards, register_shards
-from cog_assets.settings import Settings
+from cog_assets.defs.executors import celery_worker_config, executor_for
+from cog_assets.defs.runs import materialize_shards, register_shards
 from cog_assets_tests.conftest import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,12 +51,14 @@ TENSOR_FILES = (("latents_file", "latents.safetensors"),
 HOLDER_RUN, HOLDER_STEP = "test-holds-the-gpu-slot", "holder"
 
 # One shard's run, orchestrated in its own process (execute_job is not thread-safe): the
-# reconstructable job is rebuilt from COG_ASSETS_* in this process and in every worker.
+# settings come from COG_ASSETS_*, and every worker rebuilds the job from them.
 RUN_SHARD = """
 import json, sys
-from dagster import DagsterInstance, build_reconstructable_job, execute_job
+from dagster import DagsterInstance, execute_job
+from cog_assets.config import load_settings
+from cog_assets.defs.definitions import reconstructable_job
 shard = sys.argv[1]
-job = build_reconstructable_job("cog_assets.defs.executors", "prepare_shards_job_from_env")
+job = reconstructable_job(load_settings())
 config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 with DagsterInstance.get() as instance, execute_job(
         job, instance=instance, run_config=config, tags={"dagster/partition": shard},
@@ -199,22 +205,24 @@ def _needs_dagster_celery():
                         "pip install -e '.[test]'")
 
 
-def test_executor_from_env_picks_the_named_executor():
-    assert executor_from_env({}) is None  # Dagster's default: multiprocess
-    assert executor_from_env({"COG_ASSETS_EXECUTOR": "multiprocess"}) is None
-    assert executor_from_env({"COG_ASSETS_EXECUTOR": "in_process"}).name == "in_process"
-    assert executor_from_env({"COG_ASSETS_EXECUTOR": "k8s"}).name == "k8s"
-    with pytest.raises(ExecutorConfigError, match="expected one of"):
-        executor_from_env({"COG_ASSETS_EXECUTOR": "dask"})
-    with pytest.raises(ExecutorConfigError, match="COG_ASSETS_CELERY_BROKER"):
-        executor_from_env({"COG_ASSETS_EXECUTOR": "celery"})
+def test_the_executor_setting_picks_the_executor():
+    def executor(**flat):
+        return executor_for(Settings.of(**flat).orchestration).name
+
+    assert executor() == "in_process"  # the default: the run's process runs every step
+    assert executor(executor="multiprocess") == "multiprocess"
+    assert executor(executor="k8s") == "k8s"
+    with pytest.raises(SettingsError, match="executor .*'in_process', 'multiprocess'"):
+        Settings.of(executor="dask")
+    with pytest.raises(SettingsError, match="celery needs celery_broker"):
+        Settings.of(executor="celery")
     _needs_dagster_celery()
-    env = {"COG_ASSETS_EXECUTOR": "celery", "COG_ASSETS_CELERY_BROKER": "redis://h:1/0"}
-    assert executor_from_env(env).name == "celery"
-    assert celery_worker_config(env) == {
+    celery = Settings.of(executor="celery", celery_broker="redis://h:1/0").orchestration
+    assert executor_for(celery).name == "celery"
+    assert celery_worker_config(celery) == {
         "execution": {"config": {"broker": "redis://h:1/0", "backend": "redis://h:1/0"}}}
-    env.update(COG_ASSETS_CELERY_BROKER="pyamqp://guest@h//")
-    assert celery_worker_config(env)["execution"]["config"]["backend"] == "rpc://"
+    amqp = Settings.of(executor="celery", celery_broker="pyamqp://guest@h//").orchestration
+    assert celery_worker_config(amqp)["execution"]["config"]["backend"] == "rpc://"
 
 
 @pytest.mark.slow
@@ -223,8 +231,8 @@ def test_celery_backfill_with_two_workers_matches_single_process(tmp_path, redis
     started = time.monotonic()
     phases: dict[str, float] = {}
     data = make_dataset(tmp_path / "data", 6)
-    settings = Settings(data_root=str(data), store_url=str(tmp_path / "store-celery"),
-                        shard_count=3, device="cpu")
+    settings = Settings.of(data_root=str(data), store=str(tmp_path / "store-celery"),
+                           shards=3, device="cpu")
     home = tmp_path / "dagster_home"
     home.mkdir()
     # the instance settings `cog-assets backfill` uses: `gpu` pool limit 1
@@ -236,15 +244,15 @@ def test_celery_backfill_with_two_workers_matches_single_process(tmp_path, redis
     assert len(shards) >= 2, shards
     inherited = {key: value for key, value in os.environ.items()
                  if not key.startswith("COG_ASSETS_")}  # the settings are exactly `settings`
-    env = {**inherited, **settings.to_env(), "DAGSTER_HOME": str(home),
-           "COG_ASSETS_EXECUTOR": "celery", "COG_ASSETS_CELERY_BROKER": redis_url,
+    celery = settings.with_(executor="celery", celery_broker=redis_url)
+    env = {**inherited, **settings_env(celery), "DAGSTER_HOME": str(home),
            # the workers import cog_assets from this checkout; dagster-celery runs `celery`
            # from PATH, which must be this environment's
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
     # no COG_ASSETS_CELERY_BACKEND: the broker's Redis is the result backend too
     worker_yaml = tmp_path / "celery.yaml"
-    worker_yaml.write_text(yaml.safe_dump(celery_worker_config(env)))
+    worker_yaml.write_text(yaml.safe_dump(celery_worker_config(celery.orchestration)))
 
     processes: list[subprocess.Popen] = []
     try:
@@ -260,7 +268,7 @@ def test_celery_backfill_with_two_workers_matches_single_process(tmp_path, redis
         workers = list(processes)
 
         # The reference, while the workers start: the same data, one process, another store.
-        reference = settings.with_(store_url=str(tmp_path / "store-single"))
+        reference = settings.with_(store=str(tmp_path / "store-single"))
         with instance_for_test() as single_instance:
             single = materialize_shards(reference, single_instance)
         assert single and all(s.success for s in single.values()), single
@@ -342,8 +350,8 @@ def test_celery_backfill_with_two_workers_matches_single_process(tmp_path, redis
 
     # The finished datasets are those of the single-process run, bit for bit.
     for shard in shards:
-        ours = Path(settings.store_url) / "datasets" / settings.profile / shard
-        theirs = Path(reference.store_url) / "datasets" / reference.profile / shard
+        ours = Path(settings.store.url) / "datasets" / settings.model.profile / shard
+        theirs = Path(reference.store.url) / "datasets" / reference.model.profile / shard
         ours_index = pl.read_parquet(ours / "index.parquet")
         theirs_index = pl.read_parquet(theirs / "index.parquet")
         assert len(ours_index) > 0

@@ -5,7 +5,7 @@ root are refused by design as `path_outside_root`), listed in videos.txt/prompts
 through build_manifest -> validate_clips -> extract_frames with the tiny profile (9 frames at
 8 fps: a 1 s window, 64x96). Each file gets the verdict of the table below with a specific
 message; each accepted clip's stored frames are compared with an independent reference decode
-(PyAV rgb24, SAR stretch, display rotation, resize_cover) picked by presentation time.
+(PyAV rgb24, SAR stretch, display rotation, resize_frames) picked by presentation time.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cog_assets.frame_policy import FRAMES_KIND, FramePolicy
-from cog_assets.media.decode import read_clip_frames
+from cog_assets.config import FrameSettings, MediaLimits, SourceSettings
+from cog_assets.frame_policy import FramePolicy
+from cog_assets.layout import ArtifactKind
 from cog_assets.media.probe import probe_video
 from cog_assets.profiles import get_profile
 from cog_assets.stages.dataset import collect_rejects
@@ -27,7 +28,12 @@ from cog_assets.stages.frames import extract_frames
 from cog_assets.stages.manifest import build_manifest
 from cog_assets.stages.validation import validate_clips
 from cog_assets.store import ContentStore
-from cog_assets_tests.fixtures.reference import decode_displayed, mean_abs_diff, shown_at
+from cog_assets_tests.fixtures.frames import read_frames
+from cog_assets_tests.fixtures.reference import (
+    decode_displayed,
+    mean_abs_diff,
+    shown_at,
+)
 
 SHARD = "shard-00000"
 HEIGHT, WIDTH, NUM_FRAMES, FPS = 64, 96, 9, 8  # the tiny profile's window: 1 s
@@ -73,11 +79,12 @@ def _copy_corpus(media: Path, root: Path, names: list[str]) -> Path:
 
 
 def _run_stages(root: Path, store: ContentStore, policy: FramePolicy, only: list[str] | None = None):
-    manifest = build_manifest(root, SHARD, 1)
+    manifest = build_manifest(SourceSettings(data_root=str(root), shard_count=1), SHARD)
     if only is not None:
         manifest = manifest.filter(pl.col("clip_id").is_in(only))
-    validated = validate_clips(manifest, root, policy)
-    frames, stats = extract_frames(validated, root, store, policy, workers=2)
+    validated = validate_clips(manifest, root, policy, MediaLimits())
+    frames, stats = extract_frames(validated, root, store, policy, workers=2,
+                                   decode_timeout_s=120.0)
     return manifest, validated, frames, stats
 
 
@@ -157,7 +164,7 @@ def _stored(corpus, name: str, frames: pl.DataFrame | None = None) -> np.ndarray
     frames = corpus["frames"] if frames is None else frames
     row = frames.filter(pl.col("clip_id") == name).row(0, named=True)
     assert row["status"] in ("computed", "reused"), row
-    tensors = corpus["store"].get_tensors(FRAMES_KIND, row["frames_key"])
+    tensors = corpus["store"].get_tensors(ArtifactKind.frames, row["frames_key"])
     return tensors["frames"].numpy()
 
 
@@ -196,12 +203,12 @@ def test_sar_2x1_is_stretched_to_its_display_aspect(corpus):
     stored = _stored(corpus, name)
     with av.open(str(corpus["root"] / name)) as container:
         coded = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    from cog_assets.media.resize import resize_cover
+    from cog_assets.media.resize import resize_frames
 
     ref = decode_displayed(corpus["root"] / name, 0.0)
     assert ref.shown(0).shape[:2] == (360, 1280)  # the reference's own stretch
     right = mean_abs_diff(stored[0], ref.fitted(0, HEIGHT, WIDTH))
-    unstretched = mean_abs_diff(stored[0], resize_cover(coded[None], HEIGHT, WIDTH)[0])
+    unstretched = mean_abs_diff(stored[0], resize_frames(coded[None], HEIGHT, WIDTH, "cover")[0])
     assert right < MATCH and unstretched > right + 2, (right, unstretched)
 
 
@@ -228,14 +235,15 @@ def test_corrupted_file_uses_the_frames_before_the_error_when_the_window_fits(co
     name = "edge/decord__corrupted.mp4"
     results = {}
     for frames in (21, 41):
-        policy = FramePolicy.build(get_profile("tiny"), buckets=[f"{frames}x{HEIGHT}x{WIDTH}"])
+        policy = FramePolicy.build(get_profile("tiny"),
+                                   FrameSettings(buckets=[f"{frames}x{HEIGHT}x{WIDTH}"]))
         store = ContentStore(str(corpus["tmp"] / f"store-corrupted-{frames}"))
         _, validated, table, _ = _run_stages(corpus["root"], store, policy, only=[name])
         assert validated["accepted"].to_list() == [True]  # the headers say 5 s
         results[frames] = (table.row(0, named=True), store)
     ok, store = results[21]
     assert ok["status"] == "computed", ok
-    stored = store.get_tensors(FRAMES_KIND, ok["frames_key"])["frames"].numpy()
+    stored = store.get_tensors(ArtifactKind.frames, ok["frames_key"])["frames"].numpy()
     _check_against_reference(corpus["root"] / name, stored, FPS)
     bad, _ = results[41]
     assert (bad["status"], bad["reason"]) == ("rejected", "decode_error"), bad
@@ -248,11 +256,12 @@ def test_vfr_source_is_sampled_by_timestamp_across_its_long_frame(corpus):
     runs at 15 fps: 17 frames at 8 fps (0-2 s) cross the hold. Sampling by index at the
     average rate (20.09 fps) would pick other frames."""
     name = "videos/torchcodec__var_fps_video.mp4"
-    policy = FramePolicy.build(get_profile("tiny"), buckets=[f"17x{HEIGHT}x{WIDTH}"])
+    policy = FramePolicy.build(get_profile("tiny"),
+                               FrameSettings(buckets=[f"17x{HEIGHT}x{WIDTH}"]))
     store = ContentStore(str(corpus["tmp"] / "store-vfr"))
     _, _, table, _ = _run_stages(corpus["root"], store, policy, only=[name])
     row = table.row(0, named=True)
-    stored = store.get_tensors(FRAMES_KIND, row["frames_key"])["frames"].numpy()
+    stored = store.get_tensors(ArtifactKind.frames, row["frames_key"])["frames"].numpy()
     picked = _check_against_reference(corpus["root"] / name, stored, FPS)
     held = [i for i in range(17) if 1.0 <= i / FPS < 1.533]
     assert len({picked[i] for i in held}) == 1 and picked[held[0]] == 30
@@ -268,19 +277,19 @@ def test_rotated_file_comes_out_portrait_turned_clockwise(shared_media, tmp_path
     probe = probe_video(path)
     assert (probe.coded_width, probe.coded_height, probe.rotation) == (568, 320, 90)
     assert (probe.width, probe.height) == (320, 568)
-    frames = read_clip_frames(path, num_frames=2, fps=30, height=96, width=64, probe=probe)
+    frames = read_frames(path, num_frames=2, fps=30, height=96, width=64, probe=probe)
     assert frames.shape == (2, 96, 64, 3)
     with av.open(str(path)) as container:
         first = next(container.decode(video=0))
         assert first.rotation == -90  # FFmpeg: counter-clockwise; a viewer turns it clockwise
         coded = first.to_ndarray(format="rgb24")
-    from cog_assets.media.resize import resize_cover
+    from cog_assets.media.resize import resize_frames
 
-    clockwise = resize_cover(np.ascontiguousarray(np.rot90(coded, k=-1))[None], 96, 64)[0]
-    counter = resize_cover(np.ascontiguousarray(np.rot90(coded, k=1))[None], 96, 64)[0]
+    clockwise = resize_frames(np.ascontiguousarray(np.rot90(coded, k=-1))[None], 96, 64, "cover")[0]
+    counter = resize_frames(np.ascontiguousarray(np.rot90(coded, k=1))[None], 96, 64, "cover")[0]
     right, wrong = mean_abs_diff(frames[0], clockwise), mean_abs_diff(frames[0], counter)
     assert right < MATCH and wrong > right + 5, (right, wrong)
     # The unrotated twin through the same call stays landscape.
-    twin = read_clip_frames(shared_media / "videos/decord__video_0.mov", num_frames=2, fps=30,
+    twin = read_frames(shared_media / "videos/decord__video_0.mov", num_frames=2, fps=30,
                             height=64, width=96)
     assert twin.shape == (2, 64, 96, 3)

@@ -23,8 +23,12 @@ import pytest
 
 from cog_assets.loader import CogVideoXLatentDataset
 from cog_assets_tests.conftest import make_dataset
-from cog_assets_tests.fixtures.pipeline import (audit_store, backfill_here, read_shard,
-                                                start_backfill)
+from cog_assets_tests.fixtures.pipeline import (
+    audit_store,
+    backfill_here,
+    read_shard,
+    start_backfill,
+)
 
 pytestmark = pytest.mark.slow
 

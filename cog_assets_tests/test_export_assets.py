@@ -6,8 +6,8 @@ import torch
 from dagster import instance_for_test
 from safetensors.torch import load_file
 
-from cog_assets.runner import materialize_shards, run_exports
-from cog_assets.settings import Settings
+from cog_assets.config import Settings
+from cog_assets.defs.runs import materialize_shards, run_exports
 from cog_assets_tests.conftest import make_dataset
 
 pytestmark = pytest.mark.slow
@@ -15,12 +15,12 @@ pytestmark = pytest.mark.slow
 
 def test_exports_from_a_materialized_dataset(tmp_path):
     root = make_dataset(tmp_path / "data", 3, broken=False)
-    settings = Settings(data_root=str(root), store_url=str(tmp_path / "store"), shard_count=2,
-                        device="cpu")
+    settings = Settings.of(data_root=str(root), store=str(tmp_path / "store"), shards=2,
+                           device="cpu")
     with instance_for_test() as instance:
         summaries = materialize_shards(settings, instance)
         result = run_exports(settings, instance)
-    assert result.success
+    assert result
     factory = tmp_path / "store/exports/tiny/cogvideox-factory"
     videos = (factory / "videos.txt").read_text().splitlines()
     prompts = (factory / "prompts.txt").read_text().splitlines()

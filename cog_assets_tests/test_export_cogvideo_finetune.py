@@ -19,8 +19,12 @@ from cog_assets.exports import export_cogvideo_finetune
 from cog_assets.exports.cogvideo_finetune import sample_seed
 from cog_assets.loader import sample_from_moments
 from cog_assets.profiles import get_profile
-from cog_assets_tests.test_export_source import (CLIPS, FLAT, build_dataset,
-                                                 leftover_temp_files)
+from cog_assets_tests.test_export_source import (
+    CLIPS,
+    FLAT,
+    build_dataset,
+    leftover_temp_files,
+)
 
 TINY = get_profile("tiny")
 TINY_I2V = dataclasses.replace(TINY, name="tiny-i2v", i2v=True)

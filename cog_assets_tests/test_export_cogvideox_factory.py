@@ -15,8 +15,13 @@ import torch
 
 from cog_assets.exports import ExportReport, export_cogvideox_factory
 from cog_assets.profiles import get_profile
-from cog_assets_tests.test_export_source import (CLIPS, FLAT, Expected, build_dataset,
-                                                 leftover_temp_files)
+from cog_assets_tests.test_export_source import (
+    CLIPS,
+    FLAT,
+    Expected,
+    build_dataset,
+    leftover_temp_files,
+)
 
 TINY = get_profile("tiny")
 TINY_I2V = dataclasses.replace(TINY, name="tiny-i2v", i2v=True)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cog_assets.media.errors import REASONS
+from cog_assets.reasons import RejectReason
 from cog_assets_tests.fixtures.fuzz_worker import DecodeWorker
 from cog_assets_tests.fixtures.media import write_clip, write_webm_clip
 
@@ -71,7 +71,7 @@ def _check_contract(answer, what: str) -> None:
     elif answer.kind == "media_error":
         reason = answer.data["reason"]
         assert reason in KNOWN_REASONS, (what, answer.describe())
-        assert reason in REASONS, f"{reason!r} is raised but not declared in errors.REASONS"
+        assert reason in RejectReason.words(), f"{reason!r} is raised but not a RejectReason"
         assert answer.data["message"], (what, answer.describe())
     else:  # exception, crashed, timeout
         pytest.fail(f"{what}: {answer.describe()}")

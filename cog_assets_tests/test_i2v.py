@@ -8,15 +8,16 @@ from dagster import instance_for_test
 from PIL import Image
 from safetensors.torch import load_file
 
+from cog_assets.config import Settings
+from cog_assets.defs.runs import materialize_shards
 from cog_assets.loader import CogVideoXLatentDataset
-from cog_assets.media.decode import read_clip_frames
 from cog_assets.media.image import read_image
-from cog_assets.models.vae import encode_moments, load_vae
+from cog_assets.models.vae import load_vae
 from cog_assets.models.weights import WeightsSource
 from cog_assets.profiles import get_profile
-from cog_assets.runner import materialize_shards
-from cog_assets.settings import Settings
 from cog_assets_tests.conftest import make_dataset
+from cog_assets_tests.fixtures.frames import read_frames
+from cog_assets_tests.fixtures.reference import encode_moments
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +31,8 @@ def i2v_shard(tmp_path_factory):
     image[:, :, 1] = 200  # a green still for clip 1
     Image.fromarray(image).save(root / "still.png")
     (root / "images.txt").write_text("\nstill.png\n\n")
-    settings = Settings(data_root=str(root), store_url=str(tmp_path_factory.mktemp("store")),
-                        profile="tiny-i2v", shard_count=1, device="cpu")
+    settings = Settings.of(data_root=str(root), store=str(tmp_path_factory.mktemp("store")),
+                           profile="tiny-i2v", shards=1, device="cpu")
     with instance_for_test() as instance:
         [summary] = materialize_shards(settings, instance).values()
     assert summary.success, summary.failure
@@ -47,9 +48,9 @@ def test_image_latents_equal_vae_moments_of_first_frame(i2v_shard):
     for row in index.iter_rows(named=True):
         assert row["has_image_latent"]
         if row["clip_id"] == "clips/clip_01.mp4":  # images.txt supplies its first frame
-            first = read_image(root / "still.png", PROFILE.height, PROFILE.width)
+            first = read_image(root / "still.png", PROFILE.height, PROFILE.width, "cover")
         else:
-            first = read_clip_frames(root / row["clip_id"], num_frames=9, fps=8,
+            first = read_frames(root / row["clip_id"], num_frames=9, fps=8,
                                      height=PROFILE.height, width=PROFILE.width)[0]
         expected = encode_moments(vae, torch.from_numpy(first)[None, None])[0]
         got = image_latents[row["clip_id"]]
@@ -61,7 +62,7 @@ def test_image_latents_equal_vae_moments_of_first_frame(i2v_shard):
 
 def test_loader_returns_scaled_image_latents(i2v_shard):
     _, settings, _ = i2v_shard
-    dataset = CogVideoXLatentDataset(f"{settings.store_url}/datasets/tiny-i2v", "tiny-i2v",
+    dataset = CogVideoXLatentDataset(f"{settings.store.url}/datasets/tiny-i2v", "tiny-i2v",
                                      sample=False)
     item = dataset[0]
     assert item["image_latents"].shape == (16, 1, 8, 12)

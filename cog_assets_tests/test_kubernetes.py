@@ -27,17 +27,24 @@ from dagster._config import process_config, resolve_to_config_type
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.instance.ref import InstanceRef
 from dagster_k8s import K8sRunLauncher, k8s_job_executor
-from dagster_k8s.job import (DagsterK8sJobConfig, construct_dagster_k8s_job,
-                             get_user_defined_k8s_config)
+from dagster_k8s.job import (
+    DagsterK8sJobConfig,
+    construct_dagster_k8s_job,
+    get_user_defined_k8s_config,
+)
 from kubernetes.client import ApiClient
 
-from cog_assets.defs import assets
+from cog_assets.config import Settings
+from cog_assets.defs.definitions import build_definitions
 from cog_assets.defs.kubernetes import K8S_CONFIG_TAG
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 IMAGE = "registry.example.com/cog-assets:0.1.0"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+# the shard assets of the default settings, by name
+ASSETS = {a.key.to_user_string(): a for a in build_definitions(Settings.of()).assets
+          if a.key.to_user_string() != "uploads"}
 
 
 def manifest(job) -> dict:
@@ -62,7 +69,7 @@ def pod_spec(job: dict) -> dict:
 # -- op tags -> Kubernetes Job ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("asset", [assets.vae_latents, assets.t5_embeddings],
+@pytest.mark.parametrize("asset", [ASSETS["vae_latents"], ASSETS["t5_embeddings"]],
                          ids=lambda a: a.op.name)
 def test_gpu_step_job_requests_a_gpu_and_tolerates_gpu_nodes(asset):
     assert K8S_CONFIG_TAG in asset.op.tags
@@ -75,8 +82,8 @@ def test_gpu_step_job_requests_a_gpu_and_tolerates_gpu_nodes(asset):
     assert "nodeSelector" not in spec  # none unless COG_ASSETS_K8S_NODE_SELECTOR is set
 
 
-@pytest.mark.parametrize("asset", [assets.raw_manifest, assets.frame_tensors,
-                                   assets.training_dataset], ids=lambda a: a.op.name)
+@pytest.mark.parametrize("asset", [ASSETS["raw_manifest"], ASSETS["frame_tensors"],
+                                   ASSETS["training_dataset"]], ids=lambda a: a.op.name)
 def test_cpu_step_job_asks_for_no_gpu(asset):
     spec = pod_spec(step_job(asset.op.tags))
     [container] = spec["containers"]
@@ -89,8 +96,9 @@ def test_gpu_count_and_node_selector_come_from_the_environment():
     """COG_ASSETS_K8S_GPUS / COG_ASSETS_K8S_NODE_SELECTOR, read when the code location loads
     (as in the user code deployment of deploy/helm-values.yaml)."""
     selector = {"cloud.google.com/gke-accelerator": "nvidia-l4"}
-    code = ("import json; from cog_assets.defs.assets import vae_latents, t5_embeddings; "
-            "print(json.dumps({a.op.name: dict(a.op.tags) for a in (vae_latents, t5_embeddings)}))")
+    code = ("import json; from cog_assets.definitions import defs; "
+            "print(json.dumps({a.op.name: dict(a.op.tags) for a in defs.assets "
+            "if a.key.to_user_string() in ('vae_latents', 't5_embeddings')}))")
     env = {**os.environ, "COG_ASSETS_K8S_GPUS": "2",
            "COG_ASSETS_K8S_NODE_SELECTOR": json.dumps(selector)}
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
@@ -197,11 +205,18 @@ def test_k8s_executor_launches_gpu_step_pods_with_gpus(tmp_path, deployment,
     step and a CPU step."""
     from dagster._core.definitions.reconstruct import ReconstructableRepository
     from dagster._core.execution.api import create_execution_plan
-    from dagster._core.execution.context.system import PlanData, PlanOrchestrationContext
-    from dagster._core.execution.context_creation_job import create_context_free_log_manager
+    from dagster._core.execution.context.system import (
+        PlanData,
+        PlanOrchestrationContext,
+    )
+    from dagster._core.execution.context_creation_job import (
+        create_context_free_log_manager,
+    )
     from dagster._core.execution.retries import RetryMode
     from dagster._core.executor.init import InitExecutorContext
-    from dagster._core.executor.step_delegating.step_handler.base import StepHandlerContext
+    from dagster._core.executor.step_delegating.step_handler.base import (
+        StepHandlerContext,
+    )
     from dagster._grpc.types import ExecuteStepArgs
     from dagster_k8s.container_context import K8sContainerContext
     from dagster_k8s.executor import K8sStepHandler
@@ -316,11 +331,12 @@ def test_repo_dagster_yaml_loads_in_a_real_instance_and_caps_the_gpu_pool(tmp_pa
 
         # What every executor does before it starts a step of a pool: claim a slot.
         from dagster._core.execution.plan.instance_concurrency_context import (
-            InstanceConcurrencyContext)
+            InstanceConcurrencyContext,
+        )
 
         assert instance.event_log_storage.supports_global_concurrency_limits
-        pool = assets.vae_latents.op.pool
-        assert pool == assets.t5_embeddings.op.pool == "gpu"
+        pool = ASSETS["vae_latents"].op.pool
+        assert pool == ASSETS["t5_embeddings"].op.pool == "gpu"
         shard_0 = DagsterRun(job_name="prepare_shards", run_id=str(uuid.uuid4()))
         shard_1 = DagsterRun(job_name="prepare_shards", run_id=str(uuid.uuid4()))
         with InstanceConcurrencyContext(instance, shard_0) as run_0, \

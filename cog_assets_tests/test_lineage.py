@@ -6,16 +6,17 @@ from dagster import AssetKey, instance_for_test, materialize
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from cog_assets.defs.assets import ALL_ASSETS
-from cog_assets.defs.definitions import build_resources
+from cog_assets.config import Settings
+from cog_assets.defs.definitions import build_definitions
+from cog_assets.defs.resources import build_resources
+from cog_assets.defs.runs import materialize_shards, observe_uploads
 from cog_assets.media.synthetic import write_test_video
-from cog_assets.runner import materialize_shards, observe_uploads
-from cog_assets.settings import Settings
 from cog_assets.sharding import shard_for
 from cog_assets_tests.conftest import make_dataset
 
 pytestmark = pytest.mark.slow
 
+ALL_ASSETS = build_definitions(Settings.of()).assets
 MATERIALIZED = ["raw_manifest", "validated_clips", "frame_tensors", "vae_latents",
                 "t5_embeddings", "training_dataset"]
 
@@ -23,8 +24,8 @@ MATERIALIZED = ["raw_manifest", "validated_clips", "frame_tensors", "vae_latents
 @pytest.fixture
 def materialized(tmp_path):
     root = make_dataset(tmp_path / "data", 6, broken=False)
-    settings = Settings(data_root=str(root), store_url=str(tmp_path / "store"), shard_count=2,
-                        device="cpu")
+    settings = Settings.of(data_root=str(root), store=str(tmp_path / "store"), shards=2,
+                           device="cpu")
     with instance_for_test() as instance:
         first = materialize_shards(settings, instance)
         assert all(s.success for s in first.values())

@@ -4,7 +4,11 @@ import polars as pl
 import torch
 from safetensors.torch import save_file
 
-from cog_assets.loader import BucketBatchSampler, CogVideoXLatentDataset, pad_latent_frames
+from cog_assets.loader import (
+    BucketBatchSampler,
+    CogVideoXLatentDataset,
+    pad_latent_frames,
+)
 
 
 def _shard(tmp_path, latent_frames: int, image: bool = False):

@@ -1,6 +1,9 @@
 import pickle
 
-from cog_assets.media.errors import REASONS, MediaError
+import pytest
+
+from cog_assets.media.errors import MediaError
+from cog_assets.reasons import RejectReason
 
 
 def test_media_error_carries_reason_and_message():
@@ -15,6 +18,7 @@ def test_media_error_survives_pickling_for_process_pools():
     assert (e.reason, e.message) == ("decode_error", "decode error at frame 3")
 
 
-def test_reason_codes_are_the_documented_ones():
-    assert REASONS == {"empty_file", "unreadable", "no_video_stream", "too_short", "decode_error", "too_small",
-                       "truncated"}
+def test_a_media_error_carries_one_of_the_reject_reasons():
+    assert MediaError("truncated", "x").reason is RejectReason.truncated
+    with pytest.raises(ValueError):  # a reason not in the one list is a bug, caught at once
+        MediaError("looks_bad", "x")

@@ -17,8 +17,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cog_assets.frame_policy import FRAMES_KIND, FramePolicy
-from cog_assets.media.errors import REASONS
+from cog_assets.config import FrameSettings, MediaLimits, SourceSettings
+from cog_assets.frame_policy import FramePolicy
+from cog_assets.layout import ArtifactKind
 from cog_assets.profiles import get_profile
 from cog_assets.stages.dataset import collect_rejects
 from cog_assets.stages.frames import extract_frames
@@ -26,10 +27,18 @@ from cog_assets.stages.manifest import build_manifest
 from cog_assets.stages.validation import validate_clips
 from cog_assets.store import ContentStore
 from cog_assets_tests.fixtures import decoders
-from cog_assets_tests.fixtures.media import (display_rotation_of, frame_index, marker_corner,
-                                             packet_offset, write_audio_only, write_clip,
-                                             write_cut_copy, write_rotated_clip,
-                                             write_vfr_clip, write_zero_bytes)
+from cog_assets_tests.fixtures.media import (
+    display_rotation_of,
+    frame_index,
+    marker_corner,
+    packet_offset,
+    write_audio_only,
+    write_clip,
+    write_cut_copy,
+    write_rotated_clip,
+    write_vfr_clip,
+    write_zero_bytes,
+)
 from cog_assets_tests.fixtures.reference import shown_at
 
 SHARD = "shard-00000"
@@ -38,6 +47,7 @@ LANDSCAPE, PORTRAIT = "9x64x96", "9x96x64"
 SOURCE_FPS = 24
 # Reasons a truncated file may honestly be refused with.
 TRUNCATED_REASONS = {"truncated", "decode_error", "unreadable"}
+MEDIA_REASONS = TRUNCATED_REASONS | {"empty_file", "no_video_stream", "too_short", "too_small"}
 # Frame i of the tiny window shows source frame 3*i (24 fps source, 8 fps samples).
 EXACT = [i * SOURCE_FPS // FPS for i in range(NUM_FRAMES)]
 # A variable-frame-rate clip: bursts, a 700 ms hold, an irregular tail (seconds).
@@ -79,9 +89,10 @@ def _layout(root: Path) -> dict[str, str]:
 
 
 def _stages(root: Path, store: ContentStore, policy: FramePolicy, **frames_kwargs):
-    manifest = build_manifest(root, SHARD, 1)
-    validated = validate_clips(manifest, root, policy)
-    frames, stats = extract_frames(validated, root, store, policy, **frames_kwargs)
+    manifest = build_manifest(SourceSettings(data_root=str(root), shard_count=1), SHARD)
+    validated = validate_clips(manifest, root, policy, MediaLimits())
+    frames, stats = extract_frames(validated, root, store, policy,
+                                   **{"decode_timeout_s": 60.0, **frames_kwargs})
     return manifest, validated, frames, stats
 
 
@@ -91,7 +102,8 @@ def shard(tmp_path_factory):
     root = tmp / "data"
     cases = _layout(root)
     store = ContentStore(str(tmp / "store"))
-    policy = FramePolicy.build(get_profile("tiny"), buckets=[LANDSCAPE, PORTRAIT])
+    policy = FramePolicy.build(get_profile("tiny"),
+                               FrameSettings(buckets=[LANDSCAPE, PORTRAIT]))
     manifest, validated, frames, stats = _stages(root, store, policy, workers=2)
     return {"root": root, "cases": cases, "store": store, "policy": policy,
             "manifest": manifest, "validated": validated, "frames": frames, "tmp": tmp}
@@ -108,7 +120,7 @@ def _verdict(shard, clip_id: str) -> dict:
 def _stored(shard, clip_id: str) -> np.ndarray:
     row = _verdict(shard, clip_id)
     assert row["accepted"], row
-    return shard["store"].get_tensors(FRAMES_KIND, row["frames_key"])["frames"].numpy()
+    return shard["store"].get_tensors(ArtifactKind.frames, row["frames_key"])["frames"].numpy()
 
 
 def _of(shard, case: str) -> list[str]:
@@ -203,22 +215,23 @@ def test_truncated_moov_at_end_files_never_crash_validation(tmp_path):
     (root / "videos.txt").write_text("\n".join(names) + "\n")
     (root / "prompts.txt").write_text("\n".join(f"cut {n}" for n in names) + "\n")
     policy = FramePolicy.build(get_profile("tiny"))
-    manifest = build_manifest(root, SHARD, 1)
+    manifest = build_manifest(SourceSettings(data_root=str(root), shard_count=1), SHARD)
     crashed = []
     for clip in names:  # one at a time, to list every file that raises
         try:
-            validate_clips(manifest.filter(pl.col("clip_id") == clip), root, policy)
+            validate_clips(manifest.filter(pl.col("clip_id") == clip), root, policy,
+                           MediaLimits())
         except Exception as exc:  # noqa: BLE001 - what we are looking for
             crashed.append(f"{clip}: {type(exc).__name__}: {exc}")
     assert not crashed, (f"{len(crashed)} of {len(names)} cut files raised out of "
                          f"validate_clips, e.g. {crashed[:3]}")
-    validated = validate_clips(manifest, root, policy)
+    validated = validate_clips(manifest, root, policy, MediaLimits())
     rejected = validated.filter(~pl.col("accepted"))
-    assert set(rejected["reason"].to_list()) <= REASONS | TRUNCATED_REASONS
+    assert set(rejected["reason"].to_list()) <= MEDIA_REASONS
     store = ContentStore(str(tmp_path / "store"))
-    frames, _ = extract_frames(validated, root, store, policy, workers=2)
+    frames, _ = extract_frames(validated, root, store, policy, workers=2, decode_timeout_s=60.0)
     for row in frames.filter(pl.col("status") != "rejected").iter_rows(named=True):
-        got = store.get_tensors(FRAMES_KIND, row["frames_key"])["frames"].numpy()
+        got = store.get_tensors(ArtifactKind.frames, row["frames_key"])["frames"].numpy()
         assert [frame_index(f) for f in got] == EXACT, row["clip_id"]
 
 
@@ -251,7 +264,7 @@ def test_decode_timeout_rejects_only_the_hanging_clip(tmp_path):
     assert names[-1] in bad["message"] and "3 s" in bad["message"], bad["message"]
     for name in names[:-1]:
         assert rows[name]["status"] == "computed", rows[name]
-        got = store.get_tensors(FRAMES_KIND, rows[name]["frames_key"])["frames"].numpy()
+        got = store.get_tensors(ArtifactKind.frames, rows[name]["frames_key"])["frames"].numpy()
         assert [frame_index(f) for f in got] == EXACT
     assert (stats.computed, stats.rejected) == (3, 1)
 

@@ -1,3 +1,4 @@
+import dataclasses
 import time
 
 import av
@@ -24,7 +25,7 @@ def test_probe_synthetic_clip(tmp_path):
     assert p == VideoProbe(codec="h264", pix_fmt="yuv420p", coded_width=160, coded_height=96, width=160,
                            height=96, sar=1.0, rotation=0, fps=24.0, duration_s=2.0, frame_count=48,
                            has_audio=False)
-    row = p.as_row()
+    row = dataclasses.asdict(p)
     assert row["width"] == 160 and row["duration_s"] == 2.0 and len(row) == 12
     assert all(isinstance(v, (str, int, float, bool, type(None))) for v in row.values())
 

@@ -3,7 +3,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cog_assets.media.resize import RESIZE_MODES, CoverGeometry, cover_geometry, resize_cover, resize_geometry
+from cog_assets.choices import ResizeMode
+from cog_assets.media.resize import (
+    CoverGeometry,
+    cover_geometry,
+    resize_frames,
+    resize_geometry,
+)
 
 sizes = st.integers(1, 4000)
 
@@ -39,7 +45,7 @@ def _target_image(h, w):
 
 def test_resize_cover_keeps_the_centre_and_crops_the_sides():
     frames = np.stack([_target_image(180, 640)] * 2)
-    out = resize_cover(frames, 60, 60)
+    out = resize_frames(frames, 60, 60, "cover")
     assert out.shape == (2, 60, 60, 3) and out.dtype == np.uint8
     centre = out[0, 25:35, 25:35].reshape(-1, 3)
     assert (centre[:, 0] > 200).all() and (centre[:, 2] < 50).all()  # red box survives
@@ -47,28 +53,28 @@ def test_resize_cover_keeps_the_centre_and_crops_the_sides():
     assert np.abs(out[0, 30, 5].astype(int) - 128).max() <= 2  # grey, no padding bars
     thirds = np.zeros((2, 100, 300, 3), dtype=np.uint8)
     thirds[:, :, 100:200] = 255  # the centre third is white
-    assert resize_cover(thirds, 32, 32)[:, :, 8:24].min() == 255  # the crop is the white centre
+    assert resize_frames(thirds, 32, 32, "cover")[:, :, 8:24].min() == 255  # the crop is the white centre
 
 
 def test_resize_cover_downscale_is_antialiased():
     # A one-pixel checkerboard must average to grey, not alias to black/white stripes.
     board = ((np.indices((256, 256)).sum(axis=0) % 2) * 255).astype(np.uint8)
     frames = np.repeat(board[None, :, :, None], 3, axis=3)
-    out = resize_cover(frames, 32, 32, interpolation="bilinear")
+    out = resize_frames(frames, 32, 32, "cover", interpolation="bilinear")
     assert np.abs(out.astype(int) - 128).max() <= 3
-    small = resize_cover(frames[:, :64, :64], 16, 16)  # the default interpolation, too
+    small = resize_frames(frames[:, :64, :64], 16, 16, "cover")  # the default interpolation, too
     assert abs(float(small.mean()) - 127.5) < 4 and small.std() < 8
 
 
 def test_resize_cover_identity_and_validation():
     frames = np.random.default_rng(0).integers(0, 256, (3, 20, 30, 3), dtype=np.uint8)
-    assert np.array_equal(resize_cover(frames, 20, 30), frames)
+    assert np.array_equal(resize_frames(frames, 20, 30, "cover"), frames)
     with pytest.raises(ValueError):
-        resize_cover(frames.astype(np.float32), 10, 10)
+        resize_frames(frames.astype(np.float32), 10, 10, "cover")
 
 
 def test_resize_modes_geometry():
-    assert RESIZE_MODES == ("cover", "stretch", "crop")
+    assert ResizeMode.words() == ("cover", "stretch", "crop")
     assert resize_geometry(256, 64, 64, 64, "stretch") == CoverGeometry(64, 64, 0, 0)
     assert resize_geometry(256, 64, 64, 32, "crop") == CoverGeometry(256, 64, 96, 16)  # native pixels
     assert resize_geometry(32, 32, 64, 48, "crop") == cover_geometry(32, 32, 64, 48)  # too small: cover
@@ -78,5 +84,5 @@ def test_resize_modes_geometry():
 
 def test_resize_stretch_keeps_the_edges():
     frames = np.stack([_target_image(180, 640)])
-    out = resize_cover(frames, 60, 60, "stretch")
+    out = resize_frames(frames, 60, 60, "stretch")
     assert out[0, 30, 1, 2] > 200 and out[0, 30, 58, 2] > 200  # both blue bars remain

@@ -3,8 +3,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cog_assets.media.errors import MediaError
-from cog_assets.media.sampling import (PTS_EPSILON_S, frames_available, pick_nearest, sample_timestamps,
-                                      select_streaming)
+from cog_assets.media.sampling import (
+    PTS_EPSILON_S,
+    frames_available,
+    pick_nearest,
+    sample_timestamps,
+    select_streaming,
+)
+from cog_assets_tests.fixtures.frames import sample
 
 FPS = st.sampled_from([8.0, 12.0, 15.0, 16.0, 24.0, 30.0])
 
@@ -13,7 +19,7 @@ FPS = st.sampled_from([8.0, 12.0, 15.0, 16.0, 24.0, 30.0])
        seed=st.integers(0, 2**31))
 def test_window_is_evenly_spaced_and_inside_the_clip(n, fps, extra, start, seed):
     duration = (n - 1) / fps + extra
-    times = sample_timestamps(duration, n, fps, start, seed)
+    times = sample(duration, n, fps, start, seed)
     assert len(times) == n
     assert times[0] >= 0
     assert times[-1] <= duration + 1e-9
@@ -22,50 +28,50 @@ def test_window_is_evenly_spaced_and_inside_the_clip(n, fps, extra, start, seed)
 
 
 def test_start_centre_and_random_positions():
-    assert sample_timestamps(10.0, 3, 1.0, "start") == [0.0, 1.0, 2.0]
-    assert sample_timestamps(3.0, 5, 8) == [0.0, 0.125, 0.25, 0.375, 0.5]  # spaced by the target fps
-    centred = sample_timestamps(3.0, 9, 8, start="centre")
+    assert sample(10.0, 3, 1.0, "start") == [0.0, 1.0, 2.0]
+    assert sample(3.0, 5, 8) == [0.0, 0.125, 0.25, 0.375, 0.5]  # spaced by the target fps
+    centred = sample(3.0, 9, 8, start="centre")
     assert centred[0] == pytest.approx(1.0) and centred[-1] == pytest.approx(2.0)
-    assert sample_timestamps(10.0, 3, 1.0, "centre") == [4.0, 5.0, 6.0]
-    assert sample_timestamps(10.0, 3, 1.0, "center") == [4.0, 5.0, 6.0]
-    r1 = sample_timestamps(10.0, 3, 1.0, "random", seed=7)
-    assert r1 == sample_timestamps(10.0, 3, 1.0, "random", seed=7)  # deterministic
-    assert sample_timestamps(10.0, 9, 8, "random", seed=7) != sample_timestamps(10.0, 9, 8, "random", seed=8)
-    offsets = {sample_timestamps(10.0, 3, 1.0, "random", seed=s)[0] for s in range(20)}
+    assert sample(10.0, 3, 1.0, "centre") == [4.0, 5.0, 6.0]
+    assert sample(10.0, 3, 1.0, "center") == [4.0, 5.0, 6.0]
+    r1 = sample(10.0, 3, 1.0, "random", seed=7)
+    assert r1 == sample(10.0, 3, 1.0, "random", seed=7)  # deterministic
+    assert sample(10.0, 9, 8, "random", seed=7) != sample(10.0, 9, 8, "random", seed=8)
+    offsets = {sample(10.0, 3, 1.0, "random", seed=s)[0] for s in range(20)}
     assert len(offsets) > 10 and all(0 <= o <= 8.0 for o in offsets)
 
 
 def test_exact_fit_is_accepted_and_tolerance_admits_rounded_durations():
-    assert sample_timestamps(6.0, 49, 8.0)[-1] == pytest.approx(6.0)
+    assert sample(6.0, 49, 8.0)[-1] == pytest.approx(6.0)
     with pytest.raises(MediaError):
-        sample_timestamps(5.99, 49, 8.0)
+        sample(5.99, 49, 8.0)
     half_source_frame = 0.5 / 30
-    assert len(sample_timestamps(5.99, 49, 8.0, "centre", tolerance_s=half_source_frame)) == 49
-    assert len(sample_timestamps(0.999, 9, 8, tolerance_s=1 / 48)) == 9
+    assert len(sample(5.99, 49, 8.0, "centre", tolerance_s=half_source_frame)) == 49
+    assert len(sample(0.999, 9, 8, tolerance_s=1 / 48)) == 9
 
 
 @pytest.mark.parametrize("duration", [0.5, 2.0])
 def test_too_short_names_duration_and_need(duration):
     with pytest.raises(MediaError) as info:
-        sample_timestamps(duration, 49, 8.0)
+        sample(duration, 49, 8.0)
     assert info.value.reason == "too_short"
     assert f"{duration:.3f} s long" in info.value.message and "need 6.000 s" in info.value.message
 
 
 def test_short_clip_policies():
-    assert sample_timestamps(0.5, 5, 8.0, short_clips="stride") == pytest.approx([0, 0.125, 0.25, 0.375, 0.5])
-    assert sample_timestamps(0.5, 9, 8.0, short_clips="stride") == pytest.approx([i / 16 for i in range(9)])
-    assert sample_timestamps(0.3, 5, 8.0, "centre", short_clips="pad") == [0, 0.125, 0.25, 0.25, 0.25]
-    assert sample_timestamps(9.0, 3, 1.0, "centre", short_clips="pad") == [3.5, 4.5, 5.5]  # long: unaffected
+    assert sample(0.5, 5, 8.0, short_clips="stride") == pytest.approx([0, 0.125, 0.25, 0.375, 0.5])
+    assert sample(0.5, 9, 8.0, short_clips="stride") == pytest.approx([i / 16 for i in range(9)])
+    assert sample(0.3, 5, 8.0, "centre", short_clips="pad") == [0, 0.125, 0.25, 0.25, 0.25]
+    assert sample(9.0, 3, 1.0, "centre", short_clips="pad") == [3.5, 4.5, 5.5]  # long: unaffected
     with pytest.raises(ValueError):
-        sample_timestamps(1.0, 3, 1.0, short_clips="loop")
+        sample_timestamps(1.0, 3, 1.0, "start", 0, short_clips="loop")
 
 
 @given(n=st.integers(1, 80), fps=FPS, duration=st.floats(0, 12), tol=st.sampled_from([0.0, 1 / 60, 1 / 48]))
 def test_frames_available_agrees_with_sample_timestamps(n, fps, duration, tol):
     fits = n <= frames_available(duration, fps, tol)
     try:
-        sample_timestamps(duration, n, fps, tolerance_s=tol)
+        sample(duration, n, fps, tolerance_s=tol)
         assert fits
     except MediaError:
         assert not fits
@@ -78,7 +84,8 @@ def test_frames_available_unknown_duration():
 
 @pytest.mark.parametrize("bad", [dict(num_frames=0), dict(fps=0.0), dict(start="middle")])
 def test_invalid_arguments_are_programming_errors(bad):
-    args = dict(duration_s=5.0, num_frames=3, fps=8.0, start="start") | bad
+    args = dict(duration_s=5.0, num_frames=3, fps=8.0, start="start", seed=0,
+                short_clips="reject") | bad
     with pytest.raises(ValueError):
         sample_timestamps(**args)
 

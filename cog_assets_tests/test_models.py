@@ -5,13 +5,14 @@ import polars as pl
 import pytest
 import torch
 
+from cog_assets.layout import ArtifactKind
 from cog_assets.loader import sample_from_moments
 from cog_assets.models.text_encoder import load_text_encoder
-from cog_assets.models.vae import encode_moments, load_vae
+from cog_assets.models.vae import load_vae
 from cog_assets.models.weights import WeightsSource
 from cog_assets.profiles import get_profile
-from cog_assets.stages.embeddings import EMBEDDINGS_KIND, TextIdentity, encode_captions
-from cog_assets.stages.latents import LATENTS_KIND, VaeIdentity, encode_latents
+from cog_assets.stages.embeddings import TextIdentity, encode_captions
+from cog_assets.stages.latents import VaeIdentity, encode_latents
 from cog_assets.store import ContentStore
 
 CPU = torch.device("cpu")
@@ -45,7 +46,7 @@ def test_vae_moments_equal_diffusers_on_frames_normalised_to_minus_one_one(tmp_p
     with torch.no_grad():
         expected = vae.encode(x).latent_dist.parameters
     for i, row in enumerate(result.iter_rows(named=True)):
-        got = store.get_tensors(LATENTS_KIND, row["latent_key"])["moments"]
+        got = store.get_tensors(ArtifactKind.latents, row["latent_key"])["moments"]
         assert got.shape == (32, 3, 8, 12) == profile.latent_shape()
         torch.testing.assert_close(got, expected[i], rtol=1e-5, atol=1e-5)
 
@@ -59,7 +60,7 @@ def test_t5_embeddings_equal_encoder_with_cogvideox_tokenizer_settings(tmp_path)
     store = ContentStore(str(tmp_path))
     identity = TextIdentity(TINY.identity("text_encoder"), "float32", 226)
     table, stats = encode_captions(validated, store, identity,
-                                   lambda: load_text_encoder(TINY, CPU, torch.float32))
+                                   lambda: load_text_encoder(TINY, CPU, torch.float32), 8)
     assert stats.computed == 2 and len(table) == 2  # deduplicated by caption hash
 
     encoder = load_text_encoder(TINY, CPU, torch.float32)
@@ -70,7 +71,7 @@ def test_t5_embeddings_equal_encoder_with_cogvideox_tokenizer_settings(tmp_path)
         expected = encoder.model(ids)[0]  # no attention mask, last hidden state
     by_hash = {r["caption_sha256"]: r["embedding_key"] for r in table.iter_rows(named=True)}
     for i, h in enumerate(["h1", "h2"]):
-        got = store.get_tensors(EMBEDDINGS_KIND, by_hash[h])["prompt_embedding"]
+        got = store.get_tensors(ArtifactKind.embeddings, by_hash[h])["prompt_embedding"]
         assert got.shape == profile.text_shape()
         torch.testing.assert_close(got, expected[i])
 
@@ -79,12 +80,13 @@ def test_second_encode_reuses_everything_without_loading_the_model(tmp_path):
     validated = pl.DataFrame({"caption": ["x"], "caption_sha256": ["hx"], "accepted": [True]})
     store = ContentStore(str(tmp_path))
     identity = TextIdentity(TINY.identity("text_encoder"), "float32", 226)
-    encode_captions(validated, store, identity, lambda: load_text_encoder(TINY, CPU, torch.float32))
+    encode_captions(validated, store, identity,
+                    lambda: load_text_encoder(TINY, CPU, torch.float32), 8)
 
     def must_not_load():
         raise AssertionError("the encoder was loaded although every embedding exists")
 
-    _, stats = encode_captions(validated, store, identity, must_not_load)
+    _, stats = encode_captions(validated, store, identity, must_not_load, 8)
     assert (stats.computed, stats.reused) == (0, 1)
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from dagster import AssetKey, instance_for_test
 
+from cog_assets.config import Settings
 from cog_assets.defs.definitions import build_definitions
+from cog_assets.defs.runs import materialize_shards
 from cog_assets.loader import CogVideoXLatentDataset
-from cog_assets.runner import materialize_shards
-from cog_assets.settings import Settings
 from cog_assets.sharding import shard_for
 from cog_assets_tests.conftest import make_dataset
 
@@ -20,8 +20,8 @@ def run_twice(tmp_path_factory):
     """Materialize every shard of a 2-shard dataset, then again with nothing changed."""
     root = tmp_path_factory.mktemp("data")
     make_dataset(root, 6)
-    settings = Settings(data_root=str(root), store_url=str(tmp_path_factory.mktemp("store")),
-                        shard_count=2, device="cpu")
+    settings = Settings.of(data_root=str(root), store=str(tmp_path_factory.mktemp("store")),
+                           shards=2, device="cpu")
     with instance_for_test() as instance:
         first = materialize_shards(settings, instance)
         event = instance.get_latest_materialization_event(AssetKey("frame_tensors"))
@@ -31,7 +31,7 @@ def run_twice(tmp_path_factory):
 
 
 def test_definitions_load_with_six_assets_and_checks():
-    defs = build_definitions(Settings.for_demo())
+    defs = build_definitions(Settings())
     graph = defs.resolve_asset_graph()
     names = {key.path[-1] for key in graph.materializable_asset_keys
              if graph.get(key).group_name == "cogvideox"}
@@ -79,7 +79,7 @@ def test_unchanged_shard_rematerializes_with_everything_reused(run_twice):
 @pytest.mark.slow
 def test_finished_dataset_reads_back_without_models(run_twice):
     settings, first, _, _ = run_twice
-    dataset = CogVideoXLatentDataset(f"{settings.store_url}/datasets/tiny", "tiny")
+    dataset = CogVideoXLatentDataset(f"{settings.store.url}/datasets/tiny", "tiny")
     assert len(dataset) == 6
     item = dataset[0]
     assert item["latents"].shape == (16, 3, 8, 12)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from cog_assets.media.decode import read_clip_frames
 from cog_assets.media.errors import MediaError
 from cog_assets.media.synthetic import write_test_video
+from cog_assets_tests.fixtures.frames import read_frames
 
 
 @pytest.fixture(scope="module")
@@ -21,18 +21,18 @@ def _square_x(frame):
 
 def test_reject_is_the_default(short_clip):
     with pytest.raises(MediaError, match="need 1.000 s"):
-        read_clip_frames(short_clip, num_frames=9, fps=8, height=64, width=96)
+        read_frames(short_clip, num_frames=9, fps=8, height=64, width=96)
 
 
 def test_stride_spreads_the_window_over_the_whole_clip(short_clip):
-    frames = read_clip_frames(short_clip, num_frames=9, fps=8, height=64, width=96,
+    frames = read_frames(short_clip, num_frames=9, fps=8, height=64, width=96,
                               short_clips="stride")
     xs = [_square_x(f) for f in frames]
     assert xs == sorted(xs) and xs[-1] > xs[0] + 30  # moves through the whole clip
 
 
 def test_pad_repeats_the_last_frame(short_clip):
-    frames = read_clip_frames(short_clip, num_frames=9, fps=8, height=64, width=96,
+    frames = read_frames(short_clip, num_frames=9, fps=8, height=64, width=96,
                               short_clips="pad")
     # 0.5 s at 8 fps gives frames at 0..0.5 s (5 of them, the last one at the end); then copies.
     assert np.array_equal(frames[5], frames[8])
@@ -41,10 +41,10 @@ def test_pad_repeats_the_last_frame(short_clip):
 
 def test_resize_modes(tmp_path):
     clip = write_test_video(tmp_path / "wide.mp4", width=256, height=64, seconds=1.5)
-    cover = read_clip_frames(clip, num_frames=9, fps=8, height=64, width=64)
-    stretch = read_clip_frames(clip, num_frames=9, fps=8, height=64, width=64,
+    cover = read_frames(clip, num_frames=9, fps=8, height=64, width=64)
+    stretch = read_frames(clip, num_frames=9, fps=8, height=64, width=64,
                                resize="stretch")
-    crop = read_clip_frames(clip, num_frames=9, fps=8, height=32, width=64, resize="crop")
+    crop = read_frames(clip, num_frames=9, fps=8, height=32, width=64, resize="crop")
     assert cover.shape == stretch.shape == (9, 64, 64, 3) and crop.shape == (9, 32, 64, 3)
     # The red top-left marker survives only a resize that keeps the left edge: stretch.
     assert stretch[0, 0, 0, 0] > 200 and stretch[0, 0, 0, 2] < 80
@@ -54,14 +54,14 @@ def test_resize_modes(tmp_path):
 def test_limits_reject_with_their_reason(tmp_path):
     from pathlib import Path
 
+    from cog_assets.config import MediaLimits
     from cog_assets.frame_policy import FramePolicy
-    from cog_assets.media.limits import MediaLimits
     from cog_assets.profiles import get_profile
     from cog_assets.stages.validation import verdict
 
     clip = Path(write_test_video(tmp_path / "a.mp4", width=160, height=96, seconds=2.0))
     policy = FramePolicy.build(get_profile("tiny"))
-    assert verdict(clip, policy)[1] is None
+    assert verdict(clip, policy, MediaLimits())[1] is None
     cases = {
         "too_large": MediaLimits(max_pixels=160 * 96 - 1),
         "too_long": MediaLimits(max_duration_s=1.5),

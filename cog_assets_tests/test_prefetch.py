@@ -17,8 +17,10 @@ import polars as pl
 import pytest
 import torch
 
-from cog_assets.frame_policy import FRAMES_KIND, FramePolicy
-from cog_assets.media.decode import ClipTask, decode_clip_task, read_clip_frames
+from cog_assets.config import MediaLimits, SourceSettings
+from cog_assets.frame_policy import FramePolicy
+from cog_assets.layout import ArtifactKind
+from cog_assets.media.decode import ClipTask, decode_clip_task
 from cog_assets.media.errors import MediaError
 from cog_assets.prefetch import TaskTimeout, WorkerCrash, prefetch_map
 from cog_assets.profiles import get_profile
@@ -27,6 +29,7 @@ from cog_assets.stages.manifest import build_manifest
 from cog_assets.stages.validation import validate_clips
 from cog_assets.store import ContentStore
 from cog_assets_tests.conftest import make_dataset
+from cog_assets_tests.fixtures.frames import read_frames
 from cog_assets_tests.fixtures.slow_start import SLOW_MODULE, STARTUP_S, SlowToLoad
 
 SLOW_S = 60.0
@@ -126,8 +129,8 @@ def test_workers_zero_runs_in_this_process():
 def dataset(tmp_path_factory):
     root = make_dataset(tmp_path_factory.mktemp("data"), 5, seconds=1.5, broken=False)
     policy = FramePolicy.build(get_profile("tiny"))
-    manifest = build_manifest(root, "shard-00000", 1)
-    validated = validate_clips(manifest, root, policy)
+    manifest = build_manifest(SourceSettings(data_root=str(root), shard_count=1), "shard-00000")
+    validated = validate_clips(manifest, root, policy, MediaLimits())
     assert validated["accepted"].all()
     return root, policy, validated
 
@@ -150,21 +153,23 @@ def test_stuck_and_crashing_decodes_reject_only_their_clip(dataset, tmp_path):
     for clip in ("clips/clip_00.mp4", "clips/clip_03.mp4", "clips/clip_04.mp4"):
         row = by_clip[clip]
         assert row["status"] == "computed"
-        stored = store.get_tensors(FRAMES_KIND, row["frames_key"])["frames"]
-        expected = read_clip_frames(root / clip, num_frames=9, fps=8, height=64, width=96)
+        stored = store.get_tensors(ArtifactKind.frames, row["frames_key"])["frames"]
+        expected = read_frames(root / clip, num_frames=9, fps=8, height=64, width=96)
         assert torch.equal(stored, torch.from_numpy(expected))
 
 
 def test_pool_and_in_process_decoding_store_the_same_bytes(dataset, tmp_path):
     root, policy, validated = dataset
     pooled, inline = ContentStore(str(tmp_path / "a")), ContentStore(str(tmp_path / "b"))
-    a, _ = extract_frames(validated, root, pooled, policy, workers=2, prefetch=2)
-    b, _ = extract_frames(validated, root, inline, policy, workers=0)
+    a, _ = extract_frames(validated, root, pooled, policy, workers=2, prefetch=2,
+                          decode_timeout_s=60.0)
+    b, _ = extract_frames(validated, root, inline, policy, workers=0, decode_timeout_s=None)
     assert a.equals(b)
     for key in a["frames_key"]:
-        assert (pooled.read_bytes(pooled.artifact_path(FRAMES_KIND, key))
-                == inline.read_bytes(inline.artifact_path(FRAMES_KIND, key)))
-    again, stats = extract_frames(validated, root, pooled, policy, workers=2)
+        assert (pooled.read_bytes(pooled.artifact_path(ArtifactKind.frames, key))
+                == inline.read_bytes(inline.artifact_path(ArtifactKind.frames, key)))
+    again, stats = extract_frames(validated, root, pooled, policy, workers=2,
+                                  decode_timeout_s=60.0)
     assert stats.reused == len(validated) and stats.computed == 0
     assert (again["status"] == "reused").all()
 
@@ -178,7 +183,8 @@ def test_one_source_under_two_names_is_decoded_once(dataset, tmp_path, later):
     again = first.with_columns(pl.lit("clips/clip_00_again.mp4").alias("clip_id"))
     rows = pl.concat([first, validated.slice(1, 3), again] if later else [first, again])
     frames, stats = extract_frames(rows, root, ContentStore(str(tmp_path)), policy,
-                                   workers=1 if later else 2, prefetch=1 if later else None)
+                                   workers=1 if later else 2, prefetch=1 if later else None,
+                                   decode_timeout_s=60.0)
     statuses = frames["status"].to_list()
     assert statuses[0] == "computed" and statuses[-1] == "reused"
     assert stats.computed == len(rows) - 1 and stats.reused == 1

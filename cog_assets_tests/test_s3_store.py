@@ -21,7 +21,8 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from cog_assets.store import ContentStore, artifact_key
+from cog_assets.keys import artifact_key
+from cog_assets.store import ContentStore
 
 REGION = "us-east-1"
 CREDENTIALS = {"key": "testing", "secret": "testing"}  # moto accepts any
@@ -216,17 +217,15 @@ def test_shard_materializes_into_the_s3_store(s3_endpoint, bucket, tmp_path, mon
     deployment sets it with FSSPEC_S3_* variables."""
     from dagster import instance_for_test
 
-    from cog_assets.runner import materialize_shards
-    from cog_assets.settings import Settings
-    from cog_assets.stages.embeddings import EMBEDDINGS_KIND
-    from cog_assets.stages.frames import FRAMES_KIND
-    from cog_assets.stages.latents import LATENTS_KIND
+    from cog_assets.config import Settings
+    from cog_assets.defs.runs import materialize_shards
+    from cog_assets.layout import ArtifactKind
     from cog_assets_tests.conftest import make_dataset
 
     monkeypatch.setitem(fsspec.config.conf, "s3", storage_options(s3_endpoint))
     root = make_dataset(tmp_path / "data", 3)
     url = f"s3://{bucket}/store"
-    settings = Settings(data_root=str(root), store_url=url, shard_count=1, device="cpu")
+    settings = Settings.of(data_root=str(root), store=url, shards=1, device="cpu")
     with instance_for_test() as instance:
         [summary] = materialize_shards(settings, instance).values()
         assert summary.success, summary.failure
@@ -243,7 +242,7 @@ def test_shard_materializes_into_the_s3_store(s3_endpoint, bucket, tmp_path, mon
         for name in ("index.parquet", "rejects.parquet", index["latents_file"][0],
                      index["embeds_file"][0]):
             assert f"{shard_dir}/{name}" in keys
-        for kind in (FRAMES_KIND, LATENTS_KIND, EMBEDDINGS_KIND):
+        for kind in (ArtifactKind.frames, ArtifactKind.latents, ArtifactKind.embeddings):
             assert any(k.startswith(f"store/cas/{kind}/") for k in keys), kind
         assert any(k.startswith("store/tables/") for k in keys)
 

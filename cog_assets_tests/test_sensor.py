@@ -5,7 +5,8 @@ import os
 import pytest
 from dagster import build_sensor_context, instance_for_test
 
-from cog_assets.defs.resources import DatasetResource, StoreResource
+from cog_assets.config import SourceSettings
+from cog_assets.defs.resources import SourcesResource, StoreResource
 from cog_assets.defs.sensors import upload_sensor
 from cog_assets.media.synthetic import write_test_video
 from cog_assets.sharding import shard_for
@@ -19,7 +20,7 @@ class Ticker:
 
     def __init__(self, instance, root, store):
         self.instance, self.cursor = instance, None
-        self.resources = {"dataset": DatasetResource(data_root=str(root), shard_count=SHARDS),
+        self.resources = {"sources": SourcesResource(data_root=str(root), shard_count=SHARDS),
                           "store": StoreResource(url=str(store))}
 
     def tick(self):
@@ -100,11 +101,12 @@ def test_hashing_spreads_over_ticks_when_the_budget_runs_out(tmp_path):
     from cog_assets.uploads import UploadState, scan_uploads
 
     root = make_dataset(tmp_path / "data", 4, broken=False)
-    state = UploadState(ContentStore(str(tmp_path / "store")), str(root), SHARDS)
-    first = scan_uploads(state, None, str(root), SHARDS, hash_budget_s=0.0)
+    sources = SourceSettings(data_root=str(root), shard_count=SHARDS)
+    state = UploadState(ContentStore(str(tmp_path / "store")), sources)
+    first = scan_uploads(state, None, sources, hash_budget_s=0.0)
     assert first.pending > 0 and first.changed == []  # nothing reported half-hashed
-    second = scan_uploads(state, first.generation, str(root), SHARDS)
+    second = scan_uploads(state, first.generation, sources)
     assert second.pending == 0
     assert second.changed == sorted({_shard(i) for i in range(4)})
-    third = scan_uploads(state, second.generation, str(root), SHARDS)
+    third = scan_uploads(state, second.generation, sources)
     assert third.changed == [] and third.hashed == 0

@@ -2,7 +2,8 @@ import polars as pl
 import pytest
 import torch
 
-from cog_assets.store import ContentStore, artifact_key, file_sha256
+from cog_assets.keys import artifact_key, file_sha256
+from cog_assets.store import ContentStore
 
 
 def test_key_depends_on_every_part_and_not_on_order():

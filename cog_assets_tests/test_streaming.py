@@ -10,13 +10,13 @@ import polars as pl
 import pytest
 import torch
 
-from cog_assets.frame_policy import FRAMES_KIND
-from cog_assets.models.vae import encode_moments, load_vae
+from cog_assets.layout import ArtifactKind
+from cog_assets.models.vae import load_vae
 from cog_assets.models.weights import WeightsSource
 from cog_assets.profiles import get_profile
-from cog_assets.stages.latents import (LATENTS_KIND, BatchStream, VaeIdentity, _Target,
-                                       encode_latents)
+from cog_assets.stages.latents import BatchStream, VaeIdentity, _Target, encode_latents
 from cog_assets.store import ContentStore
+from cog_assets_tests.fixtures.reference import encode_moments
 
 CPU = torch.device("cpu")
 TINY = WeightsSource(get_profile("tiny"))
@@ -30,7 +30,7 @@ def clips_in_store(store: ContentStore, count: int) -> pl.DataFrame:
     for i in range(count):
         bucket = list(BUCKETS)[i % 2]
         frames = rng.integers(0, 256, (*BUCKETS[bucket], 3), dtype=np.uint8)
-        store.put_tensors(FRAMES_KIND, f"f{i}", {"frames": torch.from_numpy(frames)})
+        store.put_tensors(ArtifactKind.frames, f"f{i}", {"frames": torch.from_numpy(frames)})
         rows.append({"clip_id": f"c{i}", "frames_key": f"f{i}", "bucket": bucket,
                      "status": "computed"})
     return pl.DataFrame(rows)
@@ -52,12 +52,12 @@ def test_streamed_moments_are_bit_identical_to_encode_moments(tmp_path, batch_si
     for rows in by_bucket.values():  # the batches encode_latents makes: per bucket, in order
         for i in range(0, len(rows), batch_size):
             batch = rows[i:i + batch_size]
-            frames = torch.stack([store.get_tensors(FRAMES_KIND, r["frames_key"])["frames"]
+            frames = torch.stack([store.get_tensors(ArtifactKind.frames, r["frames_key"])["frames"]
                                   for r in batch])
             expected = encode_moments(vae, frames)
             for j, row in enumerate(batch):
                 key = identity.key(row["frames_key"])
-                got = store.get_tensors(LATENTS_KIND, key)["moments"]
+                got = store.get_tensors(ArtifactKind.latents, key)["moments"]
                 assert torch.equal(got, expected[j])
 
 
@@ -85,4 +85,4 @@ def test_a_missing_frames_file_is_raised_to_the_caller(tmp_path):
     table = clips_in_store(store, 2).with_columns(pl.lit("nope").alias("frames_key"))
     identity = VaeIdentity(TINY.identity("vae"), "float32", False)
     with pytest.raises(FileNotFoundError):
-        encode_latents(table, store, identity, lambda: load_vae(TINY, CPU, torch.float32))
+        encode_latents(table, store, identity, lambda: load_vae(TINY, CPU, torch.float32), 1)

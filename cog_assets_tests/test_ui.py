@@ -28,6 +28,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from cog_assets.config import SourceSettings
 from cog_assets.defs.partitions import SHARDS_PARTITION
 from cog_assets.sharding import shard_for
 from cog_assets.stages.manifest import discover_shards
@@ -247,7 +248,7 @@ def ui_run(tmp_path_factory):
     try:
         location = server.wait_loaded(SERVER_START_S)
         repo = {"repositoryLocationName": location, "repositoryName": REPOSITORY}
-        shards = discover_shards(str(data), SHARD_COUNT)
+        shards = discover_shards(SourceSettings(data_root=str(data), shard_count=SHARD_COUNT))
         assert shard in shards
         for key in shards:
             added = server.graphql(ADD_PARTITION, {"repo": repo, "name": SHARDS_PARTITION,
@@ -255,9 +256,9 @@ def ui_run(tmp_path_factory):
             assert added["__typename"] == "AddDynamicPartitionSuccess", added
         params = {
             "selector": {**repo, "pipelineName": "prepare_shards"},
-            # Every step in the run's process: one import of torch and the models instead of
-            # one per step (the default multiprocess executor takes minutes on a small CI box).
-            "runConfigData": {"execution": {"config": {"in_process": {}}}},
+            # No run config: what the launchpad sends when a user clicks Materialize. The
+            # default executor runs every step in the run's process.
+            "runConfigData": {},
             "executionMetadata": {"tags": [{"key": "dagster/partition", "value": shard}]},
         }
         launched = server.graphql(LAUNCH_RUN, {"params": params})["launchRun"]

@@ -1,46 +1,48 @@
-"""Assembling the Definitions for one set of settings."""
+"""Assembling the Definitions of one set of settings, and the shard job every runner uses.
+
+The code location (`cog_assets.definitions`), the CLI, the demo, the sensor and every
+worker process build their job here, from the same settings, with the same executor.
+"""
 
 from __future__ import annotations
 
-from dagster import Definitions
+from collections.abc import Mapping
 
-from cog_assets.defs.assets import ALL_ASSETS, SHARD_ASSETS, uploads
+from dagster import Definitions, JobDefinition, build_reconstructable_job
+from dagster._core.definitions.reconstruct import ReconstructableJob
+
+from cog_assets.config import Settings, load_settings, settings_env
+from cog_assets.defs.asset_checks import ALL_CHECKS
+from cog_assets.defs.assets import shard_assets, uploads
 from cog_assets.defs.automation import with_automation
-from cog_assets.defs.checks import ALL_CHECKS
-from cog_assets.defs.executors import executor_from_env
+from cog_assets.defs.executors import executor_for
 from cog_assets.defs.exports import EXPORT_ASSETS, export_job
-from cog_assets.defs.jobs import prepare_shards_job
-from cog_assets.defs.resources import (DatasetResource, DeviceResource, ModelResource,
-                                       ShardTableIOManager, StoreResource)
+from cog_assets.defs.jobs import PREPARE_SHARDS, prepare_shards_job
+from cog_assets.defs.kubernetes import gpu_op_tags
+from cog_assets.defs.resources import build_resources
 from cog_assets.defs.sensors import upload_sensor
-from cog_assets.settings import Settings
-
-
-def build_resources(settings: Settings) -> dict:
-    return {
-        "dataset": DatasetResource(
-            data_root=settings.data_root, shard_count=settings.shard_count,
-            buckets=list(settings.buckets) or None, token_budget=settings.token_budget,
-            sample_start=settings.sample_start, resize=settings.resize,
-            short_clips=settings.short_clips),
-        "store": StoreResource(url=settings.store_url),
-        "models": ModelResource(profile=settings.profile, weights=settings.weights,
-                                revision=settings.revision),
-        "device": DeviceResource(device=settings.device, dtype=settings.dtype,
-                                 batch_size=settings.batch_size),
-        "io_manager": ShardTableIOManager(store_url=settings.store_url),
-    }
 
 
 def build_definitions(settings: Settings) -> Definitions:
-    """Raises ProfileError, before anything runs, when the settings break the model's rules."""
-    resources = build_resources(settings)
-    resources["models"].frame_policy(resources["dataset"])
-    shard_assets = ALL_ASSETS
-    if settings.automation:
-        shard_assets = [uploads, *with_automation(SHARD_ASSETS)]
+    """Everything `dagster dev` serves for these settings (already validated)."""
+    assets = shard_assets(gpu_op_tags(settings.orchestration))
+    if settings.orchestration.automation:
+        assets = with_automation(assets)
     return Definitions(
-        assets=[*shard_assets, *EXPORT_ASSETS], asset_checks=ALL_CHECKS,
-        jobs=[prepare_shards_job, export_job],
-        sensors=[upload_sensor], resources=resources, executor=executor_from_env(),
+        assets=[uploads, *assets, *EXPORT_ASSETS], asset_checks=ALL_CHECKS,
+        jobs=[prepare_shards_job, export_job], sensors=[upload_sensor],
+        resources=build_resources(settings), executor=executor_for(settings.orchestration),
     )
+
+
+def job_from_env(name: str, env: Mapping[str, str]) -> JobDefinition:
+    """A job of the definitions the `COG_ASSETS_*` variables in `env` describe: the
+    reconstructable factory run processes and workers rebuild jobs with."""
+    return build_definitions(load_settings(env=env)).resolve_job_def(name)
+
+
+def reconstructable_job(settings: Settings, name: str = PREPARE_SHARDS) -> ReconstructableJob:
+    """`name` of these settings' definitions, rebuildable in another process (a step's
+    process, a parallel shard, a Celery worker) from the settings it carries."""
+    return build_reconstructable_job(__name__, job_from_env.__name__,
+                                     reconstructable_args=(name, settings_env(settings)))

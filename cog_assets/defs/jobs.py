@@ -2,7 +2,9 @@
 
 from dagster import AssetSelection, define_asset_job
 
+PREPARE_SHARDS = "prepare_shards"
+
 prepare_shards_job = define_asset_job(
-    "prepare_shards", selection=AssetSelection.groups("cogvideox").materializable(),
+    PREPARE_SHARDS, selection=AssetSelection.groups("cogvideox").materializable(),
     description="Materialize every asset of one shard: manifest to finished training dataset.",
 )

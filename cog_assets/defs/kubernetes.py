@@ -6,26 +6,22 @@ dagster-k8s reads `dagster-k8s/config` from op tags when it builds the pod of a 
 
 from __future__ import annotations
 
-import json
-import os
+from cog_assets.config import OrchestrationSettings
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
-def gpu_op_tags(gpus: int | None = None, node_selector: dict[str, str] | None = None,
-                tolerations: list[dict] | None = None) -> dict[str, dict]:
-    """Request `gpus` NVIDIA GPUs (env COG_ASSETS_K8S_GPUS, default 1), tolerate the usual GPU
-    taint, and pin to GPU nodes (env COG_ASSETS_K8S_NODE_SELECTOR as JSON, if set)."""
-    count = gpus if gpus is not None else int(os.environ.get("COG_ASSETS_K8S_GPUS", "1"))
-    selector = node_selector
-    if selector is None and os.environ.get("COG_ASSETS_K8S_NODE_SELECTOR"):
-        selector = json.loads(os.environ["COG_ASSETS_K8S_NODE_SELECTOR"])
-    pod_spec: dict = {"tolerations": tolerations if tolerations is not None else [
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}
+def gpu_op_tags(orchestration: OrchestrationSettings) -> dict[str, dict]:
+    """Request `k8s_gpus` NVIDIA GPUs, tolerate the usual GPU taint, and pin to GPU nodes
+    (`k8s_node_selector`, if set)."""
+    count = str(orchestration.k8s_gpus)
+    pod_spec: dict = {"tolerations": [GPU_TOLERATION]}
+    selector = orchestration.node_selector()
     if selector:
         pod_spec["node_selector"] = selector
     return {K8S_CONFIG_TAG: {
-        "container_config": {"resources": {"limits": {"nvidia.com/gpu": str(count)},
-                                           "requests": {"nvidia.com/gpu": str(count)}}},
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": count},
+                                           "requests": {"nvidia.com/gpu": count}}},
         "pod_spec_config": pod_spec,
     }}

@@ -2,13 +2,19 @@
 
 import json
 
-from dagster import (AssetObservation, RunRequest, SensorEvaluationContext, SensorResult,
-                     SkipReason, sensor)
+from dagster import (
+    AssetObservation,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
 from cog_assets.defs.assets import UPLOADS_KEY
 from cog_assets.defs.jobs import prepare_shards_job
 from cog_assets.defs.partitions import SHARDS_PARTITION, shards_partitions
-from cog_assets.defs.resources import DatasetResource, StoreResource
+from cog_assets.defs.resources import SourcesResource, StoreResource
 from cog_assets.uploads import UploadState, scan_uploads
 
 # The tag an observation carries its data version in (dagster.DATA_VERSION_TAG, not exported).
@@ -19,7 +25,7 @@ HASH_BUDGET_S = 35.0
 
 
 @sensor(job=prepare_shards_job, minimum_interval_seconds=60)
-def upload_sensor(context: SensorEvaluationContext, dataset: DatasetResource,
+def upload_sensor(context: SensorEvaluationContext, sources: SourcesResource,
                   store: StoreResource):
     """Stat the data root, hash only what moved, and run just the shards whose clips changed.
 
@@ -28,10 +34,9 @@ def upload_sensor(context: SensorEvaluationContext, dataset: DatasetResource,
     fingerprint: the same work is never launched twice.
     """
     cursor = json.loads(context.cursor) if context.cursor else {}
-    state = UploadState(store.open(), dataset.data_root, dataset.shard_count)
-    tick = scan_uploads(state, cursor.get("generation"), dataset.data_root,
-                        dataset.shard_count, config=dataset.source_config(),
-                        hash_budget_s=HASH_BUDGET_S)
+    settings = sources.settings()
+    tick = scan_uploads(UploadState(store.open(), settings), cursor.get("generation"),
+                        settings, hash_budget_s=HASH_BUDGET_S)
     context.update_cursor(json.dumps({"generation": tick.generation}))
     context.log.info(f"{tick.files} files, {tick.hashed} hashed, {tick.pending} left to hash, "
                      f"{len(tick.changed)} shards changed")

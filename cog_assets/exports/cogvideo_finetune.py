@@ -41,10 +41,11 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from cog_assets.exports import atomic
-from cog_assets.exports.checks import check_clip_tensors, prompt_line
 from cog_assets.exports.naming import clip_stems
+from cog_assets.exports.refusals import check_clip_tensors, prompt_line
 from cog_assets.exports.report import ExportReport
 from cog_assets.exports.source import ClipRecord, ShardTensors, read_clips
+from cog_assets.keys import caption_sha256
 from cog_assets.loader import sample_from_moments
 from cog_assets.profiles import ModelProfile
 
@@ -66,11 +67,6 @@ def encoded_video(moments: torch.Tensor, profile: ModelProfile, seed: int, clip_
     """What CogVideo's `encode_video` would cache: a posterior draw times the scaling factor."""
     generator = torch.Generator().manual_seed(sample_seed(seed, clip_id))
     return (sample_from_moments(moments, generator) * profile.scaling_factor).to(dtype)
-
-
-def prompt_hash(prompt: str) -> str:
-    """The cache name of a prompt's embedding, as `finetune/datasets/*_dataset.py` computes it."""
-    return hashlib.sha256(prompt.encode()).hexdigest()
 
 
 def _check_clip(clip: ClipRecord, videos_root: Path | None,
@@ -137,7 +133,7 @@ def export_cogvideo_finetune(dataset_dir: str | Path, out_dir: str | Path, profi
                 embedded.add(line)
                 embedding = tensors.embedding(clip).to(torch_dtype).contiguous()
                 written.append(atomic.write_bytes(
-                    cache / "prompt_embeddings" / f"{prompt_hash(line)}.safetensors",
+                    cache / "prompt_embeddings" / f"{caption_sha256(line)}.safetensors",
                     safetensors_bytes({"prompt_embedding": embedding})))
             video = out / "videos" / f"{stem}.mp4"
             if source_root is None:

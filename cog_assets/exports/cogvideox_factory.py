@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cog_assets.exports import atomic
-from cog_assets.exports.checks import check_clip_tensors, prompt_line
 from cog_assets.exports.naming import clip_stems
+from cog_assets.exports.refusals import check_clip_tensors, prompt_line
 from cog_assets.exports.report import ExportReport
 from cog_assets.exports.source import ClipRecord, ShardTensors, read_clips
 from cog_assets.profiles import ModelProfile

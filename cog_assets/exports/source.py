@@ -15,9 +15,8 @@ import polars as pl
 import torch
 from safetensors import safe_open
 
-from cog_assets.stages.dataset import DEFAULT_FILES, INDEX_FILE, shard_file
-
-
+from cog_assets.buckets import Bucket
+from cog_assets.layout import DEFAULT_FILES, INDEX_FILE, SHARD_GLOB, shard_file
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class ClipRecord:
 
     @property
     def bucket(self) -> str:
-        return f"{self.num_frames}x{self.height}x{self.width}"
+        return Bucket(self.num_frames, self.height, self.width).key
 
     def where(self) -> str:
         return f"clip {self.clip_id!r} ({self.shard_dir.name})"
@@ -50,7 +49,7 @@ def shard_dirs(dataset_dir: str | Path) -> list[Path]:
     root = Path(dataset_dir)
     if (root / INDEX_FILE).is_file():
         return [root]
-    dirs = sorted(p for p in root.glob("shard-*") if (p / INDEX_FILE).is_file())
+    dirs = sorted(p for p in root.glob(SHARD_GLOB) if (p / INDEX_FILE).is_file())
     if not dirs:
         raise FileNotFoundError(f"no shard-*/{INDEX_FILE} under {root}")
     return dirs

@@ -16,12 +16,30 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
+from cog_assets.choices import ResizeMode, ShortClipPolicy, StartPolicy
+from cog_assets.reasons import RejectReason
+
 from .errors import MediaError
 from .probe import VideoProbe, probe_video
 from .resize import resize_geometry
 from .sampling import PTS_EPSILON_S, sample_timestamps, select_streaming
 
-__all__ = ["read_clip_frames", "half_frame", "ClipTask", "decode_clip_task"]
+__all__ = ["FrameSpec", "ClipTask", "read_clip_frames", "half_frame", "decode_clip_task"]
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """Everything besides its bytes that decides one clip's frames (part of their key)."""
+
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+    start: StartPolicy
+    seed: int
+    resize: ResizeMode
+    short_clips: ShortClipPolicy
+    i2v: bool = False  # I2V also keeps the clean first frame (or the supplied image)
 
 
 def half_frame(probe: VideoProbe) -> float:
@@ -40,13 +58,13 @@ def _open_video(
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as e:
-        raise MediaError("unreadable", f"PyAV cannot open {path}: {e}") from e
+        raise MediaError(RejectReason.unreadable, f"PyAV cannot open {path}: {e}") from e
     with container:
         if not container.streams.video:
-            raise MediaError("no_video_stream", f"{path} has no video stream")
+            raise MediaError(RejectReason.no_video_stream, f"{path} has no video stream")
         stream = container.streams.video[0]
         if stream.codec_context is None:
-            raise MediaError("unreadable", f"{path}: the video stream has no usable codec parameters")
+            raise MediaError(RejectReason.unreadable, f"{path}: the video stream has no usable codec parameters")
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads  # 0: FFmpeg picks
         yield container, stream
@@ -73,15 +91,15 @@ def _scan_duration(path: str | os.PathLike, fallback_fps: float) -> float:
                 first = t if first is None else min(first, t)
                 end = t + step if end is None else max(end, t + step)
         except av.error.FFmpegError as e:
-            raise MediaError("decode_error", f"cannot read packets to find the duration: {e}") from e
+            raise MediaError(RejectReason.decode_error, f"cannot read packets to find the duration: {e}") from e
         if end is None:
-            raise MediaError("decode_error", f"{path}: no timestamped video packets")
+            raise MediaError(RejectReason.decode_error, f"{path}: no timestamped video packets")
         origin = _origin(stream)
         return end - (first if origin is None else origin)
 
 
 def _converter(
-    probe: VideoProbe, height: int, width: int, resize: str
+    probe: VideoProbe, height: int, width: int, resize: ResizeMode
 ) -> Callable[[av.VideoFrame], np.ndarray]:
     """Frame -> uint8 [height, width, 3]: non-uniform scale (SAR), rotate, centre crop."""
     g = resize_geometry(probe.width, probe.height, width, height, resize)
@@ -151,7 +169,7 @@ def _decode_into(
                 if state["eof"] and not shown_by_last(idxs[-1]):
                     # The header promised more than the data holds: never invent frames.
                     raise MediaError(
-                        "truncated",
+                        RejectReason.truncated,
                         f"{path}: video data ends at {state['time'] + state['step']:.3f} s but "
                         f"the window needs a frame at {wanted[idxs[-1]]:.3f} s (file cut short?)",
                     )
@@ -166,42 +184,30 @@ def _decode_into(
                 return
             where = f" counting from the keyframe before {wanted[0]:.3f}s" if seeked else ""
             raise MediaError(
-                "decode_error", f"decode error at frame {state['count']}{where} of {path}: {e}"
+                RejectReason.decode_error, f"decode error at frame {state['count']}{where} of {path}: {e}"
             ) from e
         if state["count"] == 0:
-            raise MediaError("decode_error", f"{path}: no video frames could be decoded")
+            raise MediaError(RejectReason.decode_error, f"{path}: no video frames could be decoded")
 
 
-def read_clip_frames(
-    path: str | os.PathLike,
-    *,
-    num_frames: int,
-    fps: float,
-    height: int,
-    width: int,
-    start: str = "start",
-    seed: int = 0,
-    probe: VideoProbe | None = None,
-    resize: str = "cover",
-    short_clips: str = "reject",
-    threads: int = 0,
-) -> np.ndarray:
-    """uint8 RGB [num_frames, height, width, 3] sampled at `fps`, resized per `resize`.
+def read_clip_frames(path: str | os.PathLike, spec: FrameSpec, *,
+                     probe: VideoProbe | None = None, threads: int = 0) -> np.ndarray:
+    """uint8 RGB [num_frames, height, width, 3] sampled at `spec.fps`, resized per spec.
 
     Seeks to the keyframe before the window, decodes until the last wanted frame
     is settled, and converts only frames that are picked. Durations get half a
-    source frame of tolerance; `short_clips` is a SHORT_CLIP_POLICIES entry;
-    `threads` is the decoder's thread count (0: FFmpeg's choice). Raises MediaError; a
-    file whose data ends before the window does ("truncated") is never padded with copies.
+    source frame of tolerance; `threads` is the decoder's thread count (0: FFmpeg's
+    choice). Raises MediaError; a file whose data ends before the window does
+    ("truncated") is never padded with copies.
     """
     probe = probe or probe_video(path)
     duration = probe.duration_s
     if duration is None:
         duration = _scan_duration(path, probe.fps)
-    wanted = sample_timestamps(duration, num_frames, fps, start, seed,
-                               tolerance_s=half_frame(probe), short_clips=short_clips)
-    convert = _converter(probe, height, width, resize)
-    out = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    wanted = sample_timestamps(duration, spec.num_frames, spec.fps, spec.start, spec.seed,
+                               short_clips=spec.short_clips, tolerance_s=half_frame(probe))
+    convert = _converter(probe, spec.height, spec.width, spec.resize)
+    out = np.empty((spec.num_frames, spec.height, spec.width, 3), dtype=np.uint8)
     args = (path, out, wanted, convert, probe.fps, half_frame(probe))
     try:
         _decode_into(*args, seek=True, threads=threads)
@@ -215,32 +221,22 @@ class ClipTask:
     """One clip's decode job as plain picklable data, for worker processes."""
 
     path: str
-    num_frames: int
-    fps: float
-    height: int
-    width: int
-    start: str = "start"
-    seed: int = 0
-    resize: str = "cover"
-    short_clips: str = "reject"
-    first_frame: bool = False  # I2V: also return the clean first frame
+    spec: FrameSpec
     image_path: str | None = None  # I2V: a supplied still replaces the clip's first frame
     threads: int = 0
 
 
 def decode_clip_task(task: ClipTask) -> dict[str, np.ndarray]:
     """{"frames": [F,H,W,3]} plus, for I2V, {"first_frame": [H,W,3]} (the supplied image if any)."""
-    frames = read_clip_frames(
-        task.path, num_frames=task.num_frames, fps=task.fps, height=task.height,
-        width=task.width, start=task.start, seed=task.seed, resize=task.resize,
-        short_clips=task.short_clips, threads=task.threads,
-    )
+    spec = task.spec
+    frames = read_clip_frames(task.path, spec, threads=task.threads)
     out = {"frames": frames}
-    if task.first_frame:
+    if spec.i2v:
         if task.image_path:
             from .image import read_image  # PIL only where images are used
 
-            out["first_frame"] = read_image(task.image_path, task.height, task.width, task.resize)
+            out["first_frame"] = read_image(task.image_path, spec.height, spec.width,
+                                            spec.resize)
         else:
             out["first_frame"] = frames[0].copy()
     return out

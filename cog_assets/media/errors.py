@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["MediaError", "REASONS"]
+from cog_assets.reasons import RejectReason
 
-# Reason codes of the media modules (a table of rejected clips groups on them); other
-# stages may add their own, so MediaError does not restrict `reason` to this set.
-REASONS = frozenset(
-    {"empty_file", "unreadable", "no_video_stream", "too_short", "decode_error", "too_small",
-     "truncated"}
-)
+__all__ = ["MediaError"]
 
 
 class MediaError(Exception):
-    """A clip cannot be used; `reason` is a machine-readable code, `message` says why for humans."""
+    """A clip cannot be used; `reason` is one of RejectReason, `message` says why for humans."""
 
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
+    def __init__(self, reason: RejectReason | str, message: str):
+        self.reason = RejectReason(reason)  # an unknown reason is a bug: ValueError here
         self.message = message
+        super().__init__(f"{self.reason}: {message}")
 
     def __reduce__(self):  # keep picklable across process pools
-        return (type(self), (self.reason, self.message))
+        return (type(self), (self.reason.value, self.message))

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cog_assets.choices import ResizeMode
 from cog_assets.media.errors import MediaError
-from cog_assets.media.resize import resize_cover
+from cog_assets.media.resize import resize_frames
+from cog_assets.reasons import RejectReason
 
 
-def read_image(path: str | os.PathLike, height: int, width: int, mode: str = "cover"
+def read_image(path: str | os.PathLike, height: int, width: int, mode: ResizeMode | str
                ) -> np.ndarray:
     """uint8 [height, width, 3]: EXIF orientation applied, alpha dropped, resized like frames."""
     path = Path(path)
@@ -21,7 +23,7 @@ def read_image(path: str | os.PathLike, height: int, width: int, mode: str = "co
             rgb = ImageOps.exif_transpose(image).convert("RGB")
             array = np.array(rgb)
     except FileNotFoundError:
-        raise MediaError("missing_file", f"image {path} does not exist") from None
+        raise MediaError(RejectReason.missing_file, f"image {path} does not exist") from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise MediaError("unreadable", f"image {path.name} cannot be read: {exc}") from None
-    return resize_cover(array[None], height, width, mode)[0]
+        raise MediaError(RejectReason.unreadable, f"image {path.name} cannot be read: {exc}") from None
+    return resize_frames(array[None], height, width, mode)[0]

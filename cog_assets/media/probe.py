@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
+
+from cog_assets.reasons import RejectReason
 
 from .errors import MediaError
 
@@ -27,10 +29,6 @@ class VideoProbe:
     duration_s: float | None
     frame_count: int | None
     has_audio: bool
-
-    def as_row(self) -> dict:
-        """Flat dict of plain Python values, one column per field."""
-        return asdict(self)
 
 
 def clockwise_rotation(ccw_degrees: float) -> int:
@@ -86,22 +84,22 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
     p = Path(path)
     try:
         if p.stat().st_size == 0:
-            raise MediaError("empty_file", f"{p} has zero bytes")
+            raise MediaError(RejectReason.empty_file, f"{p} has zero bytes")
     except OSError as e:
-        raise MediaError("unreadable", f"cannot stat {p}: {e}") from e
+        raise MediaError(RejectReason.unreadable, f"cannot stat {p}: {e}") from e
     try:
         container = av.open(str(p))
     except (av.error.FFmpegError, ValueError, OSError) as e:
-        raise MediaError("unreadable", f"PyAV cannot open {p}: {e}") from e
+        raise MediaError(RejectReason.unreadable, f"PyAV cannot open {p}: {e}") from e
     with container:
         if not container.streams.video:
             kinds = ", ".join(s.type for s in container.streams) or "none"
-            raise MediaError("no_video_stream", f"{p} has no video stream (streams: {kinds})")
+            raise MediaError(RejectReason.no_video_stream, f"{p} has no video stream (streams: {kinds})")
         stream = container.streams.video[0]
         cc = stream.codec_context
         if cc is None or not cc.width or not cc.height:
             # e.g. an mp4 cut inside its index: the track exists but its codec setup does not
-            raise MediaError("unreadable", f"{p}: the video stream has no usable codec "
+            raise MediaError(RejectReason.unreadable, f"{p}: the video stream has no usable codec "
                              "parameters (truncated or damaged file?)")
         sar = float(stream.sample_aspect_ratio or cc.sample_aspect_ratio or 1) or 1.0
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate

@@ -11,11 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RESIZE_MODES", "CoverGeometry", "cover_geometry", "resize_geometry", "resize_cover"]
+from cog_assets.choices import ResizeMode
 
-# cover: scale to fill, centre crop. stretch: scale to the exact size, aspect ignored.
-# crop: centre crop at the source resolution (scaled up only when the source is smaller).
-RESIZE_MODES = ("cover", "stretch", "crop")
+__all__ = ["CoverGeometry", "cover_geometry", "resize_geometry", "resize_frames"]
 
 
 @dataclass(frozen=True)
@@ -41,8 +39,9 @@ def cover_geometry(src_width: int, src_height: int, dst_width: int, dst_height: 
 
 
 def resize_geometry(src_width: int, src_height: int, dst_width: int, dst_height: int,
-                    mode: str = "cover") -> CoverGeometry:
-    """Scaled size and crop offset for any of RESIZE_MODES."""
+                    mode: ResizeMode | str) -> CoverGeometry:
+    """Scaled size and crop offset for a ResizeMode (see cog_assets.choices)."""
+    mode = ResizeMode(mode)
     if mode == "cover":
         return cover_geometry(src_width, src_height, dst_width, dst_height)
     if mode == "stretch":
@@ -52,17 +51,17 @@ def resize_geometry(src_width: int, src_height: int, dst_width: int, dst_height:
             return CoverGeometry(src_width, src_height, (src_width - dst_width) // 2,
                                  (src_height - dst_height) // 2)
         return cover_geometry(src_width, src_height, dst_width, dst_height)
-    raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+    raise AssertionError(mode)
 
 
-def resize_cover(
-    frames: np.ndarray, height: int, width: int, mode: str = "cover", *,
+def resize_frames(
+    frames: np.ndarray, height: int, width: int, mode: ResizeMode | str, *,
     interpolation: str = "bicubic", chunk: int = 16,
 ) -> np.ndarray:
     """uint8 [F,H,W,3] -> uint8 [F,height,width,3], antialiased scale then centre crop.
 
-    The array fallback for frames already in memory (images, tests); `mode` is one of
-    RESIZE_MODES, `interpolation` a torch mode; `chunk` bounds the float copy.
+    The array fallback for frames already in memory (images, tests); `interpolation` is a
+    torch mode; `chunk` bounds the float copy.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 [F,H,W,3], got {frames.dtype} {frames.shape}")

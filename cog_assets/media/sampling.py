@@ -12,12 +12,13 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
+from cog_assets.choices import ShortClipPolicy, StartPolicy
+from cog_assets.reasons import RejectReason
+
 from .errors import MediaError
 
-__all__ = [
-    "PTS_EPSILON_S", "START_POLICIES", "SHORT_CLIP_POLICIES", "frames_available",
-    "sample_timestamps", "pick_nearest", "select_streaming",
-]
+__all__ = ["PTS_EPSILON_S", "frames_available", "sample_timestamps", "pick_nearest",
+           "select_streaming"]
 
 T = TypeVar("T")
 
@@ -25,11 +26,6 @@ T = TypeVar("T")
 # frame at 67 ms must still count as "at or before" a wanted 66.67 ms.
 PTS_EPSILON_S = 1e-3
 
-START_POLICIES = ("start", "centre", "random")
-# What to do with a clip shorter than its window: refuse it, spread the window over the
-# whole clip (lower effective fps), or sample at fps and repeat the last frame.
-SHORT_CLIP_POLICIES = ("reject", "stride", "pad")
-_STARTS = {"start": "start", "centre": "centre", "center": "centre", "random": "random"}
 
 
 def _fits(num_frames: int, duration_s: float, fps: float, tolerance_s: float) -> bool:
@@ -53,11 +49,11 @@ def sample_timestamps(
     duration_s: float,
     num_frames: int,
     fps: float,
-    start: str = "start",
-    seed: int = 0,
+    start: StartPolicy | str,
+    seed: int,
     *,
+    short_clips: ShortClipPolicy | str,
     tolerance_s: float = 0.0,
-    short_clips: str = "reject",
 ) -> list[float]:
     """`num_frames` times spaced `1/fps` apart inside a clip of `duration_s` seconds.
 
@@ -75,27 +71,24 @@ def sample_timestamps(
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
-    mode = _STARTS.get(start)
-    if mode is None:
-        raise ValueError(f"start must be one of {START_POLICIES}, got {start!r}")
-    if short_clips not in SHORT_CLIP_POLICIES:
-        raise ValueError(f"short_clips must be one of {SHORT_CLIP_POLICIES}, got {short_clips!r}")
+    mode = StartPolicy(start)  # ValueError names the bad word
+    short_clips = ShortClipPolicy(short_clips)
     span = (num_frames - 1) / fps
     if not _fits(num_frames, duration_s, fps, tolerance_s):  # also rejects NaN
-        if short_clips == "reject" or not duration_s >= 0:
+        if short_clips == ShortClipPolicy.reject or not duration_s >= 0:
             raise MediaError(
-                "too_short",
+                RejectReason.too_short,
                 f"clip is {duration_s:.3f} s long; {num_frames} frames at {fps:g} fps "
                 f"need {span:.3f} s",
             )
-        if short_clips == "stride":
+        if short_clips == ShortClipPolicy.stride:
             return [duration_s * i / (num_frames - 1) for i in range(num_frames)]
         real = [i / fps for i in range(frames_available(duration_s, fps, tolerance_s) or 1)]
         return real + [real[-1]] * (num_frames - len(real))
     slack = max(0.0, duration_s - span)
-    if mode == "start":
+    if mode == StartPolicy.start:
         offset = 0.0
-    elif mode == "centre":
+    elif mode == StartPolicy.centre:
         offset = slack / 2
     else:
         offset = random.Random(seed).uniform(0.0, slack)

@@ -11,7 +11,14 @@ import string
 
 import torch
 from diffusers import AutoencoderKLCogVideoX
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 TINY_SEED = 0

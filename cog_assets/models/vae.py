@@ -38,16 +38,3 @@ def frames_to_vae_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     if tensor.ndim == 4:
         tensor = tensor.unsqueeze(0)
     return tensor.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
-
-
-@torch.no_grad()
-def encode_moments(vae: AutoencoderKLCogVideoX, frames: np.ndarray | torch.Tensor
-                   ) -> torch.Tensor:
-    """Posterior moments (mean and logvar concatenated) [B, 2C, F', H/8, W/8], on the CPU.
-
-    Moments rather than a sample, so a trainer can draw fresh samples (or take the mean) and
-    apply its model's scaling itself.
-    """
-    param = next(vae.parameters())
-    x = frames_to_vae_input(frames).to(device=param.device, dtype=param.dtype)
-    return vae.encode(x).latent_dist.parameters.cpu()

@@ -12,25 +12,18 @@ from __future__ import annotations
 import polars as pl
 from safetensors.torch import save as save_safetensors
 
-from cog_assets.stages.common import REJECT_COLUMNS, data_version_of
-from cog_assets.stages.embeddings import EMBEDDINGS_KIND
-from cog_assets.stages.frames import first_frame_png_path
-from cog_assets.stages.latents import LATENTS_KIND
+from cog_assets import layout
+from cog_assets.choices import Status
+from cog_assets.keys import data_version_of
+from cog_assets.layout import INDEX_FILE, REJECTS_FILE, ArtifactKind
+from cog_assets.stages.common import REJECT_COLUMNS
 from cog_assets.store import ContentStore
-
-INDEX_FILE = "index.parquet"
-REJECTS_FILE = "rejects.parquet"
-LATENTS_FILE = "latents.safetensors"
-EMBEDS_FILE = "prompt_embeds.safetensors"
-IMAGE_LATENTS_FILE = "image_latents.safetensors"
-FIRST_FRAMES_DIR = "first_frames"
 
 
 def collect_rejects(validated: pl.DataFrame, frames: pl.DataFrame) -> pl.DataFrame:
     """Every row that will not be trained on, from whichever stage refused it."""
-    early = validated.filter(~pl.col("accepted")).select(
-        "clip_id", "source", "reason", "message", "stage")
-    late = frames.filter(pl.col("status") == "rejected").select(
+    early = validated.filter(~pl.col("accepted")).select(REJECT_COLUMNS)
+    late = frames.filter(pl.col("status") == Status.rejected).select(
         "clip_id", "source", "reason", "message", pl.lit("frames").alias("stage"))
     return pl.concat([early, late]).select(REJECT_COLUMNS)
 
@@ -41,29 +34,13 @@ def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataF
     clips = validated.filter(pl.col("accepted")).select(
         "clip_id", "caption", "caption_sha256", "content_hash", "fps", "duration_s")
     return (
-        clips.join(frames.filter(pl.col("status") != "rejected")
+        clips.join(frames.filter(pl.col("status") != Status.rejected)
                    .select("clip_id", "frames_key", "bucket", "num_frames", "height", "width"),
                    on="clip_id")
         .join(latents.select("clip_id", "latent_key"), on="clip_id")
         .join(embeddings.select("caption_sha256", "embedding_key"), on="caption_sha256")
         .sort("clip_id")
     )
-
-
-def tensor_files(version: str) -> dict[str, str]:
-    """Versioned names of a shard's tensor files, recorded in its index."""
-    return {"latents_file": f"latents.{version}.safetensors",
-            "embeds_file": f"prompt_embeds.{version}.safetensors",
-            "image_latents_file": f"image_latents.{version}.safetensors"}
-
-
-DEFAULT_FILES = {"latents_file": LATENTS_FILE, "embeds_file": EMBEDS_FILE,
-                 "image_latents_file": IMAGE_LATENTS_FILE}
-
-
-def shard_file(row: dict, column: str) -> str:
-    """The tensor file an index row points at (older shards: the unversioned name)."""
-    return row.get(column) or DEFAULT_FILES[column]
 
 
 def write_shard(store: ContentStore, shard_dir: str, index: pl.DataFrame,
@@ -74,25 +51,26 @@ def write_shard(store: ContentStore, shard_dir: str, index: pl.DataFrame,
     index, written last, names them: until the new index replaces the old one atomically, a
     reader sees the previous shard whole, also when this write fails or is killed half-way.
     Files no index names any more are removed afterwards.
-    Returns the index as written and the paths of the files by name.
+    Returns the index as written and the paths of its files (by file name for the index and
+    rejects, by index column for the tensor files).
     """
     version = data_version_of([*index["latent_key"], *index["embedding_key"]])[:16]
-    names = tensor_files(version)
+    names = layout.tensor_files(version)
     latents, image_latents, pngs = {}, {}, []
     for n, row in enumerate(index.iter_rows(named=True)):
-        stored = store.get_tensors(LATENTS_KIND, row["latent_key"])
+        stored = store.get_tensors(ArtifactKind.latents, row["latent_key"])
         latents[row["clip_id"]] = stored["moments"]
         png = None
         if "image_moments" in stored:
             image_latents[row["clip_id"]] = stored["image_moments"]
-            png = f"{FIRST_FRAMES_DIR}/{version}/{n:06d}.png"
+            png = layout.first_frame_png_in_shard(version, n)
             store.write_bytes(f"{shard_dir}/{png}", store.read_bytes(
-                first_frame_png_path(store, row["frames_key"])))
+                store.path(layout.first_frame_png(row["frames_key"]))))
         pngs.append(png)
     embeds = {}
     for row in index.unique("caption_sha256").iter_rows(named=True):
         embeds[row["caption_sha256"]] = store.get_tensors(
-            EMBEDDINGS_KIND, row["embedding_key"])["prompt_embedding"]
+            ArtifactKind.embeddings, row["embedding_key"])["prompt_embedding"]
     index = index.with_columns(
         pl.Series("has_image_latent", [p is not None for p in pngs], dtype=pl.Boolean),
         pl.Series("first_frame_png", pngs, dtype=pl.String),
@@ -100,14 +78,12 @@ def write_shard(store: ContentStore, shard_dir: str, index: pl.DataFrame,
         pl.lit(names["embeds_file"]).alias("embeds_file"),
         pl.lit(names["image_latents_file"] if image_latents else None, dtype=pl.String
                ).alias("image_latents_file"))
-    paths = {INDEX_FILE: f"{shard_dir}/{INDEX_FILE}", REJECTS_FILE: f"{shard_dir}/{REJECTS_FILE}",
-             LATENTS_FILE: f"{shard_dir}/{names['latents_file']}",
-             EMBEDS_FILE: f"{shard_dir}/{names['embeds_file']}"}
-    store.write_bytes(paths[LATENTS_FILE], save_safetensors(latents))
-    store.write_bytes(paths[EMBEDS_FILE], save_safetensors(embeds))
-    if image_latents:
-        paths[IMAGE_LATENTS_FILE] = f"{shard_dir}/{names['image_latents_file']}"
-        store.write_bytes(paths[IMAGE_LATENTS_FILE], save_safetensors(image_latents))
+    tensors = {"latents_file": latents, "embeds_file": embeds, "image_latents_file": image_latents}
+    paths = {INDEX_FILE: f"{shard_dir}/{INDEX_FILE}", REJECTS_FILE: f"{shard_dir}/{REJECTS_FILE}"}
+    for column, content in tensors.items():
+        if content or column != "image_latents_file":
+            paths[column] = f"{shard_dir}/{names[column]}"
+            store.write_bytes(paths[column], save_safetensors(content))
     store.write_table(paths[INDEX_FILE], index)
     store.write_table(paths[REJECTS_FILE], rejects)
     _remove_unreferenced(store, shard_dir, set(names.values()), version)
@@ -120,7 +96,7 @@ def _remove_unreferenced(store: ContentStore, shard_dir: str, current: set[str],
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if name.endswith(".safetensors") and name not in current:
             store.fs.rm(path)
-    frames_dir = f"{shard_dir}/{FIRST_FRAMES_DIR}"
+    frames_dir = f"{shard_dir}/{layout.FIRST_FRAMES_DIR}"
     if store.exists(frames_dir):
         for path in store.fs.ls(frames_dir, detail=False):
             if path.rstrip("/").rsplit("/", 1)[-1] != version:

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from cog_assets.choices import Status
+from cog_assets.keys import artifact_key
+from cog_assets.layout import ArtifactKind
 from cog_assets.models.text_encoder import TextEncoder
 from cog_assets.stages.common import Reuse
-from cog_assets.store import ContentStore, artifact_key
+from cog_assets.store import ContentStore
 
 EMBEDDINGS_VERSION = "t5-last-hidden-v1"
-EMBEDDINGS_KIND = "t5_embedding"
 
 EMBEDDINGS_SCHEMA = {
     "caption_sha256": pl.String, "caption": pl.String, "embedding_key": pl.String,
@@ -30,13 +32,13 @@ class TextIdentity:
     max_length: int
 
     def key(self, caption_sha256: str) -> str:
-        return artifact_key(EMBEDDINGS_KIND, caption=caption_sha256, model=self.model,
+        return artifact_key(ArtifactKind.embeddings, caption=caption_sha256, model=self.model,
                             dtype=self.dtype, max_length=self.max_length,
                             version=EMBEDDINGS_VERSION)
 
 
 def encode_captions(validated: pl.DataFrame, store: ContentStore, identity: TextIdentity,
-                    load_encoder: Callable[[], TextEncoder], batch_size: int = 8
+                    load_encoder: Callable[[], TextEncoder], batch_size: int
                     ) -> tuple[pl.DataFrame, Reuse]:
     """Encode the distinct captions the store lacks, in batches; the encoder loads only if needed."""
     stats = Reuse()
@@ -47,9 +49,10 @@ def encode_captions(validated: pl.DataFrame, store: ContentStore, identity: Text
     records = []
     todo = []
     for row in captions.iter_rows(named=True):
-        record = {**row, "embedding_key": identity.key(row["caption_sha256"]), "status": "reused"}
+        record = {**row, "embedding_key": identity.key(row["caption_sha256"]),
+                  "status": Status.reused}
         records.append(record)
-        if store.has(EMBEDDINGS_KIND, record["embedding_key"]):
+        if store.has(ArtifactKind.embeddings, record["embedding_key"]):
             stats.reused += 1
         else:
             todo.append(record)
@@ -59,10 +62,10 @@ def encode_captions(validated: pl.DataFrame, store: ContentStore, identity: Text
             batch = todo[i:i + batch_size]
             embeds = encoder.encode([r["caption"] for r in batch])
             for record, embed in zip(batch, embeds):
-                store.put_tensors(EMBEDDINGS_KIND, record["embedding_key"],
+                store.put_tensors(ArtifactKind.embeddings, record["embedding_key"],
                                   {"prompt_embedding": embed},
                                   {"caption_sha256": record["caption_sha256"]})
-                record["status"] = "computed"
+                record["status"] = Status.computed
                 stats.computed += 1
         del encoder
     stats.seconds = time.perf_counter() - started

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +15,26 @@ import polars as pl
 import torch
 from PIL import Image
 
-from cog_assets.frame_policy import FRAMES_KIND, FramePolicy, FrameSpec
-from cog_assets.media.decode import ClipTask, decode_clip_task
+from cog_assets import layout
+from cog_assets.choices import Status
+from cog_assets.frame_policy import FramePolicy
+from cog_assets.keys import artifact_key, file_sha256
+from cog_assets.layout import ArtifactKind
+from cog_assets.media.decode import ClipTask, FrameSpec, decode_clip_task
 from cog_assets.media.errors import MediaError
-from cog_assets.prefetch import (TaskTimeout, WorkerCrash, default_workers, describe_exit,
-                                 prefetch_map)
+from cog_assets.prefetch import (
+    TaskTimeout,
+    WorkerCrash,
+    default_workers,
+    describe_exit,
+    prefetch_map,
+)
+from cog_assets.reasons import RejectReason
 from cog_assets.stages.common import Reuse
-from cog_assets.store import ContentStore, file_sha256
+from cog_assets.store import ContentStore
+
+# Bump when the decoder's output bytes change for the same inputs.
+FRAMES_VERSION = "frames-v1"
 
 FRAMES_SCHEMA = {
     "clip_id": pl.String, "source": pl.String, "content_hash": pl.String,
@@ -29,12 +42,12 @@ FRAMES_SCHEMA = {
     "num_frames": pl.Int64, "height": pl.Int64, "width": pl.Int64, "status": pl.String,
     "reason": pl.String, "message": pl.String,
 }
-DECODE_TIMEOUT_S = 120.0  # per clip; a decode that runs longer is stopped and rejected
 
 
-def first_frame_png_path(store: ContentStore, frames_key: str) -> str:
-    """Where the I2V first frame of these frames is kept as a PNG, to be shown and exported."""
-    return store.artifact_path("first_frame", frames_key, ".png")
+def frames_key(spec: FrameSpec, content_hash: str, first_frame: str | None = None) -> str:
+    """The key of one clip's frames: its bytes, the supplied I2V image and the spec."""
+    return artifact_key(ArtifactKind.frames, content=content_hash, first_frame=first_frame,
+                        version=FRAMES_VERSION, **asdict(spec))
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -49,42 +62,31 @@ def _image_hash(root: Path, row: dict) -> str | None:
         return None
     path = root / row["image_path"]
     if not path.is_file():
-        raise MediaError("missing_file", f"first-frame image {row['image_path']} does not exist")
+        raise MediaError(RejectReason.missing_file,
+                         f"first-frame image {row['image_path']} does not exist")
     return file_sha256(str(path))
 
 
-def clip_task(root: Path, row: dict, spec: FrameSpec, threads: int = 0) -> ClipTask:
-    """What a decode worker needs to produce this clip's frames (plain, picklable data)."""
-    return ClipTask(path=str(root / row["clip_id"]), num_frames=spec.num_frames, fps=spec.fps,
-                    height=spec.height, width=spec.width, start=spec.start, seed=spec.seed,
-                    resize=spec.resize, short_clips=spec.short_clips, first_frame=spec.i2v,
-                    image_path=str(root / row["image_path"]) if row.get("image_path") else None,
-                    threads=threads)
-
-
-def decode_clip(root: Path, row: dict, spec: FrameSpec) -> dict[str, torch.Tensor]:
-    """The clip's frames and, for I2V, its clean first frame (the supplied image if any)."""
-    return {name: torch.from_numpy(value)
-            for name, value in decode_clip_task(clip_task(root, row, spec)).items()}
-
-
-def _failure(exc: BaseException, clip_id: str, timeout_s: float | None) -> tuple[str, str]:
+def _failure(exc: BaseException, clip_id: str, timeout_s: float | None
+             ) -> tuple[RejectReason, str]:
     """(reason, message) of a clip whose decode failed in a way that rejects only that clip;
     anything else is a bug and is raised."""
     if isinstance(exc, MediaError):
         return exc.reason, f"{clip_id}: {exc.message}"
     if isinstance(exc, TaskTimeout):
-        return "decode_timeout", (f"{clip_id}: decoding took longer than the {timeout_s:g} s "
-                                  "limit (decode_timeout_s); its worker was stopped")
+        return RejectReason.decode_timeout, (
+            f"{clip_id}: decoding took longer than the {timeout_s:g} s limit "
+            "(decode_timeout_s); its worker was stopped")
     if isinstance(exc, WorkerCrash):
-        return "decode_crash", (f"{clip_id}: the decoder crashed "
-                                f"({describe_exit(exc.exitcode)}) while reading this clip")
+        return RejectReason.decode_crash, (
+            f"{clip_id}: the decoder crashed ({describe_exit(exc.exitcode)}) while reading "
+            "this clip")
     raise exc
 
 
 def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
-                   store: ContentStore, policy: FramePolicy, *, workers: int | None = None,
-                   decode_timeout_s: float | None = DECODE_TIMEOUT_S, prefetch: int | None = None,
+                   store: ContentStore, policy: FramePolicy, *, decode_timeout_s: float | None,
+                   workers: int | None = None, prefetch: int | None = None,
                    decode: Callable[[ClipTask], dict[str, np.ndarray]] = decode_clip_task,
                    decoder_threads: int | None = None) -> tuple[pl.DataFrame, Reuse]:
     """Decode what the store lacks; a clip that fails to decode becomes a rejected row.
@@ -113,25 +115,27 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
         for row in validated.filter(pl.col("accepted")).iter_rows(named=True):
             spec = policy.spec(row["bucket"])
             record = {k: row[k] for k in ("clip_id", "source", "content_hash", "caption_sha256")}
-            record.update(bucket=spec.bucket, num_frames=spec.num_frames, height=spec.height,
+            record.update(bucket=row["bucket"], num_frames=spec.num_frames, height=spec.height,
                           width=spec.width, reason=None, message=None)
             records.append(record)
             try:
-                key = spec.key(row["content_hash"], _image_hash(root, row)
-                               if policy.profile.i2v else None)
+                key = frames_key(spec, row["content_hash"], _image_hash(root, row)
+                                 if policy.profile.i2v else None)
             except MediaError as exc:
                 _reject(record, stats, exc.reason, f"{row['clip_id']}: {exc.message}")
                 continue
             record["frames_key"] = key
             if key in pending:  # the same bytes again: decoded once, found in the store after
                 pending[key].add(record, stats, decode_timeout_s)
-            elif store.has(FRAMES_KIND, key):
-                record["status"] = "reused"
+            elif store.has(ArtifactKind.frames, key):
+                record["status"] = Status.reused
                 stats.reused += 1
             else:
                 pending[key] = _Pending([record])
                 keys.append(key)
-                yield replace(clip_task(root, row, spec), threads=decoder_threads)
+                image = row.get("image_path")
+                yield ClipTask(str(root / row["clip_id"]), spec,
+                               str(root / image) if image else None, decoder_threads)
 
     outcomes = prefetch_map(decode, scan(), workers=workers, depth=prefetch,
                             timeout_s=decode_timeout_s, ordered=False,
@@ -161,7 +165,7 @@ class _Pending:
         first, *same = self.records
         self.records = [first]
         if error is None:
-            first["status"] = "computed"
+            first["status"] = Status.computed
             stats.computed += 1
         else:
             _reject(first, stats, *_failure(error, first["clip_id"], timeout_s))
@@ -172,7 +176,7 @@ class _Pending:
         if not self.done:
             self.records.append(record)
         elif self.error is None:
-            record["status"] = "reused"
+            record["status"] = Status.reused
             stats.reused += 1
         else:
             _reject(record, stats, *_failure(self.error, record["clip_id"], timeout_s))
@@ -181,12 +185,13 @@ class _Pending:
 def _store_frames(store: ContentStore, key: str, arrays: dict[str, np.ndarray],
                   clip_id: str) -> None:
     if "first_frame" in arrays:
-        store.write_bytes(first_frame_png_path(store, key), png_bytes(arrays["first_frame"]))
-    store.put_tensors(FRAMES_KIND, key, {name: torch.from_numpy(value)
+        store.write_bytes(store.path(layout.first_frame_png(key)),
+                          png_bytes(arrays["first_frame"]))
+    store.put_tensors(ArtifactKind.frames, key, {name: torch.from_numpy(value)
                                          for name, value in arrays.items()},
                       {"clip_id": clip_id})
 
 
-def _reject(record: dict, stats: Reuse, reason: str, message: str) -> None:
-    record.update(status="rejected", reason=reason, message=message, frames_key=None)
+def _reject(record: dict, stats: Reuse, reason: RejectReason, message: str) -> None:
+    record.update(status=Status.rejected, reason=reason, message=message, frames_key=None)
     stats.rejected += 1

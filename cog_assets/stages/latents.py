@@ -18,13 +18,14 @@ import polars as pl
 import torch
 from diffusers import AutoencoderKLCogVideoX
 
+from cog_assets.choices import Status
+from cog_assets.keys import artifact_key
+from cog_assets.layout import ArtifactKind
 from cog_assets.models.vae import frames_to_vae_input
 from cog_assets.stages.common import Reuse
-from cog_assets.stages.frames import FRAMES_KIND
-from cog_assets.store import ContentStore, artifact_key
+from cog_assets.store import ContentStore
 
 LATENTS_VERSION = "vae-moments-v1"
-LATENTS_KIND = "vae_moments"
 
 OUTPUT_OF = {"frames": "moments", "first_frame": "image_moments"}  # input -> stored tensor
 LATENTS_SCHEMA = {
@@ -42,12 +43,12 @@ class VaeIdentity:
     tiling: bool
 
     def key(self, frames_key: str) -> str:
-        return artifact_key(LATENTS_KIND, frames=frames_key, model=self.model, dtype=self.dtype,
+        return artifact_key(ArtifactKind.latents, frames=frames_key, model=self.model, dtype=self.dtype,
                             tiling=self.tiling, version=LATENTS_VERSION)
 
 
 def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdentity,
-                   load_vae: Callable[[], AutoencoderKLCogVideoX], batch_size: int = 1, *,
+                   load_vae: Callable[[], AutoencoderKLCogVideoX], batch_size: int, *,
                    prefetch_batches: int = 1) -> tuple[pl.DataFrame, Reuse]:
     """Encode the clips whose moments are missing; the VAE is loaded only if one is.
 
@@ -57,15 +58,15 @@ def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdent
     """
     stats = Reuse()
     started = time.perf_counter()
-    ok = frames.filter(pl.col("status") != "rejected")
+    ok = frames.filter(pl.col("status") != Status.rejected)
     records = {}
     todo: dict[str, list[dict]] = {}
     for row in ok.iter_rows(named=True):
         key = identity.key(row["frames_key"])
         record = {"clip_id": row["clip_id"], "frames_key": row["frames_key"],
-                  "latent_key": key, "bucket": row["bucket"], "status": "reused"}
+                  "latent_key": key, "bucket": row["bucket"], "status": Status.reused}
         records[row["clip_id"]] = record
-        if store.has(LATENTS_KIND, key):
+        if store.has(ArtifactKind.latents, key):
             stats.reused += 1
         else:
             todo.setdefault(row["bucket"], []).append(record)
@@ -80,10 +81,10 @@ def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdent
                 outputs = {OUTPUT_OF[name]: _encode(vae, x.to(target.device, non_blocking=True))
                            for name, x in inputs.items()}
                 for i, record in enumerate(batch):
-                    store.put_tensors(LATENTS_KIND, record["latent_key"],
+                    store.put_tensors(ArtifactKind.latents, record["latent_key"],
                                       {name: value[i] for name, value in outputs.items()},
                                       {"clip_id": record["clip_id"]})
-                    record["status"] = "computed"
+                    record["status"] = Status.computed
                     stats.computed += 1
                 del inputs, outputs  # before the loader may read the batch after next
                 release_free_memory()
@@ -203,7 +204,7 @@ class BatchStream:
 
     def _load(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         """uint8 [B, F, H, W, 3] frames (and [B, 1, H, W, 3] first frames) from the store."""
-        loaded = [self.store.get_tensors(FRAMES_KIND, r["frames_key"]) for r in batch]
+        loaded = [self.store.get_tensors(ArtifactKind.frames, r["frames_key"]) for r in batch]
         frames = {"frames": torch.stack([t["frames"] for t in loaded])}
         if "first_frame" in loaded[0]:  # I2V: the clean first frame, as one frame
             frames["first_frame"] = torch.stack([t["first_frame"][None] for t in loaded])

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
 
+from cog_assets.config import SourceSettings
+from cog_assets.keys import caption_sha256, file_sha256
+from cog_assets.reasons import RejectReason
 from cog_assets.sharding import shard_for
-from cog_assets.sources import ManifestRow, SourceConfig, read_manifests
-from cog_assets.store import file_sha256
+from cog_assets.sources import ManifestRow, read_manifests
 
 MANIFEST_SCHEMA = {
     "clip_id": pl.String, "source": pl.String, "caption": pl.String,
@@ -21,16 +21,10 @@ MANIFEST_SCHEMA = {
 }
 
 
-def caption_sha256(caption: str) -> str:
-    """The caption's identity; also the file name CogVideo's finetune cache uses."""
-    return hashlib.sha256(caption.encode("utf-8")).hexdigest()
-
-
-def discover_shards(data_root: str | os.PathLike, shard_count: int,
-                    config: SourceConfig | None = None) -> list[str]:
+def discover_shards(sources: SourceSettings) -> list[str]:
     """The shard keys that hold at least one manifest row."""
-    rows = read_manifests(data_root, config)
-    return sorted({shard_for(row.clip_id, shard_count) for row in rows})
+    return sorted({shard_for(row.clip_id, sources.shard_count)
+                   for row in read_manifests(sources)})
 
 
 # path -> (size, mtime_ns, sha256) of files already hashed (by the upload sensor)
@@ -53,16 +47,16 @@ def _describe(root: Path, row: ManifestRow, known: KnownHashes) -> dict:
             record.update(size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns,
                           content_hash=cached[2] if same else file_sha256(str(path)))
         except OSError as exc:
-            record.update(issue_reason="unreadable",
+            record.update(issue_reason=RejectReason.unreadable,
                           issue_message=f"{row.source}: cannot read {row.clip_id}: {exc}")
     return record
 
 
-def build_manifest(data_root: str | os.PathLike, shard: str, shard_count: int,
-                   config: SourceConfig | None = None, known: KnownHashes | None = None
+def build_manifest(sources: SourceSettings, shard: str, known: KnownHashes | None = None
                    ) -> pl.DataFrame:
     """The rows of `shard`, hashed. Only this shard's videos are read, and not even those
     whose size and mtime match a hash in `known` (what the upload sensor already hashed)."""
-    root = Path(data_root)
-    rows = [r for r in read_manifests(root, config) if shard_for(r.clip_id, shard_count) == shard]
+    rows = [r for r in read_manifests(sources)
+            if shard_for(r.clip_id, sources.shard_count) == shard]
+    root = Path(sources.data_root)
     return pl.DataFrame([_describe(root, r, known or {}) for r in rows], schema=MANIFEST_SCHEMA)

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import polars as pl
 
+from cog_assets.config import MediaLimits
 from cog_assets.frame_policy import FramePolicy
 from cog_assets.media.decode import half_frame
 from cog_assets.media.errors import MediaError
-from cog_assets.media.limits import MediaLimits
+from cog_assets.media.limits import check_file_size, check_probe
 from cog_assets.media.probe import probe_video
+from cog_assets.reasons import RejectReason
+from cog_assets.stages.common import REJECT_COLUMNS
 
 VALIDATED_SCHEMA = {
     "clip_id": pl.String, "source": pl.String, "caption": pl.String,
@@ -31,22 +34,22 @@ PROBE_FIELDS = ("codec", "pix_fmt", "width", "height", "sar", "rotation", "fps",
                 "frame_count", "has_audio")
 
 
-def verdict(path: Path, policy: FramePolicy, limits: MediaLimits = MediaLimits(),
+def verdict(path: Path, policy: FramePolicy, limits: MediaLimits,
             size_bytes: int | None = None) -> tuple[dict, str | None, str | None]:
     """(probe fields with the bucket, reason, message) for one video; reason None: accepted."""
     try:
-        limits.check_size(path.name, size_bytes)
+        check_file_size(limits, path.name, size_bytes)
         probe = probe_video(path)
     except MediaError as exc:
         return {}, exc.reason, exc.message
     fields = {name: getattr(probe, name) for name in PROBE_FIELDS}
     try:
-        limits.check_probe(path.name, probe)
+        check_probe(limits, path.name, probe)
     except MediaError as exc:
         return fields, exc.reason, exc.message
     bucket = policy.assign(probe.width, probe.height, probe.duration_s, half_frame(probe))
     if bucket is None:
-        return fields, "too_short", (
+        return fields, RejectReason.too_short, (
             f"{probe.duration_s:.3f} s long; the shortest bucket needs "
             f"{policy.shortest_window_s():.3f} s at {policy.profile.fps} fps")
     fields["bucket"] = bucket.key
@@ -54,8 +57,9 @@ def verdict(path: Path, policy: FramePolicy, limits: MediaLimits = MediaLimits()
 
 
 def validate_clips(manifest: pl.DataFrame, data_root: str | os.PathLike, policy: FramePolicy,
-                   count_tokens: Callable[[list[str]], list[int]] | None = None,
-                   limits: MediaLimits = MediaLimits()) -> pl.DataFrame:
+                   limits: MediaLimits,
+                   count_tokens: Callable[[list[str]], list[int]] | None = None
+                   ) -> pl.DataFrame:
     """One row per manifest row: its probe, bucket and `accepted`, or why it is rejected."""
     root = Path(data_root)
     limit = policy.profile.text_max_length
@@ -84,5 +88,4 @@ def validate_clips(manifest: pl.DataFrame, data_root: str | os.PathLike, policy:
 
 
 def rejects_of(validated: pl.DataFrame) -> pl.DataFrame:
-    return validated.filter(~pl.col("accepted")).select(
-        "clip_id", "source", "reason", "message", "stage")
+    return validated.filter(~pl.col("accepted")).select(REJECT_COLUMNS)

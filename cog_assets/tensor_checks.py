@@ -9,15 +9,11 @@ from __future__ import annotations
 import polars as pl
 import torch
 
+from cog_assets.buckets import Bucket
+from cog_assets.choices import Status
+from cog_assets.layout import ArtifactKind
 from cog_assets.profiles import ModelProfile
-from cog_assets.stages.embeddings import EMBEDDINGS_KIND
-from cog_assets.stages.latents import LATENTS_KIND
 from cog_assets.store import ContentStore
-
-
-def parse_bucket(bucket: str) -> tuple[int, int, int]:
-    f, h, w = (int(x) for x in bucket.split("x"))
-    return f, h, w
 
 
 def _tensor_problems(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> list[str]:
@@ -37,9 +33,10 @@ def latent_problems(latents: pl.DataFrame, store: ContentStore, profile: ModelPr
     """Moments are [2*16, (F-1)/4+1, H/8, W/8], floating point, finite."""
     problems = []
     for row in latents.iter_rows(named=True):
-        f, h, w = parse_bucket(row["bucket"])
-        moments = store.get_tensors(LATENTS_KIND, row["latent_key"])["moments"]
-        problems += _tensor_problems(row["clip_id"], moments, profile.latent_shape(f, h, w))
+        b = Bucket.parse(row["bucket"])
+        moments = store.get_tensors(ArtifactKind.latents, row["latent_key"])["moments"]
+        problems += _tensor_problems(row["clip_id"], moments,
+                                     profile.latent_shape(b.num_frames, b.height, b.width))
     return problems
 
 
@@ -48,7 +45,8 @@ def embedding_problems(embeddings: pl.DataFrame, store: ContentStore, profile: M
     """Embeddings are [L, D] for the profile's text length and width, finite."""
     problems = []
     for row in embeddings.iter_rows(named=True):
-        embed = store.get_tensors(EMBEDDINGS_KIND, row["embedding_key"])["prompt_embedding"]
+        embed = store.get_tensors(ArtifactKind.embeddings, row["embedding_key"]
+                                  )["prompt_embedding"]
         problems += _tensor_problems(f"caption {row['caption_sha256'][:12]}", embed,
                                      profile.text_shape())
     return problems
@@ -57,7 +55,7 @@ def embedding_problems(embeddings: pl.DataFrame, store: ContentStore, profile: M
 def completeness_problems(validated: pl.DataFrame, frames: pl.DataFrame,
                           index: pl.DataFrame) -> list[str]:
     """Every clip that passed validation and decoding has a latent and an embedding."""
-    decoded = set(frames.filter(pl.col("status") != "rejected")["clip_id"])
+    decoded = set(frames.filter(pl.col("status") != Status.rejected)["clip_id"])
     accepted = set(validated.filter(pl.col("accepted"))["clip_id"])
     problems = [f"{c}: accepted but not decoded and not rejected"
                 for c in sorted(accepted - set(frames["clip_id"]))]

@@ -1,8 +1,9 @@
-"""Materializing shards in a real Dagster instance and summarising what happened.
+"""Runs from the command line: register the shards, record their uploads, materialize them
+in the persistent instance and summarise what happened.
 
-Shared by `cog-assets demo` and `cog-assets backfill`: register the shards of a data root as
-dynamic partitions, run the `prepare_shards` job once per shard, and collect a per-shard
-summary (counts, computed vs reused, rejects by reason, output paths) a CI job can read.
+Shared by `cog-assets demo` and `cog-assets backfill`. A shard run is the `prepare_shards`
+job the UI and the sensor launch, from the same settings, on the same executor; the summary
+per shard (counts, computed vs reused, rejects by reason, output paths) is what a CI job reads.
 """
 
 from __future__ import annotations
@@ -10,35 +11,31 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import AssetObservation, DagsterInstance, build_reconstructable_job, execute_job
+from dagster import AssetObservation, DagsterInstance, execute_job
 
+from cog_assets.config import Settings, SettingsError
 from cog_assets.defs.assets import UPLOADS_KEY
-from cog_assets.defs.definitions import build_definitions
-from cog_assets.defs.sensors import DATA_VERSION_TAG
+from cog_assets.defs.definitions import reconstructable_job
 from cog_assets.defs.partitions import SHARDS_PARTITION
-from cog_assets.settings import Settings
+from cog_assets.defs.sensors import DATA_VERSION_TAG
 from cog_assets.sharding import shard_key
-from cog_assets.sources import ManifestError
 from cog_assets.stages.manifest import discover_shards
 from cog_assets.store import ContentStore
 from cog_assets.uploads import UploadState, scan_uploads
 
-JOB_NAME = "prepare_shards"
+EXPORT_JOB = "export_datasets"
 
 
 def observe_uploads(instance: DagsterInstance, settings: Settings) -> dict[str, str]:
-    """Record each shard's upload fingerprint as an observation of `uploads`, as the sensor
-    does, so the UI's staleness after a backfill compares against what was actually run."""
-    state = UploadState(ContentStore(settings.store_url), settings.data_root,
-                        settings.shard_count)
-    tick = scan_uploads(state, state.latest_generation(), settings.data_root,
-                        settings.shard_count)
+    """Scan the data root as the upload sensor does and record each shard's fingerprint as an
+    observation of `uploads`, so the UI's staleness compares against what was actually run."""
+    state = UploadState(ContentStore(settings.store.url), settings.sources)
+    tick = scan_uploads(state, state.latest_generation(), settings.sources)
     for shard, fingerprint in tick.fingerprints.items():
         instance.report_runless_asset_event(AssetObservation(
             asset_key=UPLOADS_KEY, partition=shard, tags={DATA_VERSION_TAG: fingerprint}))
@@ -47,7 +44,7 @@ def observe_uploads(instance: DagsterInstance, settings: Settings) -> dict[str, 
 
 def register_shards(instance: DagsterInstance, settings: Settings) -> list[str]:
     """Add every shard of the data root as a partition; return all of them, sorted."""
-    found = discover_shards(settings.data_root, settings.shard_count)
+    found = discover_shards(settings.sources)
     known = set(instance.get_dynamic_partitions(SHARDS_PARTITION))
     new = [key for key in found if key not in known]
     if new:
@@ -118,55 +115,48 @@ def summarise(shard: str, result) -> ShardSummary:
     return summary
 
 
-def prepare_shards_job_from_env():
-    """The shard job as a reconstructable factory: worker processes rebuild it from the
-    COG_ASSETS_* environment the parent set (see Settings.to_env)."""
-    return build_definitions(Settings.from_env()).resolve_job_def(JOB_NAME)
-
-
 def select_shards(all_shards: list[str], keys: Iterable[str] | None = None,
                   shard_range: str | None = None) -> list[str]:
-    """All shards, or those named, or those in FIRST:LAST (keys or indices, inclusive)."""
+    """All shards, or those named, or those in FIRST:LAST (keys or indices, inclusive).
+    Raises SettingsError for a shard without clips and for an empty or inverted range."""
     chosen = list(all_shards)
     if keys:
         wanted = set(keys)
         unknown = wanted - set(all_shards)
         if unknown:
-            raise ManifestError(f"no clips in shard(s) {', '.join(sorted(unknown))}; the data "
-                                f"root has {', '.join(all_shards)}")
+            raise SettingsError(f"--shard: no clips in shard(s) {', '.join(sorted(unknown))}; "
+                                f"the data root has {', '.join(all_shards)}")
         chosen = [s for s in chosen if s in wanted]
     if shard_range:
-        first, _, last = shard_range.partition(":")
-        low = shard_key(int(first)) if first.isdigit() else (first or chosen[0])
-        high = shard_key(int(last)) if last.isdigit() else (last or chosen[-1])
+        first, colon, last = shard_range.partition(":")
+        bounds = [shard_key(int(b)) if b.isdigit() else b for b in (first, last)]
+        if not colon or not all(bounds):
+            raise SettingsError(f"--shard-range {shard_range!r}: expected FIRST:LAST, by index "
+                                "(2:5) or key (shard-00002:shard-00005)")
+        low, high = bounds
+        if low > high:
+            raise SettingsError(f"--shard-range {shard_range!r} is inverted: {low} comes after "
+                                f"{high}")
         chosen = [s for s in chosen if low <= s <= high]
+        if not chosen:
+            raise SettingsError(f"--shard-range {shard_range!r} holds no shard with clips; the "
+                                f"data root has {', '.join(all_shards)}")
     return chosen
 
 
-def _run_shard_in_process(env: dict[str, str], shard: str, run_config: dict) -> ShardSummary:
-    """One shard run in its own process (Dagster's execute_job is not thread-safe), on the
-    multiprocess executor, recorded in the instance under DAGSTER_HOME like any run."""
-    os.environ.update(env)
-    job = build_reconstructable_job("cog_assets.runner", "prepare_shards_job_from_env")
-    with DagsterInstance.get() as instance, execute_job(
-            job, instance=instance, run_config=run_config, tags={"dagster/partition": shard},
-            raise_on_error=False) as result:
+def run_shard(settings: Settings, instance: DagsterInstance, shard: str,
+              run_config: dict) -> ShardSummary:
+    """One shard's `prepare_shards` run on the settings' executor, recorded in `instance`."""
+    with execute_job(reconstructable_job(settings), instance=instance, run_config=run_config,
+                     tags={"dagster/partition": shard}, raise_on_error=False) as result:
         return summarise(shard, result)
 
 
-def _run_parallel(settings: Settings, shards: list[str], parallel: int,
-                  run_config: dict) -> dict[str, ShardSummary]:
-    """Up to `parallel` shard runs at once, each in a fresh process."""
-    env = {**settings.to_env(), "DAGSTER_HOME": os.environ["DAGSTER_HOME"]}
-    config = run_config
-    if os.environ.get("COG_ASSETS_EXECUTOR", "multiprocess") == "multiprocess":
-        config = {**run_config, "execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
-    env.update({k: v for k, v in os.environ.items() if k.startswith("COG_ASSETS_")
-                and k not in env})  # executor choice, celery broker, k8s settings
-    with ProcessPoolExecutor(max_workers=parallel,
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_shard_in_process, env, shard, config) for shard in shards]
-        return {shard: future.result() for shard, future in zip(shards, futures)}
+def _run_shard_in_worker(settings: Settings, shard: str, run_config: dict) -> ShardSummary:
+    """run_shard in a worker process, on the instance under DAGSTER_HOME (execute_job is not
+    thread-safe, so parallel shards run in processes)."""
+    with DagsterInstance.get() as instance:
+        return run_shard(settings, instance, shard, run_config)
 
 
 def materialize_shards(settings: Settings, instance: DagsterInstance,
@@ -196,14 +186,13 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
     todo = [s for s in wanted if s not in done]
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     if parallel > 1 and len(todo) > 1:
-        summaries = _run_parallel(settings, todo, parallel, run_config)
+        with ProcessPoolExecutor(max_workers=parallel,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {shard: pool.submit(_run_shard_in_worker, settings, shard, run_config)
+                       for shard in todo}
+            summaries = {shard: future.result() for shard, future in futures.items()}
     else:
-        job = build_definitions(settings).resolve_job_def(JOB_NAME)
-        summaries = {}
-        for shard in todo:
-            result = job.execute_in_process(run_config=run_config, partition_key=shard,
-                                            instance=instance, raise_on_error=False)
-            summaries[shard] = summarise(shard, result)
+        summaries = {shard: run_shard(settings, instance, shard, run_config) for shard in todo}
     for shard, summary in summaries.items():
         summary.fingerprint = fingerprints.get(shard)
     return {shard: (done.get(shard) or summaries[shard]) for shard in wanted}
@@ -219,8 +208,8 @@ def write_summary_json(path: str, summaries: dict[str, ShardSummary]) -> None:
 
 
 def run_exports(settings: Settings, instance: DagsterInstance, log_level: str = "WARNING"):
-    """Materialize the export assets from the finished shards; returns the run's result."""
-    job = build_definitions(settings).resolve_job_def("export_datasets")
+    """Materialize the export assets from the finished shards; returns the run's success."""
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    return job.execute_in_process(run_config=run_config, instance=instance,
-                                  raise_on_error=False)
+    with execute_job(reconstructable_job(settings, EXPORT_JOB), instance=instance,
+                     run_config=run_config, raise_on_error=False) as result:
+        return result.success

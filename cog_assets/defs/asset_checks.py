@@ -2,13 +2,23 @@
 
 
 import polars as pl
-from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetIn,
-                     asset_check)
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetIn,
+    AssetKey,
+    asset_check,
+)
 
-from cog_assets.checks import completeness_problems, embedding_problems, latent_problems
-from cog_assets.defs.assets import t5_embeddings, training_dataset, vae_latents, validated_clips
 from cog_assets.defs.partitions import shards_partitions
 from cog_assets.defs.resources import ModelResource, StoreResource
+from cog_assets.profiles import get_profile
+from cog_assets.tensor_checks import (
+    completeness_problems,
+    embedding_problems,
+    latent_problems,
+)
 
 MAX_REJECT_RATIO = 0.5
 SHOWN_PROBLEMS = 20
@@ -22,24 +32,24 @@ def _result(problems: list[str], severity: AssetCheckSeverity = AssetCheckSeveri
     })
 
 
-@asset_check(asset=vae_latents, partitions_def=shards_partitions, blocking=True)
+@asset_check(asset=AssetKey("vae_latents"), partitions_def=shards_partitions, blocking=True)
 def latents_match_profile(context: AssetCheckExecutionContext, vae_latents: pl.DataFrame,
-                          models: ModelResource, store: StoreResource) -> AssetCheckResult:
+                          model: ModelResource, store: StoreResource) -> AssetCheckResult:
     """Moments are [32, (F-1)/4+1, H/8, W/8], floating point, no NaN/Inf."""
-    return _result(latent_problems(vae_latents, store.open(), models.model_profile()),
+    return _result(latent_problems(vae_latents, store.open(), get_profile(model.profile)),
                    checked=len(vae_latents))
 
 
-@asset_check(asset=t5_embeddings, partitions_def=shards_partitions, blocking=True)
+@asset_check(asset=AssetKey("t5_embeddings"), partitions_def=shards_partitions, blocking=True)
 def embeddings_match_profile(context: AssetCheckExecutionContext, t5_embeddings: pl.DataFrame,
-                             models: ModelResource, store: StoreResource) -> AssetCheckResult:
+                             model: ModelResource, store: StoreResource) -> AssetCheckResult:
     """Embeddings are [226, D] with D the profile's text width, no NaN/Inf."""
-    return _result(embedding_problems(t5_embeddings, store.open(), models.model_profile()),
+    return _result(embedding_problems(t5_embeddings, store.open(), get_profile(model.profile)),
                    checked=len(t5_embeddings))
 
 
-@asset_check(asset=training_dataset, partitions_def=shards_partitions,
-             additional_ins={"validated_clips": AssetIn(validated_clips.key),
+@asset_check(asset=AssetKey("training_dataset"), partitions_def=shards_partitions,
+             additional_ins={"validated_clips": AssetIn("validated_clips"),
                              "frame_tensors": AssetIn("frame_tensors")})
 def every_clip_has_latent_and_embedding(context: AssetCheckExecutionContext,
                                         training_dataset: pl.DataFrame,
@@ -50,7 +60,7 @@ def every_clip_has_latent_and_embedding(context: AssetCheckExecutionContext,
                    indexed=len(training_dataset))
 
 
-@asset_check(asset=training_dataset, partitions_def=shards_partitions,
+@asset_check(asset=AssetKey("training_dataset"), partitions_def=shards_partitions,
              additional_ins={"validated_clips": AssetIn("validated_clips")})
 def reject_ratio_under_threshold(context: AssetCheckExecutionContext,
                                  training_dataset: pl.DataFrame,

@@ -1,0 +1,78 @@
+"""The fixed vocabularies of cog-assets: the policies a user picks and the statuses of work.
+
+Each is a string enumeration, so a value compares equal to its word ("cover" ==
+ResizeMode.cover), serialises as that word (JSON, parquet, artefact keys) and shows as that
+word in the CLI, the environment and the Dagster launchpad.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Choice(str, Enum):
+    """A str enumeration whose str() and format() are its value (as enum.StrEnum on 3.11+)."""
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(str(self), spec)
+
+    @classmethod
+    def words(cls) -> tuple[str, ...]:
+        return tuple(member.value for member in cls)
+
+
+class StartPolicy(Choice):
+    """Where a clip's sampling window starts."""
+
+    start = "start"
+    centre = "centre"
+    random = "random"  # seeded
+
+    @classmethod
+    def _missing_(cls, value: object) -> "StartPolicy | None":
+        return cls.centre if value == "center" else None
+
+
+class ShortClipPolicy(Choice):
+    """What happens to a clip shorter than its window at the profile's fps."""
+
+    reject = "reject"  # rejected as too_short
+    stride = "stride"  # the window is spread over the whole clip (cogvideox-factory)
+    pad = "pad"  # sampled at fps, the last frame repeated (CogVideo)
+
+
+class ResizeMode(Choice):
+    """How a frame is fitted to its bucket's size."""
+
+    cover = "cover"  # keep aspect, scale to fill, centre crop
+    stretch = "stretch"  # scale to the exact size, aspect ignored
+    crop = "crop"  # centre crop at the source resolution (scaled up only when smaller)
+
+
+class Dtype(Choice):
+    """The dtype the VAE and T5 run in; `auto` is bf16 on a GPU and fp32 on a CPU."""
+
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Executor(Choice):
+    """Which Dagster executor runs the steps of a run."""
+
+    in_process = "in_process"  # every step in the run's process: models load once per run
+    multiprocess = "multiprocess"  # a process per step
+    celery = "celery"  # dagster-celery: each step a Celery task (docs/distributed.md)
+    k8s = "k8s"  # dagster-k8s: each step a Kubernetes Job (docs/kubernetes.md)
+
+
+class Status(Choice):
+    """What a step did with one item."""
+
+    computed = "computed"
+    reused = "reused"
+    rejected = "rejected"

@@ -1,0 +1,50 @@
+"""Every reason a manifest row can be rejected for, with its meaning: the one list of them.
+
+A rejected row is recorded in the shard's `rejects.parquet` with one of these reasons and a
+message naming the file, manifest line or clip. The README's table of reasons is rendered
+from this enumeration (`reasons_table()`; a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from cog_assets.choices import Choice
+
+
+class RejectReason(Choice):
+    """Why a row did not make it into the finished dataset."""
+
+    def __new__(cls, value: str, meaning: str) -> "RejectReason":
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning
+        return member
+
+    # the manifest row itself
+    missing_file = "missing_file", "the listed video (or I2V image) does not exist"
+    path_outside_root = "path_outside_root", (
+        "the path is absolute, climbs out with `..`, or resolves outside the data root")
+    duplicate_path = "duplicate_path", "the video is already listed by an earlier manifest row"
+    caption_empty = "caption_empty", "the caption is empty"
+    # the file, from its size and probe (nothing decoded yet)
+    empty_file = "empty_file", "the file has zero bytes"
+    file_too_large = "file_too_large", "the file is bigger than `max_file_bytes`"
+    unreadable = "unreadable", (
+        "FFmpeg cannot open the file, or its video stream has no usable codec parameters")
+    no_video_stream = "no_video_stream", "the file has no video stream (audio only, not media)"
+    too_large = "too_large", "a frame has more pixels than `max_pixels`"
+    too_small = "too_small", "the short side is under `min_side` pixels"
+    too_long = "too_long", "the clip lasts longer than `max_duration_s`"
+    too_short = "too_short", (
+        "the clip is shorter than the shortest bucket's window (`short_clips=reject`)")
+    # decoding
+    truncated = "truncated", "the video data ends before the sampled window does"
+    decode_error = "decode_error", "FFmpeg failed while decoding (the message names the frame)"
+    decode_timeout = "decode_timeout", (
+        "decoding took longer than `decode_timeout_s`; its worker was stopped")
+    decode_crash = "decode_crash", "the decoder process died (e.g. a segfault) on this clip"
+
+
+def reasons_table() -> str:
+    """The README's table of reasons, as Markdown."""
+    rows = [f"| `{reason.value}` | {reason.meaning} |" for reason in RejectReason]
+    return "\n".join(["| reason | meaning |", "|---|---|", *rows])

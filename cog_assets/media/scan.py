@@ -18,7 +18,7 @@ import functools
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 import cv2
@@ -92,6 +92,7 @@ class SourceScan:
     samples: np.ndarray  # float64 [k, len(SAMPLE_COLUMNS)]; NaN: not measured
     end_s: float  # end of the last frame shown
     frames: int  # frames decoded
+    decode_errors: np.ndarray = field(default_factory=lambda: np.zeros(0))  # where packets failed (s)
 
 
 def _analysis_size(width: int, height: int, side: int) -> tuple[int, int]:
@@ -134,30 +135,62 @@ def _aesthetic_scorer(directory: str):
     return AestheticScorer(directory)
 
 
-def _timed_frames(container: av.container.InputContainer, stream: av.VideoStream,
-                  fps: float) -> Iterator[tuple[float, float, av.VideoFrame]]:
-    """(time from stream start, shown-for seconds, frame) in presentation order."""
-    origin = _origin(stream)
-    step = 1.0 / (fps if fps > 0 else 25.0)
-    last = None
-    for frame in container.decode(stream):
-        if frame.time is None:  # no pts: continue the grid from the previous frame
-            t = 0.0 if last is None else last + step
-        else:
-            if origin is None:
-                origin = frame.time
-            t = frame.time - origin
-        if frame.duration:
-            step = float(frame.duration * stream.time_base)
-        last = t
-        yield t, step, frame
+class _Decoded:
+    """Frames of a whole stream in presentation order, timed from the stream start.
+
+    Packets are decoded one by one so that an isolated corrupt packet costs only its frames
+    (as PySceneDetect's own PyAV backend does): its time is recorded in `errors` and decoding
+    goes on; more than MAX_CONSECUTIVE_ERRORS in a row ends the scan with decode_error. The
+    clips later cut around such a spot are decoded again, and judged, one by one."""
+
+    MAX_CONSECUTIVE_ERRORS = 8
+
+    def __init__(self, container: av.container.InputContainer, stream: av.VideoStream,
+                 fps: float, path: str):
+        self.container, self.stream, self.path = container, stream, path
+        self.step = 1.0 / (fps if fps > 0 else 25.0)
+        self.errors: list[float] = []  # times (s) near which a packet failed to decode
+        self.count = 0
+        self.last: float | None = None
+
+    def __iter__(self) -> Iterator[tuple[float, float, av.VideoFrame]]:
+        """(time from stream start, shown-for seconds, frame)."""
+        origin = _origin(self.stream)
+        tb = self.stream.time_base
+        failures = 0
+        for packet in self.container.demux(self.stream):
+            try:
+                frames = packet.decode()  # the final empty packet flushes the decoder
+            except av.error.FFmpegError as e:
+                failures += 1
+                near = (self.last or 0.0) if packet.pts is None or origin is None else (
+                    float(packet.pts * tb) - origin)
+                self.errors.append(near)
+                if failures > self.MAX_CONSECUTIVE_ERRORS:
+                    raise MediaError(RejectReason.decode_error, (
+                        f"{self.path}: {failures} packets in a row failed to decode after "
+                        f"frame {self.count} ({near:.3f} s): {e}")) from e
+                continue
+            failures = 0
+            for frame in frames:
+                if frame.time is None:  # no pts: continue the grid from the previous frame
+                    t = 0.0 if self.last is None else self.last + self.step
+                else:
+                    if origin is None:
+                        origin = frame.time
+                    t = frame.time - origin
+                if frame.duration:
+                    self.step = float(frame.duration * tb)
+                self.last = t
+                self.count += 1
+                yield t, self.step, frame
 
 
 def scan_source(task: ScanTask) -> SourceScan:
     """Decode every frame of `task.path` once; return its cuts and quality samples.
 
-    Raises MediaError(decode_error) naming the frame where FFmpeg fails, and when no frame
-    decodes at all."""
+    A packet that fails to decode is skipped and its time kept in `decode_errors`; many in a
+    row, a failing read, or no frame at all raise MediaError(decode_error) naming where."""
     spec = task.spec
     aw, ah = _analysis_size(task.width, task.height, ANALYSIS_SIDE)
     small = _Oriented(task, aw, ah, "bgr24")
@@ -182,8 +215,9 @@ def scan_source(task: ScanTask) -> SourceScan:
             pictures.clear()
 
     with _open_video(task.path, task.threads) as (container, stream):
+        decoded = _Decoded(container, stream, task.fps, task.path)
         try:
-            for t, shown, frame in _timed_frames(container, stream, task.fps):
+            for t, shown, frame in decoded:
                 index = len(times)
                 times.append(t)
                 end = max(end, t + shown)
@@ -203,10 +237,11 @@ def scan_source(task: ScanTask) -> SourceScan:
                             score_pictures()
                     next_sample = (math.floor(t * SCORE_FPS + 1e-9) + 1) / SCORE_FPS
                 previous = (t, gray)
-        except av.error.FFmpegError as e:
+        except av.error.FFmpegError as e:  # demuxing failed: nothing further can be read
             at = f" ({times[-1]:.3f} s)" if times else ""
             raise MediaError(RejectReason.decode_error,
-                             f"decode error at frame {len(times)}{at} of {task.path}: {e}") from e
+                             f"read error after frame {len(times)}{at} of {task.path}: {e}"
+                             ) from e
     if not times:
         raise MediaError(RejectReason.decode_error, f"{task.path}: no video frames could be decoded")
     if detector is not None:
@@ -216,7 +251,8 @@ def scan_source(task: ScanTask) -> SourceScan:
     cuts = sorted({times[i] for i in cut_frames if 0 < i < len(times)})
     return SourceScan(cuts=np.asarray(cuts, dtype=np.float64),
                       samples=np.asarray(samples, dtype=np.float64).reshape(-1, len(SAMPLE_COLUMNS)),
-                      end_s=float(end), frames=len(times))
+                      end_s=float(end), frames=len(times),
+                      decode_errors=np.asarray(decoded.errors, dtype=np.float64))
 
 
 def default_threads(tasks: int) -> int:

@@ -45,7 +45,7 @@ SEGMENTS_SCHEMA = {
 }
 SOURCES_SCHEMA = {"source_video": pl.String, "status": pl.String, "duration_s": pl.Float64,
                   "cuts": pl.Int64, "segments": pl.Int64, "kept": pl.Int64,
-                  "scan_seconds": pl.Float64}
+                  "decode_errors": pl.Int64, "scan_seconds": pl.Float64}
 THRESHOLD_REASONS = {"motion_score": (RejectReason.low_motion, "min_motion"),
                      "brightness": (RejectReason.too_dark, "min_brightness"),
                      "sharpness": (RejectReason.blurry, "min_sharpness"),
@@ -82,7 +82,8 @@ def _put(store: ContentStore, key: str, scan: SourceScan, source: str) -> None:
     store.put_tensors(ArtifactKind.scene_scan, key, {
         "cuts": torch.from_numpy(scan.cuts), "samples": torch.from_numpy(scan.samples),
         "end_s": torch.tensor([scan.end_s], dtype=torch.float64),
-        "frames": torch.tensor([scan.frames], dtype=torch.int64)}, {"source_video": source})
+        "frames": torch.tensor([scan.frames], dtype=torch.int64),
+        "decode_errors": torch.from_numpy(scan.decode_errors)}, {"source_video": source})
 
 
 def _get(store: ContentStore, key: str) -> SourceScan | None:
@@ -92,7 +93,8 @@ def _get(store: ContentStore, key: str) -> SourceScan | None:
     try:
         t = store.get_tensors(ArtifactKind.scene_scan, key)
         return SourceScan(cuts=t["cuts"].numpy(), samples=t["samples"].numpy(),
-                          end_s=float(t["end_s"][0]), frames=int(t["frames"][0]))
+                          end_s=float(t["end_s"][0]), frames=int(t["frames"][0]),
+                          decode_errors=t["decode_errors"].numpy())
     except Exception:  # noqa: BLE001 - corrupt bytes, a missing tensor: recompute, never reuse
         return None
 
@@ -278,4 +280,5 @@ def _summary(source: _Source, clips: list[dict]) -> dict:
             "duration_s": None if scan is None else round(scan.end_s, 3),
             "cuts": None if scan is None else len(scan.cuts), "segments": len(clips),
             "kept": sum(c["issue_reason"] is None for c in clips),
+            "decode_errors": None if scan is None else len(scan.decode_errors),
             "scan_seconds": round(source.seconds, 3)}

@@ -278,6 +278,18 @@ def test_a_damaged_source_is_scanned_past_its_bad_packet_and_garbage_is_left_to_
         RejectReason.unreadable
 
 
+def test_a_scan_over_its_time_limit_is_stopped_and_its_source_rejected(multishot, tmp_path):
+    path, _ = multishot
+    root = _dataset(tmp_path / "data", {"long.mp4": path}, {"long.mp4": "a compilation"})
+    settings = _settings(root, tmp_path, split_scenes=True, decode_timeout_s=0.01)
+    table, stats, per_source = _split(settings, ContentStore(settings.store.url), workers=1)
+    [row] = table.to_dicts()
+    assert (row["clip_id"], row["issue_reason"], row["issue_stage"]) == (
+        "long.mp4", RejectReason.decode_timeout, "segments")
+    assert "decode_timeout_s per minute of footage" in row["issue_message"]
+    assert per_source["status"].to_list() == ["rejected"] and stats.computed == 0
+
+
 def test_aesthetic_scores_with_tiny_weights_filter_and_key_the_scan(multishot, tmp_path):
     path, _ = multishot
     root = _dataset(tmp_path / "data", {"long.mp4": path}, {"long.mp4": "a compilation"})

@@ -66,7 +66,8 @@ class ScanSpec:
     def key_parts(self, aesthetic_identity: str | None) -> dict:
         return {"detector": self.detector, "threshold": self.detector_threshold,
                 "min_scene_s": MIN_SCENE_S, "analysis_side": ANALYSIS_SIDE,
-                "score_fps": SCORE_FPS, "aesthetic": aesthetic_identity,
+                "score_fps": SCORE_FPS, "flow_side": quality.FLOW_SIDE,
+                "aesthetic": aesthetic_identity,
                 "version": SCAN_VERSION}
 
 

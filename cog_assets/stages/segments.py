@@ -161,7 +161,9 @@ def _clips(source: _Source, settings: SegmentSettings,
                 caption, origin = row["caption"], CaptionSource.inherited
             else:
                 caption, origin = None, None
-            bounds = {"start_s": segment.start_s, "end_s": segment.end_s}
+            # An I2V first-frame picture shows the source's start: its first segment's only.
+            bounds = {"start_s": segment.start_s, "end_s": segment.end_s,
+                      "image_path": row["image_path"] if segment.start_s == 0 else None}
         else:
             clip_id, caption, origin = video, row["caption"], CaptionSource.manifest
             bounds = {"start_s": None, "end_s": None}

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 THUMB_HEIGHT = 72
 MAX_BYTES = 48_000  # metadata is stored with every event: keep the image small
 LABEL_LINE = 12  # pixels per label line (PIL's built-in bitmap font is 11 high)
-LABEL_MIN_WIDTH = 176  # a cell is at least this wide when it is labelled
+LABEL_MIN_WIDTH = 208  # a cell is at least this wide when it is labelled (34 characters)
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:

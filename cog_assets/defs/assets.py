@@ -157,6 +157,10 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
                   metadata=metadata)
 
 
+def _short(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2g}"
+
+
 SHEET_SCORES = {"motion_score": "motion", "brightness": "bright", "sharpness": "sharp",
                 "aesthetic_score": "aesth"}
 
@@ -173,7 +177,7 @@ def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.Da
     for row in shown.iter_rows(named=True):
         tensor = content.get_tensors(ArtifactKind.frames, row["frames_key"])["frames"]
         images.append(tensor[len(tensor) // 2].numpy())
-        measured = " ".join(f"{SHEET_SCORES[c]} {row[c]:.3g}" for c in scores
+        measured = " ".join(f"{SHEET_SCORES[c]} {_short(row[c])}" for c in scores
                             if row[c] is not None)
         labels.append([row["clip_id"], measured] if measured else [row["clip_id"]])
     return markdown_image(contact_sheet(images, labels=labels)) if images else None

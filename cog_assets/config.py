@@ -134,8 +134,8 @@ class MediaLimits(_Group):
     max_file_bytes: int = setting(64 << 30, "largest video file, in bytes (default: 64 GiB)",
                                   ge=1)
     decode_timeout_s: float = setting(
-        300.0, "seconds one clip may take to decode; a slower decode is stopped and the clip "
-        "rejected as decode_timeout", gt=0)
+        300.0, "seconds one clip may take to decode (a scene scan: per minute of footage); a "
+        "slower decode is stopped and the clip rejected as decode_timeout", gt=0)
 
 
 class SegmentSettings(_Group):

@@ -331,7 +331,7 @@ def test_a_shard_of_long_videos_through_dagster_the_loader_and_an_export(multish
     from torch.utils.data import default_collate
 
     from cog_assets.defs.runs import materialize_shards
-    from cog_assets.exports import export_cogvideox_factory
+    from cog_assets.exports import export_cogvideo_finetune, export_cogvideox_factory
     from cog_assets.loader import CogVideoXLatentDataset
 
     path, _ = multishot
@@ -375,6 +375,12 @@ def test_a_shard_of_long_videos_through_dagster_the_loader_and_an_export(multish
         assert set(clips["source_video"]) == {"long.mp4"}
         listed = (tmp_path / "export" / "videos.txt").read_text().split()
         assert sorted(listed) == sorted(f"videos/{stem}.mp4" for stem in clips["stem"])
+        assert clips["aesthetic_score"].dtype == pl.Float64  # null, yet a number column
+        # CogVideo's finetune layout links each clip's video name to the file it was cut from
+        export_cogvideo_finetune(dataset, tmp_path / "finetune", get_profile("tiny"),
+                                 videos_root=root)
+        links = list((tmp_path / "finetune" / "videos").iterdir())
+        assert len(links) == 5 and {p.resolve() for p in links} == {(root / "long.mp4").resolve()}
 
         [summary] = materialize_shards(split.with_(min_motion=0.005), instance).values()
         assert summary.success and summary.rejects_by_reason == {"too_dark": 1, "low_motion": 1}

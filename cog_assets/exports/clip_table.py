@@ -17,6 +17,7 @@ from cog_assets.exports.source import ClipRecord
 from cog_assets.layout import CLIP_COLUMNS
 
 CLIP_TABLE = "clips.parquet"
+TEXT_COLUMNS = ("source_video", "caption_source")  # the other CLIP_COLUMNS are numbers
 
 
 def write_clip_table(out: Path, clips: list[ClipRecord], stems: dict[str, str]) -> Path:
@@ -24,6 +25,10 @@ def write_clip_table(out: Path, clips: list[ClipRecord], stems: dict[str, str]) 
              "num_frames": clip.num_frames, "height": clip.height, "width": clip.width,
              **{column: dict(clip.extra).get(column) for column in CLIP_COLUMNS}}
             for clip in clips]
+    schema = {"stem": pl.String, "clip_id": pl.String, "caption": pl.String,
+              "num_frames": pl.Int64, "height": pl.Int64, "width": pl.Int64,
+              **{column: pl.String if column in TEXT_COLUMNS else pl.Float64
+                 for column in CLIP_COLUMNS}}
     buffer = io.BytesIO()
-    pl.DataFrame(rows, infer_schema_length=None).write_parquet(buffer)
+    pl.DataFrame(rows, schema=schema).write_parquet(buffer)
     return atomic.write_bytes(out / CLIP_TABLE, buffer.getvalue())

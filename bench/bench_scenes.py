@@ -126,7 +126,8 @@ def main() -> None:
         cuts = write_footage(path, media, args.minutes, width, height, args.fps)
         print(f"footage: {args.minutes:g} min, {width}x{height} {args.fps} fps, {cuts} cuts, "
               f"{'corpus' if media else 'generated'} shots, "
-              f"{path.stat().st_size / 2**20:.1f} MiB (made in {time.perf_counter() - started:.0f} s)"
+              f"{path.stat().st_size / 2**20:.1f} MiB "
+              f"(made in {time.perf_counter() - started:.0f} s)"
               f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         methods = {"decode floor (PyAV, no conversion)": decode_floor,
                    "PySceneDetect (pyav backend, AdaptiveDetector)": pyscenedetect,
@@ -140,7 +141,8 @@ def main() -> None:
                 seconds[name].append(time.perf_counter() - t0)
     floor = statistics.median(seconds["decode floor (PyAV, no conversion)"])
     peer = statistics.median(seconds["PySceneDetect (pyav backend, AdaptiveDetector)"])
-    print(f"\n| method | s per minute of footage | x realtime | vs PySceneDetect | vs decode floor |")
+    print("\n| method | s per minute of footage | x realtime | vs PySceneDetect "
+          "| vs decode floor |")
     print("|---|---|---|---|---|")
     for name in methods:
         median = statistics.median(seconds[name])

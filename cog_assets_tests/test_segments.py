@@ -7,7 +7,6 @@ import math
 from io import BytesIO
 
 import numpy as np
-import polars as pl
 import pytest
 from PIL import Image
 
@@ -104,8 +103,8 @@ def test_the_segment_caption_table_is_not_read_as_a_manifest(tmp_path):
     plain = Settings.of(data_root=str(root)).sources
     assert len(read_manifests(plain)) == 3  # without the setting it is one more manifest
     with_table = Settings.of(data_root=str(root), segment_captions="segments.jsonl").sources
-    assert [r.clip_id for r in read_manifests(with_table)] == ["clips/clip_00.mp4",
-                                                                "clips/clip_01.mp4"]
+    listed = [r.clip_id for r in read_manifests(with_table)]
+    assert listed == ["clips/clip_00.mp4", "clips/clip_01.mp4"]
 
 
 def test_a_segment_caption_change_moves_only_its_videos_shard_fingerprint(tmp_path):

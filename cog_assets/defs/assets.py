@@ -1,8 +1,8 @@
 """The asset graph, one partition per shard:
 
-uploads ─► raw_manifest ─► scene_segments ─► validated_clips ─► frame_tensors ─► vae_latents ─┐
-                                                   │                                          ├─► training_dataset
-                                                   └──────────────────────────► t5_embeddings ─┘
+uploads ─► raw_manifest ─► scene_segments ─► validated_clips ─► frame_tensors ─► vae_latents
+                                                   │                                      │
+                                                   └──► t5_embeddings ──────────► training_dataset
 
 scene_segments cuts long source videos into scored clips (split_scenes, quality thresholds);
 with those off it passes every manifest row through as one clip.

@@ -24,7 +24,6 @@ def reason_counts(rejects: pl.DataFrame) -> dict[str, int]:
     return {row["reason"]: row["len"] for row in counts.iter_rows(named=True)}
 
 
-
 HISTOGRAM_BINS = 10
 BAR_WIDTH = 24
 

@@ -93,7 +93,8 @@ class SourceScan:
     samples: np.ndarray  # float64 [k, len(SAMPLE_COLUMNS)]; NaN: not measured
     end_s: float  # end of the last frame shown
     frames: int  # frames decoded
-    decode_errors: np.ndarray = field(default_factory=lambda: np.zeros(0))  # where packets failed (s)
+    # where packets failed to decode (s from stream start)
+    decode_errors: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def _analysis_size(width: int, height: int, side: int) -> tuple[int, int]:
@@ -244,14 +245,15 @@ def scan_source(task: ScanTask) -> SourceScan:
                              f"read error after frame {len(times)}{at} of {task.path}: {e}"
                              ) from e
     if not times:
-        raise MediaError(RejectReason.decode_error, f"{task.path}: no video frames could be decoded")
+        raise MediaError(RejectReason.decode_error,
+                         f"{task.path}: no video frames could be decoded")
     if detector is not None:
         cut_frames.extend(detector.post_process(len(times)))
     if scorer is not None:
         score_pictures()
     cuts = sorted({times[i] for i in cut_frames if 0 < i < len(times)})
-    return SourceScan(cuts=np.asarray(cuts, dtype=np.float64),
-                      samples=np.asarray(samples, dtype=np.float64).reshape(-1, len(SAMPLE_COLUMNS)),
+    table = np.asarray(samples, dtype=np.float64).reshape(-1, len(SAMPLE_COLUMNS))
+    return SourceScan(cuts=np.asarray(cuts, dtype=np.float64), samples=table,
                       end_s=float(end), frames=len(times),
                       decode_errors=np.asarray(decoded.errors, dtype=np.float64))
 

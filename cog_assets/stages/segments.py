@@ -29,7 +29,13 @@ from cog_assets.media.errors import MediaError
 from cog_assets.media.limits import check_file_size, check_probe
 from cog_assets.media.probe import VideoProbe, probe_video
 from cog_assets.media.scan import ScanSpec, ScanTask, SourceScan, default_threads, scan_source
-from cog_assets.prefetch import TaskTimeout, WorkerCrash, default_workers, describe_exit, prefetch_map
+from cog_assets.prefetch import (
+    TaskTimeout,
+    WorkerCrash,
+    default_workers,
+    describe_exit,
+    prefetch_map,
+)
 from cog_assets.reasons import RejectReason
 from cog_assets.segment_captions import SegmentCaption, match_caption, read_segment_captions
 from cog_assets.segments import SCORE_COLUMNS, Segment, segment_id, segment_scores, split_scenes
@@ -189,18 +195,43 @@ def split_segments(manifest: pl.DataFrame, sources: SourceSettings, settings: Se
     if not settings.active:
         return (pl.DataFrame([_passthrough(r) for r in rows], schema=SEGMENTS_SCHEMA), stats,
                 pl.DataFrame(schema=SOURCES_SCHEMA))
-    captions = read_segment_captions(sources) if settings.split_scenes else {}
     spec = ScanSpec(settings.scene_detector if settings.split_scenes else None,
                     settings.scene_threshold if settings.split_scenes else None,
                     settings.aesthetic_weights)
+    root = Path(sources.data_root)
+    plan = _plan(rows, root, spec, settings, limits)
+    _scan_missing(plan, root, spec, limits, store, stats, workers)
+    captions = read_segment_captions(sources) if settings.split_scenes else {}
+    out, summary = [], []
+    for item in plan:
+        if isinstance(item, dict):
+            out.append(item)
+        elif item.scan is None:
+            reason, message = item.error
+            out.append({**_passthrough(item.row), "issue_reason": reason, "issue_message": message,
+                        "issue_stage": STAGE, "scan_key": item.key})
+            summary.append(_summary(item, []))
+        else:
+            clips = list(_clips(item, settings, captions))
+            out.extend(clips)
+            summary.append(_summary(item, clips))
+    table = pl.DataFrame(out, schema=SEGMENTS_SCHEMA)
+    stats.rejected = int(table["issue_stage"].eq(STAGE).sum())
+    stats.seconds = time.perf_counter() - started
+    stats.extra.update(sources_scanned=len(summary), segments=sum(s["segments"] for s in summary))
+    return table, stats, pl.DataFrame(summary, schema=SOURCES_SCHEMA)
+
+
+def _plan(rows: list[dict], root: Path, spec: ScanSpec, settings: SegmentSettings,
+          limits: MediaLimits) -> list[_Source | dict]:
+    """Per manifest row: the source to scan (probed, within the limits), or the row as it
+    passes through (already rejected, or failing its probe: validated_clips says why)."""
     aesthetic = None
     if settings.aesthetic_weights:
         from cog_assets.models.aesthetic import aesthetic_identity  # torch only when scoring
 
         aesthetic = aesthetic_identity(settings.aesthetic_weights)
-    root = Path(sources.data_root)
-    plan: list[_Source | dict] = []  # per manifest row: its scanned source, or the row as is
-    by_key: dict[str, list[_Source]] = {}
+    plan: list[_Source | dict] = []
     for row in rows:
         scannable = row["issue_reason"] is None or (
             settings.split_scenes and row["issue_reason"] == RejectReason.caption_empty)
@@ -216,9 +247,18 @@ def split_segments(manifest: pl.DataFrame, sources: SourceSettings, settings: Se
         except MediaError:  # validated_clips probes it again and rejects it with this reason
             plan.append(_passthrough(row))
             continue
-        source = _Source(row, scan_key(row["content_hash"], spec, aesthetic), probe)
-        plan.append(source)
-        by_key.setdefault(source.key, []).append(source)
+        plan.append(_Source(row, scan_key(row["content_hash"], spec, aesthetic), probe))
+    return plan
+
+
+def _scan_missing(plan: list[_Source | dict], root: Path, spec: ScanSpec, limits: MediaLimits,
+                  store: ContentStore, stats: Reuse, workers: int | None) -> None:
+    """Give every planned source its scan: from the store, or scanned now (once per key, in
+    worker processes, each within its time limit) and stored."""
+    by_key: dict[str, list[_Source]] = {}
+    for item in plan:
+        if isinstance(item, _Source):
+            by_key.setdefault(item.key, []).append(item)
     todo: list[tuple[str, _Source]] = []  # (key, the source that is scanned for it)
     for key, same in by_key.items():
         scan = _get(store, key)
@@ -252,28 +292,7 @@ def split_segments(manifest: pl.DataFrame, sources: SourceSettings, settings: Se
                 source.error = _failure(outcome.error, source.row["clip_id"],
                                         outcome.item.time_limit_s)
         outcome.value = None
-    out, summary = [], []
-    segments = 0
-    for item in plan:
-        if isinstance(item, dict):
-            out.append(item)
-            continue
-        if item.scan is None:
-            reason, message = item.error
-            out.append({**_passthrough(item.row), "issue_reason": reason, "issue_message": message,
-                        "issue_stage": STAGE, "scan_key": item.key})
-            summary.append(_summary(item, []))
-            continue
-        clips = list(_clips(item, settings, captions))
-        out.extend(clips)
-        segments += len(clips)
-        summary.append(_summary(item, clips))
-    table = pl.DataFrame(out, schema=SEGMENTS_SCHEMA)
-    stats.rejected = int(table["issue_stage"].eq(STAGE).sum())
-    stats.seconds = time.perf_counter() - started
-    stats.extra.update(sources_scanned=len(summary), segments=segments,
-                       footage_scanned_s=round(footage, 3))
-    return table, stats, pl.DataFrame(summary, schema=SOURCES_SCHEMA)
+    stats.extra["footage_scanned_s"] = round(footage, 3)
 
 
 def _summary(source: _Source, clips: list[dict]) -> dict:

@@ -26,6 +26,7 @@ class ArtifactKind(Choice):
     first_frame = "first_frame"  # the I2V first frame as a PNG, keyed by its frames key
     latents = "vae_moments"  # VAE posterior moments [2C, F', h, w] (+ I2V image_moments)
     embeddings = "t5_embedding"  # T5 last hidden state [L, D]
+    scene_scan = "scene_scan"  # one source video's cut times and per-sample quality scores
 
 
 def artifact_path(kind: ArtifactKind | str, key: str, suffix: str = ".safetensors") -> str:
@@ -63,6 +64,11 @@ INDEX_FILE = "index.parquet"  # one row per clip; written last, it names the ten
 REJECTS_FILE = "rejects.parquet"
 FIRST_FRAMES_DIR = "first_frames"
 SHARD_GLOB = "shard-*"
+
+# Where each clip comes from and how it scored: whole manifest rows and segments of long
+# videos alike (null scores: not measured). The loader and the exports pass these through.
+CLIP_COLUMNS = ("source_video", "start_s", "end_s", "caption_source", "motion_score",
+                "brightness", "sharpness", "aesthetic_score")
 
 # index column -> the shard's tensor file it names (older shards: these unversioned names)
 DEFAULT_FILES = {"latents_file": "latents.safetensors",

@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import Dataset, Sampler
 
-from cog_assets.layout import INDEX_FILE, SHARD_GLOB, shard_file
+from cog_assets.layout import CLIP_COLUMNS, INDEX_FILE, SHARD_GLOB, shard_file
 from cog_assets.profiles import ModelProfile, get_profile
 
 
@@ -37,6 +37,20 @@ def pad_latent_frames(latent: torch.Tensor, temporal_patch: int) -> torch.Tensor
     if not missing:
         return latent
     return torch.cat([latent[:, :1].repeat(1, missing, 1, 1), latent], dim=1)
+
+
+def clip_fields(row: dict) -> dict:
+    """Where the clip comes from and its scores (layout.CLIP_COLUMNS), from its index row, in
+    values a default collate accepts: an unmeasured score (or a column an older shard lacks)
+    is NaN, a missing text is ""."""
+    fields = {}
+    for column in CLIP_COLUMNS:
+        value = row.get(column)
+        if column in ("source_video", "caption_source"):
+            fields[column] = value if value is not None else ""
+        else:
+            fields[column] = float("nan") if value is None else float(value)
+    return fields
 
 
 class CogVideoXLatentDataset(Dataset):
@@ -97,6 +111,7 @@ class CogVideoXLatentDataset(Dataset):
             "clip_id": row["clip_id"], "caption": row["caption"], "bucket": row["bucket"],
             "latents": pad_latent_frames(latent, self.profile.temporal_patch),
             "prompt_embeds": self.prompt_embedding(i),
+            **clip_fields(row),
         }
         if row.get("has_image_latent"):
             image = self._draw(self._tensor(i, "image_latents_file", "clip_id"), generator)

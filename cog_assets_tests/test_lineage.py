@@ -17,8 +17,8 @@ from cog_assets_tests.conftest import make_dataset
 pytestmark = pytest.mark.slow
 
 ALL_ASSETS = build_definitions(Settings.of()).assets
-MATERIALIZED = ["raw_manifest", "validated_clips", "frame_tensors", "vae_latents",
-                "t5_embeddings", "training_dataset"]
+MATERIALIZED = ["raw_manifest", "scene_segments", "validated_clips", "frame_tensors",
+                "vae_latents", "t5_embeddings", "training_dataset"]
 
 
 @pytest.fixture
@@ -49,7 +49,8 @@ def test_changing_one_video_makes_exactly_its_shard_stale(materialized):
     observe_uploads(instance, settings)  # what the sensor records on its next tick
     assert _stale(instance, changed) == {"raw_manifest"}
     resources = build_resources(settings)
-    for name, then_stale in [("raw_manifest", {"validated_clips"}),
+    for name, then_stale in [("raw_manifest", {"scene_segments"}),
+                             ("scene_segments", {"validated_clips"}),
                              ("validated_clips", {"frame_tensors", "t5_embeddings",
                                                   "training_dataset"}),
                              ("frame_tensors", {"vae_latents", "t5_embeddings",

@@ -1,8 +1,11 @@
 """The asset graph, one partition per shard:
 
-uploads ─► raw_manifest ─► validated_clips ─► frame_tensors ─► vae_latents ─┐
-                                 │                                          ├─► training_dataset
-                                 └──────────────────────────► t5_embeddings ─┘
+uploads ─► raw_manifest ─► scene_segments ─► validated_clips ─► frame_tensors ─► vae_latents
+                                                   │                                      │
+                                                   └──► t5_embeddings ──────────► training_dataset
+
+scene_segments cuts long source videos into scored clips (split_scenes, quality thresholds);
+with those off it passes every manifest row through as one clip.
 
 Each asset calls one plain stage function with the settings of its resources and reports
 counts, timings, paths and a data version derived from the keys of what it produced.
@@ -27,13 +30,19 @@ from dagster import (
 from cog_assets import layout
 from cog_assets.choices import Status
 from cog_assets.contact_sheet import contact_sheet, markdown_image
-from cog_assets.defs.metadata import reason_counts, table_metadata
+from cog_assets.defs.metadata import (
+    reason_counts,
+    score_histograms,
+    score_medians,
+    table_metadata,
+)
 from cog_assets.defs.partitions import shards_partitions
 from cog_assets.defs.resources import (
     DeviceResource,
     FramesResource,
     LimitsResource,
     ModelResource,
+    SegmentsResource,
     SourcesResource,
     StoreResource,
     frame_policy,
@@ -41,11 +50,14 @@ from cog_assets.defs.resources import (
 )
 from cog_assets.keys import data_version_of
 from cog_assets.layout import ArtifactKind
+from cog_assets.segments import SCORE_COLUMNS
 from cog_assets.stages.dataset import build_index, collect_rejects, write_shard
 from cog_assets.stages.embeddings import encode_captions
 from cog_assets.stages.frames import extract_frames
 from cog_assets.stages.latents import encode_latents
 from cog_assets.stages.manifest import build_manifest
+from cog_assets.stages.segments import STAGE as SEGMENTS_STAGE
+from cog_assets.stages.segments import split_segments
 from cog_assets.stages.validation import rejects_of, validate_clips
 from cog_assets.store import ContentStore
 from cog_assets.uploads import UploadState, current_fingerprints
@@ -85,13 +97,36 @@ def raw_manifest(context: AssetExecutionContext, sources: SourcesResource,
     })
 
 
+@asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"polars", "opencv"})
+def scene_segments(context: AssetExecutionContext, raw_manifest: pl.DataFrame,
+                   sources: SourcesResource, segments: SegmentsResource, limits: LimitsResource,
+                   store: StoreResource) -> Output[pl.DataFrame]:
+    """Source videos cut at scene changes into clips (source_video, start_s, end_s), each
+    scored (motion, brightness, sharpness, aesthetics) and judged by the thresholds."""
+    table, stats, per_source = split_segments(raw_manifest, sources.settings(),
+                                              segments.settings(), limits.settings(),
+                                              store.open())
+    dropped = table.filter(pl.col("issue_stage") == SEGMENTS_STAGE)
+    keys = [f"{r['clip_id']}|{r['content_hash']}|{r['caption_sha256']}|{r['issue_reason']}"
+            f"|{r['scan_key']}" for r in table.iter_rows(named=True)]
+    metadata = {"clips": len(table), "dropped": len(dropped),
+                "dropped_by_reason": reason_counts(dropped.rename({"issue_reason": "reason"})),
+                **stats.as_metadata(), **score_medians(table, SCORE_COLUMNS)}
+    if len(per_source):
+        metadata["segments_per_source"] = table_metadata(per_source)
+    histograms = score_histograms(table, SCORE_COLUMNS)
+    if histograms:
+        metadata["score_distributions"] = MetadataValue.md(histograms)
+    return Output(table, data_version=DataVersion(data_version_of(keys)), metadata=metadata)
+
+
 @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"polars"})
-def validated_clips(context: AssetExecutionContext, raw_manifest: pl.DataFrame,
+def validated_clips(context: AssetExecutionContext, scene_segments: pl.DataFrame,
                     sources: SourcesResource, frames: FramesResource, limits: LimitsResource,
                     model: ModelResource) -> Output[pl.DataFrame]:
-    """The probe of every row (codec, size after rotation, fps, duration) and its verdict."""
+    """The probe of every clip (codec, size after rotation, fps, duration) and its verdict."""
     started = time.perf_counter()
-    table = validate_clips(raw_manifest, sources.data_root, frame_policy(model, frames),
+    table = validate_clips(scene_segments, sources.data_root, frame_policy(model, frames),
                            limits.settings(), runtime(model).token_counter())
     rejects = rejects_of(table)
     keys = [f"{r['clip_id']}|{r['content_hash']}|{r['accepted']}|{r['reason']}"
@@ -115,21 +150,37 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
                                   decode_timeout_s=limits.decode_timeout_s)
     buckets = {b: n for b, n in table.group_by("bucket").len().iter_rows()}
     metadata = {"clips": len(table), "buckets": buckets, **stats.as_metadata()}
-    sheet = _contact_sheet(content, table)
+    sheet = _contact_sheet(content, table, validated_clips)
     if sheet:
         metadata["contact_sheet"] = MetadataValue.md(sheet)
     return Output(table, data_version=DataVersion(data_version_of(table["frames_key"])),
                   metadata=metadata)
 
 
-def _contact_sheet(content: ContentStore, frames: pl.DataFrame, clips: int = 8) -> "str | None":
-    """The middle sampled frame of up to `clips` clips, as an inline image."""
-    keys = frames.filter(pl.col("status") != Status.rejected)["frames_key"].head(clips)
-    images = []
-    for key in keys:
-        tensor = content.get_tensors(ArtifactKind.frames, key)["frames"]
+def _short(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2g}"
+
+
+SHEET_SCORES = {"motion_score": "motion", "brightness": "bright", "sharpness": "sharp",
+                "aesthetic_score": "aesth"}
+
+
+def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.DataFrame,
+                   clips: int = 8) -> "str | None":
+    """The middle sampled frame of up to `clips` clips, labelled with clip id and scores."""
+    shown = frames.filter(pl.col("status") != Status.rejected).head(clips).select(
+        "clip_id", "frames_key")
+    scores = [c for c in SHEET_SCORES if c in validated.columns]
+    shown = shown.join(validated.filter(pl.col("accepted")).select("clip_id", *scores),
+                       on="clip_id", how="left")
+    images, labels = [], []
+    for row in shown.iter_rows(named=True):
+        tensor = content.get_tensors(ArtifactKind.frames, row["frames_key"])["frames"]
         images.append(tensor[len(tensor) // 2].numpy())
-    return markdown_image(contact_sheet(images)) if images else None
+        measured = " ".join(f"{SHEET_SCORES[c]} {_short(row[c])}" for c in scores
+                            if row[c] is not None)
+        labels.append([row["clip_id"], measured] if measured else [row["clip_id"]])
+    return markdown_image(contact_sheet(images, labels=labels)) if images else None
 
 
 def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
@@ -188,7 +239,7 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
 
 
 def shard_assets(gpu_op_tags: dict) -> list[AssetsDefinition]:
-    """The six materializable assets of a shard, in graph order."""
+    """The seven materializable assets of a shard, in graph order."""
     vae_latents, t5_embeddings = gpu_assets(gpu_op_tags)
-    return [raw_manifest, validated_clips, frame_tensors, vae_latents, t5_embeddings,
-            training_dataset]
+    return [raw_manifest, scene_segments, validated_clips, frame_tensors, vae_latents,
+            t5_embeddings, training_dataset]

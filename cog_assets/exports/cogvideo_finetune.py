@@ -41,6 +41,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from cog_assets.exports import atomic
+from cog_assets.exports.clip_table import write_clip_table
 from cog_assets.exports.naming import clip_stems
 from cog_assets.exports.refusals import check_clip_tensors, prompt_line
 from cog_assets.exports.report import ExportReport
@@ -75,8 +76,9 @@ def _check_clip(clip: ClipRecord, videos_root: Path | None,
         raise ValueError(f"{clip.where()}: F={clip.num_frames} cannot be a CogVideo "
                          "--train_resolution, which needs (F-1) % 8 == 0 "
                          "(finetune/schemas/args.py)")
-    if videos_root is not None and not (videos_root / clip.clip_id).is_file():
-        raise ValueError(f"{clip.where()}: source video {videos_root / clip.clip_id} not found")
+    if videos_root is not None and not (videos_root / clip.source_video).is_file():
+        raise ValueError(f"{clip.where()}: source video {videos_root / clip.source_video} "
+                         "not found")
     if profile.i2v:
         picture = None if images is None else images.get(clip.clip_id)
         if picture is None or not Path(picture).is_file():
@@ -139,7 +141,7 @@ def export_cogvideo_finetune(dataset_dir: str | Path, out_dir: str | Path, profi
             if source_root is None:
                 written.append(atomic.write_bytes(video, b""))
             else:
-                written.append(atomic.symlink(video, source_root / clip.clip_id))
+                written.append(atomic.symlink(video, source_root / clip.source_video))
             if profile.i2v:
                 assert images is not None  # checked above
                 picture = Path(images[clip.clip_id])
@@ -147,6 +149,7 @@ def export_cogvideo_finetune(dataset_dir: str | Path, out_dir: str | Path, profi
                     with open(picture, "rb") as source:
                         shutil.copyfileobj(source, handle)
                 written.append(out / "images" / f"{stem}{picture.suffix}")
+    written.append(write_clip_table(out, clips, stems))
     written_lists, runs = _write_manifests(out, clips, lines, stems, images, profile, model)
     return ExportReport(out_dir=out, clips=len(clips), files=tuple(written + written_lists),
                         trainer_args=runs)

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cog_assets.exports import atomic
+from cog_assets.exports.clip_table import write_clip_table
 from cog_assets.exports.naming import clip_stems
 from cog_assets.exports.refusals import check_clip_tensors, prompt_line
 from cog_assets.exports.report import ExportReport
@@ -86,6 +87,7 @@ def export_cogvideox_factory(dataset_dir: str | Path, out_dir: str | Path, profi
             if profile.i2v:
                 written.append(atomic.save_tensor(out / "image_latents" / f"{stem}.pt",
                                                   tensors.image_latent(clip)))
+    written.append(write_clip_table(out, clips, stems))
     written.append(atomic.write_lines(out / "prompts.txt", prompts))
     written.append(atomic.write_lines(out / "videos.txt",
                                       [f"videos/{stems[clip.clip_id]}.mp4" for clip in clips]))

@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 
 from cog_assets.buckets import Bucket
-from cog_assets.layout import DEFAULT_FILES, INDEX_FILE, SHARD_GLOB, shard_file
+from cog_assets.layout import CLIP_COLUMNS, DEFAULT_FILES, INDEX_FILE, SHARD_GLOB, shard_file
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,12 @@ class ClipRecord:
     shard_dir: Path
     has_image_latent: bool | None  # None: an older shard without the column
     files: tuple[tuple[str, str], ...] = ()  # (index column, tensor file name) of the shard
+    extra: tuple[tuple[str, Any], ...] = ()  # the index's CLIP_COLUMNS the shard has
+
+    @property
+    def source_video(self) -> str:
+        """The video file the clip was cut from (itself unless it is a scene of a longer one)."""
+        return dict(self.extra).get("source_video") or self.clip_id
 
     def file(self, column: str) -> Path:
         return self.shard_dir / dict(self.files).get(column, DEFAULT_FILES[column])
@@ -74,6 +80,7 @@ def read_clips(dataset_dir: str | Path) -> list[ClipRecord]:
                 width=int(row["width"]), shard_dir=shard,
                 has_image_latent=(bool(row["has_image_latent"]) if flagged else None),
                 files=tuple((c, shard_file(row, c)) for c in DEFAULT_FILES),
+                extra=tuple((c, row[c]) for c in CLIP_COLUMNS if c in row),
             ))
     return clips
 

@@ -13,10 +13,11 @@ import polars as pl
 from safetensors.torch import save as save_safetensors
 
 from cog_assets import layout
-from cog_assets.choices import Status
+from cog_assets.choices import CaptionSource, Status
 from cog_assets.keys import data_version_of
-from cog_assets.layout import INDEX_FILE, REJECTS_FILE, ArtifactKind
+from cog_assets.layout import CLIP_COLUMNS, INDEX_FILE, REJECTS_FILE, ArtifactKind
 from cog_assets.stages.common import REJECT_COLUMNS
+from cog_assets.stages.validation import VALIDATED_SCHEMA
 from cog_assets.store import ContentStore
 
 
@@ -30,9 +31,22 @@ def collect_rejects(validated: pl.DataFrame, frames: pl.DataFrame) -> pl.DataFra
 
 def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataFrame,
                 embeddings: pl.DataFrame) -> pl.DataFrame:
-    """Join the stage tables into one row per trainable clip."""
-    clips = validated.filter(pl.col("accepted")).select(
-        "clip_id", "caption", "caption_sha256", "content_hash", "fps", "duration_s")
+    """Join the stage tables into one row per trainable clip.
+
+    Every clip says where it comes from: `source_video` with `start_s`/`end_s` (a whole file:
+    0 to its duration) and `caption_source`, plus its quality scores (null: not measured)."""
+    accepted = validated.filter(pl.col("accepted"))
+    for column in CLIP_COLUMNS:  # tables written before scene splitting existed
+        if column not in accepted.columns:
+            accepted = accepted.with_columns(pl.lit(None, dtype=VALIDATED_SCHEMA[column])
+                                             .alias(column))
+    clips = accepted.with_columns(
+        pl.col("source_video").fill_null(pl.col("clip_id")),
+        pl.col("start_s").fill_null(0.0),
+        pl.col("end_s").fill_null(pl.col("duration_s")),
+        pl.col("caption_source").fill_null(CaptionSource.manifest),
+    ).select("clip_id", "caption", "caption_sha256", "content_hash", "fps", "duration_s",
+             *CLIP_COLUMNS)
     return (
         clips.join(frames.filter(pl.col("status") != Status.rejected)
                    .select("clip_id", "frames_key", "bucket", "num_frames", "height", "width"),

@@ -44,10 +44,13 @@ FRAMES_SCHEMA = {
 }
 
 
-def frames_key(spec: FrameSpec, content_hash: str, first_frame: str | None = None) -> str:
-    """The key of one clip's frames: its bytes, the supplied I2V image and the spec."""
+def frames_key(spec: FrameSpec, content_hash: str, first_frame: str | None = None,
+               segment: tuple[float, float] | None = None) -> str:
+    """The key of one clip's frames: its bytes, the supplied I2V image and the spec, and for a
+    segment of a longer video its (start_s, end_s)."""
+    window = {} if segment is None else {"segment": list(segment)}
     return artifact_key(ArtifactKind.frames, content=content_hash, first_frame=first_frame,
-                        version=FRAMES_VERSION, **asdict(spec))
+                        version=FRAMES_VERSION, **window, **asdict(spec))
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -118,9 +121,10 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
             record.update(bucket=row["bucket"], num_frames=spec.num_frames, height=spec.height,
                           width=spec.width, reason=None, message=None)
             records.append(record)
+            segment = None if row.get("start_s") is None else (row["start_s"], row["end_s"])
             try:
                 key = frames_key(spec, row["content_hash"], _image_hash(root, row)
-                                 if policy.profile.i2v else None)
+                                 if policy.profile.i2v else None, segment)
             except MediaError as exc:
                 _reject(record, stats, exc.reason, f"{row['clip_id']}: {exc.message}")
                 continue
@@ -134,8 +138,9 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
                 pending[key] = _Pending([record])
                 keys.append(key)
                 image = row.get("image_path")
-                yield ClipTask(str(root / row["clip_id"]), spec,
-                               str(root / image) if image else None, decoder_threads)
+                video = row.get("source_video") or row["clip_id"]
+                yield ClipTask(str(root / video), spec, str(root / image) if image else None,
+                               decoder_threads, segment)
 
     outcomes = prefetch_map(decode, scan(), workers=workers, depth=prefetch,
                             timeout_s=decode_timeout_s, ordered=False,

@@ -133,3 +133,43 @@ def test_a_damaged_latent_is_replaced_by_the_stage_and_reported(tmp_path):
     assert len(stats.corrupt) == 1 and str(path) in stats.corrupt[0]
     assert "corrupt_artifacts" in stats.as_metadata()
     assert torch.equal(store.get_tensors("vae_moments", first["latent_key"][0])["moments"], good)
+
+
+def test_a_damaged_first_frame_png_is_quarantined_and_named(tmp_path):
+    """The I2V first frame is a PNG: its chunk CRCs and zlib checksum are its digest."""
+    import numpy as np
+
+    from cog_assets import layout
+    from cog_assets.stages.dataset import first_frame_png
+    from cog_assets.stages.frames import png_bytes
+    from cog_assets.store import CorruptArtifact
+
+    store = ContentStore(str(tmp_path))
+    path = store.path(layout.first_frame_png("e" * 64))
+    data = png_bytes(np.arange(64 * 96 * 3, dtype=np.uint8).reshape(64, 96, 3))
+    store.write_bytes(path, data)
+    assert first_frame_png(store, "e" * 64) == data
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0x01
+    store.write_bytes(path, bytes(damaged))
+    with pytest.raises(CorruptArtifact, match=rf"first_frame artefact e{{64}} at {path}"):
+        first_frame_png(store, "e" * 64)
+    assert not store.exists(path)  # the frames step decodes the clip again on the next run
+
+
+def test_verify_artifacts_makes_frames_reuse_read_and_check_them(tmp_path):
+    """By default a frames artefact whose data changed is reused (nothing reads it while its
+    latents exist); with verify_artifacts the reuse check reads it and it is decoded again."""
+    from cog_assets.stages.common import Reuse
+    from cog_assets.stages.frames import _frames_reusable
+
+    store = ContentStore(str(tmp_path))
+    path = tmp_path / store.put_tensors("frames", "f" * 64,
+                                        {"frames": torch.zeros(9, 8, 8, 3, dtype=torch.uint8)})
+    _flip(path)
+    stats = Reuse()
+    assert _frames_reusable(store, "f" * 64, False, stats) and not stats.corrupt
+    assert not _frames_reusable(ContentStore(str(tmp_path), verify_reuse=True), "f" * 64, False,
+                                stats)
+    assert len(stats.corrupt) == 1 and str(path) in stats.corrupt[0]
+    assert not store.has("frames", "f" * 64)

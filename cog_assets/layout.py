@@ -9,7 +9,7 @@ import from here; this module imports nothing of the pipeline, so a trainer that
     quarantine/<kind>/<key>.<stamp>.corrupt    artefacts found damaged, moved out of the way
     tables/<asset>/<shard>.parquet             each asset's per-shard table
     datasets/<profile>/catalog.json            the live shards: what loaders and exports read
-    datasets/<profile>/catalog.d/<shard>.json  each shard's last publication (catalog.json's source)
+    datasets/<profile>/catalog.d/<shard>.json  each shard's last publication (the catalog's source)
     datasets/<profile>/<shard>/                finished shards (index.<version>.parquet, tensor files)
     exports/<profile>/<trainer>                trainer caches (a link to the current version)
     state/uploads/<id>/<generation>.parquet    what the upload sensor last saw
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
 
 from cog_assets.choices import Choice
 
@@ -40,7 +39,8 @@ def artifact_path(kind: ArtifactKind | str, key: str, suffix: str = ".safetensor
 def quarantine_path(kind: ArtifactKind | str, key: str) -> str:
     """Where a damaged artefact is moved, so its key is free to be computed again and the
     bytes stay for a look (the `.corrupt` suffix: no reader takes it for an artefact)."""
-    return f"quarantine/{kind}/{key}.{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.corrupt"
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    return f"quarantine/{kind}/{key}.{stamp}.corrupt"
 
 
 def first_frame_png(frames_key: str) -> str:
@@ -88,12 +88,11 @@ def upload_state_dir(ident: str) -> str:
 INDEX_FILE = "index.parquet"  # the shard's latest index, for people and tools (a copy)
 REJECTS_FILE = "rejects.parquet"
 FIRST_FRAMES_DIR = "first_frames"
-SHARD_GLOB = "shard-*"
 
-# index column -> the shard's tensor file it names (older shards: these unversioned names)
-DEFAULT_FILES = {"latents_file": "latents.safetensors",
-                 "embeds_file": "prompt_embeds.safetensors",
-                 "image_latents_file": "image_latents.safetensors"}
+# index column -> the shard's tensor file it names (with the version before the suffix)
+TENSOR_FILES = {"latents_file": "latents.safetensors",
+                "embeds_file": "prompt_embeds.safetensors",
+                "image_latents_file": "image_latents.safetensors"}
 
 
 def index_file(version: str) -> str:
@@ -104,12 +103,7 @@ def index_file(version: str) -> str:
 def tensor_files(version: str) -> dict[str, str]:
     """Versioned names of a shard's tensor files, by index column."""
     return {column: name.replace(".safetensors", f".{version}.safetensors")
-            for column, name in DEFAULT_FILES.items()}
-
-
-def shard_file(row: Mapping, column: str) -> str:
-    """The tensor file an index row points at (older shards: the unversioned name)."""
-    return row.get(column) or DEFAULT_FILES[column]
+            for column, name in TENSOR_FILES.items()}
 
 
 def first_frame_png_in_shard(version: str, position: int) -> str:

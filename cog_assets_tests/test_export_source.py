@@ -14,13 +14,7 @@ from cog_assets.catalog import DatasetError
 from cog_assets.exports.atomic import atomic_file, fresh_folder, write_bytes
 from cog_assets.exports.naming import clip_stems, one_line
 from cog_assets.exports.source import read_clips
-from cog_assets_tests.fixtures.datasets import (  # noqa: F401 - shared with the other modules
-    CLIPS,
-    FLAT,
-    Expected,
-    build_dataset,
-    leftover_temp_files,
-)
+from cog_assets_tests.fixtures.datasets import build_dataset, leftover_temp_files
 
 
 def test_read_clips_lists_every_clip_of_every_shard(tmp_path):

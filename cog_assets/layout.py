@@ -10,7 +10,7 @@ import from here; this module imports nothing of the pipeline, so a trainer that
     tables/<asset>/<shard>.parquet             each asset's per-shard table
     datasets/<profile>/catalog.json            the live shards: what loaders and exports read
     datasets/<profile>/catalog.d/<shard>.json  each shard's last publication (the catalog's source)
-    datasets/<profile>/<shard>/                finished shards (index.<version>.parquet, tensor files)
+    datasets/<profile>/<shard>/                finished shards (versioned index and tensor files)
     exports/<profile>/<trainer>                trainer caches (a link to the current version)
     state/uploads/<id>/<generation>.parquet    what the upload sensor last saw
 """

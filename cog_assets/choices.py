@@ -76,6 +76,14 @@ class Dtype(Choice):
     float16 = "float16"
 
 
+class ImageLatentScaling(Choice):
+    """How I2V image latents are scaled for training (they differ only where the VAE has
+    `invert_scale_latents`, i.e. CogVideoX 1.5); see the README's "Image-latent scaling"."""
+
+    inference = "inference"  # as diffusers' I2V pipeline conditions: divide where inverted
+    multiply = "multiply"  # legacy: always multiply (cogvideox-factory, CogVideo finetune/)
+
+
 class Executor(Choice):
     """Which Dagster executor runs the steps of a run."""
 

@@ -40,6 +40,7 @@ from cog_assets.choices import (
     Choice,
     Dtype,
     Executor,
+    ImageLatentScaling,
     ResizeMode,
     SceneDetectorKind,
     ShortClipPolicy,
@@ -89,8 +90,21 @@ class SourceSettings(_Group):
         None, "table of captions for segments of long videos, relative to the data root "
         "(.jsonl, .csv or .parquet with video, start_s, end_s and caption columns); not a "
         "manifest")
+    id_token: Optional[str] = setting(
+        None, "trigger word put before every caption, as cogvideox-factory's --id_token: T5 "
+        "encodes it and the exports' prompts carry it")
 
     _data_root_absolute = field_validator("data_root")(_absolute)
+
+    @field_validator("id_token")
+    @classmethod
+    def _one_line_token(cls, token: str | None) -> str | None:
+        if token is None:
+            return None
+        if not token.strip() or token != token.strip() or "\n" in token or "\r" in token:
+            raise ValueError("must be a non-empty word on one line, without leading or "
+                             "trailing spaces (one space joins it to each caption)")
+        return token
 
 
 class FrameSettings(_Group):
@@ -212,6 +226,10 @@ class ModelSettings(_Group):
         None, "local diffusers-layout directory (vae/, text_encoder/, tokenizer/) or hub id "
         "(default: the profile's hub id; the tiny profiles need none)")
     revision: Optional[str] = setting(None, "hub revision of the weights (default: main)")
+    image_latent_scaling: ImageLatentScaling = setting(
+        ImageLatentScaling.inference, "I2V image latents: inference (divided by the scaling "
+        "factor where the VAE has invert_scale_latents, as diffusers' I2V pipeline) or "
+        "multiply (always, as the older trainers)")
 
     @field_validator("profile")
     @classmethod
@@ -247,6 +265,9 @@ class StoreSettings(_Group):
 
     url: str = setting(str(DEMO_DIR / "store"), "store directory or fsspec URL (s3://...)",
                        flag="store", validate_default=True)
+    verify_artifacts: bool = setting(
+        False, "reuse only artefacts whose data matches their recorded digest (reads every "
+        "reused frame tensor too; by default frames are checked by size and header)")
 
     _url_absolute = field_validator("url")(_absolute)
 

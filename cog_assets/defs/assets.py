@@ -51,15 +51,15 @@ from cog_assets.defs.resources import (
 from cog_assets.keys import data_version_of
 from cog_assets.layout import ArtifactKind
 from cog_assets.segments import SCORE_COLUMNS
-from cog_assets.stages.dataset import build_index, collect_rejects, write_shard
+from cog_assets.stages.dataset import build_index, collect_rejects, finish_shard
 from cog_assets.stages.embeddings import encode_captions
 from cog_assets.stages.frames import extract_frames
 from cog_assets.stages.latents import encode_latents
-from cog_assets.stages.manifest import build_manifest
+from cog_assets.stages.manifest import build_manifest, discover_shards
 from cog_assets.stages.segments import STAGE as SEGMENTS_STAGE
 from cog_assets.stages.segments import split_segments
 from cog_assets.stages.validation import rejects_of, validate_clips
-from cog_assets.store import ContentStore
+from cog_assets.store import ContentStore, CorruptArtifact
 from cog_assets.uploads import UploadState, current_fingerprints
 
 GROUP = "cogvideox"
@@ -175,7 +175,10 @@ def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.Da
                        on="clip_id", how="left")
     images, labels = [], []
     for row in shown.iter_rows(named=True):
-        tensor = content.get_tensors(ArtifactKind.frames, row["frames_key"])["frames"]
+        try:
+            tensor = content.get_tensors(ArtifactKind.frames, row["frames_key"])["frames"]
+        except CorruptArtifact:  # quarantined and logged: the next run decodes it again
+            continue
         images.append(tensor[len(tensor) // 2].numpy())
         measured = " ".join(f"{SHEET_SCORES[c]} {_short(row[c])}" for c in scores
                             if row[c] is not None)
@@ -217,25 +220,38 @@ def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
 @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"parquet", "safetensors"})
 def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFrame,
                      frame_tensors: pl.DataFrame, vae_latents: pl.DataFrame,
-                     t5_embeddings: pl.DataFrame, model: ModelResource,
-                     store: StoreResource) -> Output[pl.DataFrame]:
-    """The finished shard: index.parquet + latents/prompt_embeds safetensors + rejects.parquet."""
+                     t5_embeddings: pl.DataFrame, sources: SourcesResource,
+                     model: ModelResource, store: StoreResource) -> Output[pl.DataFrame]:
+    """The finished shard (versioned index and tensor files, rejects.parquet), published in
+    the dataset's catalog; a shard with no clips left in the data root is retired instead."""
     started = time.perf_counter()
     content = store.open()
+    settings = sources.settings()
     index = build_index(validated_clips, frame_tensors, vae_latents, t5_embeddings)
     rejects = collect_rejects(validated_clips, frame_tensors)
-    shard_dir = content.path(layout.shard_dir(model.profile, context.partition_key))
-    index, paths = write_shard(content, shard_dir, index, rejects)
+    dataset_dir = content.path(layout.dataset_dir(model.profile))
+    shard_dir = f"{dataset_dir}/{context.partition_key}"
+    finished = finish_shard(content, dataset_dir, model.profile, context.partition_key,
+                            settings.shard_count, discover_shards(settings), index, rejects)
+    index, paths = finished.index, finished.paths
     keys = [*index["latent_key"], *index["embedding_key"], *rejects["clip_id"]]
-    return Output(index, data_version=DataVersion(data_version_of(keys)), metadata={
+    metadata = {
         "clips": len(validated_clips), "accepted": len(index), "rejected": len(rejects),
         "rejects_by_reason": reason_counts(rejects), "rejects": table_metadata(rejects),
-        "index_path": MetadataValue.path(content.local_path(paths[layout.INDEX_FILE])),
-        "rejects_path": MetadataValue.path(content.local_path(paths[layout.REJECTS_FILE])),
         "dataset_dir": MetadataValue.path(content.local_path(shard_dir)),
+        "catalog_path": MetadataValue.path(content.local_path(
+            f"{dataset_dir}/{layout.CATALOG_FILE}")),
         "buckets": {b: n for b, n in index.group_by("bucket").len().iter_rows()},
         "seconds": round(time.perf_counter() - started, 3),
-    })
+    }
+    if finished.entry is None:
+        metadata["retired"] = "no clip of the data root falls in this shard any more"
+    else:
+        metadata.update(
+            index_version=finished.entry.version,
+            index_path=MetadataValue.path(content.local_path(paths[layout.INDEX_FILE])),
+            rejects_path=MetadataValue.path(content.local_path(paths[layout.REJECTS_FILE])))
+    return Output(index, data_version=DataVersion(data_version_of(keys)), metadata=metadata)
 
 
 def shard_assets(gpu_op_tags: dict) -> list[AssetsDefinition]:

@@ -85,7 +85,7 @@ class StoreResource(_resource_of(StoreSettings)):
     """The content-addressed store: a local directory or any fsspec URL."""
 
     def open(self) -> ContentStore:
-        return ContentStore(self.url)
+        return ContentStore(self.url, verify_reuse=self.verify_artifacts)
 
 
 RESOURCE_CLASSES: dict[str, type[ConfigurableResource]] = {

@@ -7,7 +7,14 @@ special tokens), so every code path that runs on real weights runs here too.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import string
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLCogVideoX
@@ -20,6 +27,7 @@ from tokenizers import (
     processors,
 )
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+from transformers.utils import logging as transformers_logging
 
 TINY_SEED = 0
 TINY_IDENTITY = "tiny-seed0-v1"
@@ -73,3 +81,26 @@ def tiny_text_encoder(vocab_size: int, d_model: int) -> T5EncoderModel:
         relative_attention_max_distance=32, tie_word_embeddings=False,
     )
     return T5EncoderModel(config).eval()
+
+
+@cache
+def tiny_text_encoder_dir(vocab_size: int, d_model: int) -> Path:
+    """The seeded tiny T5 saved in diffusers/transformers layout (once per process), so it is
+    loaded by `T5EncoderModel.from_pretrained` like real weights: same dtype handling."""
+    folder = Path(tempfile.mkdtemp(prefix="cog-assets-tiny-t5-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    with quiet_transformers():
+        tiny_text_encoder(vocab_size, d_model).save_pretrained(folder)
+    return folder
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No progress bars for the toy models' save and load (they take milliseconds)."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()

@@ -30,7 +30,7 @@ from cog_assets.prefetch import (
     prefetch_map,
 )
 from cog_assets.reasons import RejectReason
-from cog_assets.stages.common import Reuse
+from cog_assets.stages.common import Reuse, reusable
 from cog_assets.store import ContentStore
 
 # Bump when the decoder's output bytes change for the same inputs.
@@ -131,7 +131,7 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
             record["frames_key"] = key
             if key in pending:  # the same bytes again: decoded once, found in the store after
                 pending[key].add(record, stats, decode_timeout_s)
-            elif store.has(ArtifactKind.frames, key):
+            elif _frames_reusable(store, key, policy.profile.i2v, stats):
                 record["status"] = Status.reused
                 stats.reused += 1
             else:
@@ -185,6 +185,14 @@ class _Pending:
             stats.reused += 1
         else:
             _reject(record, stats, *_failure(self.error, record["clip_id"], timeout_s))
+
+
+def _frames_reusable(store: ContentStore, key: str, i2v: bool, stats: Reuse) -> bool:
+    """Frames are the big artefacts a run with existing latents never reads: reuse checks their
+    size and header (everything with verify_artifacts); an I2V clip also needs its PNG."""
+    if not reusable(store, ArtifactKind.frames, key, stats):
+        return False
+    return not i2v or store.exists(store.path(layout.first_frame_png(key)))
 
 
 def _store_frames(store: ContentStore, key: str, arrays: dict[str, np.ndarray],

@@ -12,6 +12,7 @@ from dagster import (
 )
 
 from cog_assets.defs.assets import UPLOADS_KEY
+from cog_assets.defs.dead_runs import release_dead_runs
 from cog_assets.defs.jobs import prepare_shards_job
 from cog_assets.defs.partitions import SHARDS_PARTITION, shards_partitions
 from cog_assets.defs.resources import SourcesResource, StoreResource
@@ -29,6 +30,9 @@ def upload_sensor(context: SensorEvaluationContext, sources: SourcesResource,
                   store: StoreResource):
     """Stat the data root, hash only what moved, and run just the shards whose clips changed.
 
+    Before it asks for runs, the pool slots of runs whose process is gone are given back
+    (`release_dead_runs`, logged), so the new runs do not wait on a slot no one will free.
+
     Each changed shard also gets an observation of `uploads` with its new fingerprint as data
     version, so the UI shows exactly those shards' assets as stale. Run keys carry the
     fingerprint: the same work is never launched twice.
@@ -42,6 +46,7 @@ def upload_sensor(context: SensorEvaluationContext, sources: SourcesResource,
                      f"{len(tick.changed)} shards changed")
     if not tick.changed:
         return SkipReason(f"no change among {tick.files} files ({tick.hashed} re-hashed)")
+    release_dead_runs(context.instance, context.log)  # or the new runs wait for their slots
     known = set(context.instance.get_dynamic_partitions(SHARDS_PARTITION))
     new = [s for s in tick.changed if s not in known and s in tick.fingerprints]
     versions = {s: tick.fingerprints.get(s, "deleted") for s in tick.changed}

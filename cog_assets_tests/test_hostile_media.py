@@ -22,11 +22,12 @@ from cog_assets.layout import ArtifactKind
 from cog_assets.media.decode import ClipTask, decode_clip_task
 from cog_assets.media.errors import MediaError
 from cog_assets.media.probe import probe_video
+from cog_assets.media.probe_task import ProbeTask, probe_task
 from cog_assets.media.safe_open import FileStamp, hash_at_rest, open_media, open_regular_file
 from cog_assets.profiles import get_profile
 from cog_assets.stages.frames import extract_frames
 from cog_assets.stages.manifest import build_manifest
-from cog_assets.stages.validation import judge, validate_clips
+from cog_assets.stages.validation import validate_clips
 from cog_assets.store import ContentStore
 from cog_assets_tests.conftest import make_dataset
 from cog_assets_tests.fixtures.decoders import stuck_or_crashing_probe
@@ -166,18 +167,19 @@ def test_a_hanging_or_crashing_probe_rejects_only_its_file(tmp_path):
     assert "SIGSEGV" in messages["clips/segfault.mp4"]
 
 
-def test_probing_decodes_nothing_so_limits_come_before_any_frame(tmp_path):
-    """A clip whose every packet is zeroed still probes (headers only), and the pixel limit
-    rejects it from that metadata."""
+def test_the_limits_are_checked_on_a_first_look_that_decodes_nothing(tmp_path):
+    """FFmpeg's stream analysis decodes the first frames at full size (an 8000x8000 file took
+    seconds); the limits see a probe made before that: h264's pixel format, which only its
+    decoder reports, is still unknown there."""
     clip = write_rotated_clip(tmp_path / "a.mp4", rotation_ccw=0)
-    data = bytearray(clip.read_bytes())
-    start, end = packet_offset(clip, 0), data.rfind(b"moov") - 4
-    data[start:end] = bytes(end - start)
-    clip.write_bytes(bytes(data))
-    probe = probe_video(clip)
-    assert (probe.coded_width, probe.coded_height) == (96, 64)
-    _, reason, message = judge(probe, clip.name, POLICY, MediaLimits(max_pixels=96 * 64 - 1))
-    assert reason == "too_large" and "max_pixels" in message
+    first_looks = []
+    probe = probe_video(clip, before_decoding=first_looks.append)
+    [first] = first_looks
+    assert (first.coded_width, first.coded_height, first.pix_fmt) == (96, 64, "")
+    assert probe.pix_fmt == "yuv420p"
+    with pytest.raises(MediaError) as info:
+        probe_task(ProbeTask(str(clip), limits=MediaLimits(max_pixels=96 * 64 - 1)))
+    assert info.value.reason == "too_large" and "max_pixels" in info.value.message
 
 
 def test_stamp_round_trips_and_names_what_moved(tmp_path):

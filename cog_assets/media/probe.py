@@ -8,6 +8,7 @@ Nothing is decoded: the display rotation is read from the stream's side data, so
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from cog_assets.reasons import RejectReason
 from .errors import MediaError
 from .safe_open import FileStamp, display_rotation_ccw, open_media
 
-__all__ = ["VideoProbe", "ProbeTask", "probe_video", "probe_task", "clockwise_rotation"]
+__all__ = ["VideoProbe", "probe_video", "clockwise_rotation"]
 
 # How far (degrees) a display matrix may be from a quarter turn and still count as one.
 QUARTER_TURN_TOLERANCE = 1.0
@@ -93,11 +94,20 @@ def _video_duration(container: av.container.InputContainer, stream: av.VideoStre
 
 
 def probe_video(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
-                expect: FileStamp | None = None) -> VideoProbe:
-    """Read the stream headers (no frame is decoded), through `open_media`: a regular file
-    inside `root`, a single-file container, unchanged since `expect` when given."""
-    p = Path(path)
-    with open_media(p, root=root, expect=expect) as container:
+                expect: FileStamp | None = None,
+                before_decoding: Callable[[VideoProbe], None] | None = None) -> VideoProbe:
+    """Read the stream headers through `open_media` (a regular file inside `root`, a single-file
+    container, unchanged since `expect` when given). FFmpeg's stream analysis decodes the first
+    frames to fill in what headers omit (the pixel format); `before_decoding` (e.g. the size
+    and duration limits) is called, and may raise, with a first probe that decoded nothing."""
+    if before_decoding is not None:
+        before_decoding(_read_probe(Path(path), root, expect, headers_only=True))
+    return _read_probe(Path(path), root, expect, headers_only=False)
+
+
+def _read_probe(p: Path, root: str | os.PathLike | None, expect: FileStamp | None,
+                headers_only: bool) -> VideoProbe:
+    with open_media(p, root=root, expect=expect, headers_only=headers_only) as container:
         if not container.streams.video:
             kinds = ", ".join(s.type for s in container.streams) or "none"
             raise MediaError(RejectReason.no_video_stream, f"{p} has no video stream (streams: {kinds})")
@@ -127,16 +137,3 @@ def probe_video(path: str | os.PathLike, *, root: str | os.PathLike | None = Non
             frame_count=stream.frames or None,
             has_audio=has_audio,
         )
-
-
-@dataclass(frozen=True)
-class ProbeTask:
-    """One file's probe as plain picklable data, for the isolated worker pool."""
-
-    path: str
-    root: str | None = None
-    stamp: str | None = None  # FileStamp.text() when it was hashed
-
-
-def probe_task(task: ProbeTask) -> VideoProbe:
-    return probe_video(task.path, root=task.root, expect=FileStamp.parse(task.stamp))

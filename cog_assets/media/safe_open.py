@@ -225,10 +225,14 @@ def _refused_format(logs: list[tuple[int, str, str]]) -> str | None:
 
 @contextmanager
 def open_media(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
-               expect: FileStamp | None = None) -> Iterator[av.container.InputContainer]:
+               expect: FileStamp | None = None, headers_only: bool = False
+               ) -> Iterator[av.container.InputContainer]:
     """The PyAV container of a regular file inside `root`, read by FFmpeg through its own
     descriptor, restricted to local single-file containers. `expect`: the stamp the file had
     when hashed; a file that differs when opened or once the caller is done is `deferred`.
+    `headers_only`: FFmpeg's stream analysis decodes no frame (`skip_frame=all`; it otherwise
+    decodes the first frames, at full size, to complete what the headers leave out, such as
+    the pixel format), for a first look at a file's size and duration.
 
     Raises MediaError: the reasons of `open_regular_file`, empty_file, unsupported_container
     (the detected format named), unreadable or deferred."""
@@ -241,7 +245,8 @@ def open_media(path: str | os.PathLike, *, root: str | os.PathLike | None = None
         source = _descriptor_path(fd) or os.path.realpath(name)
         with _ffmpeg_logs(av.logging.ERROR) as logs:
             try:
-                container = av.open(source, options=dict(_OPEN_OPTIONS),
+                options = {**_OPEN_OPTIONS, **({"skip_frame": "all"} if headers_only else {})}
+                container = av.open(source, options=options,
                                     container_options=dict(_CONTAINER_OPTIONS))
             except (av.error.FFmpegError, OSError, ValueError) as exc:
                 refused = _refused_format(logs)

@@ -2,8 +2,8 @@
 
 Probes run in isolated worker processes (`prefetch_map`), each with the `probe_timeout_s`
 limit, so a file that makes FFmpeg hang or crash costs that file only: it is rejected as
-`probe_timeout` or `probe_crash`, and every other row still gets its verdict. Probing reads
-headers only; the limits are checked on that metadata before anything is decoded.
+`probe_timeout` or `probe_crash`, and every other row still gets its verdict. The pixel and
+duration limits are checked on a first look at the headers, before FFmpeg decodes anything.
 
 Captions are counted with the profile's real tokenizer: one over the limit is kept (T5 sees
 its first tokens, as in training) but flagged, so a user can see what the model never reads.
@@ -23,7 +23,8 @@ from cog_assets.frame_policy import FramePolicy
 from cog_assets.media.decode import half_frame
 from cog_assets.media.errors import MediaError
 from cog_assets.media.limits import check_file_size, check_probe
-from cog_assets.media.probe import ProbeTask, VideoProbe, probe_task, probe_video
+from cog_assets.media.probe import VideoProbe, probe_video
+from cog_assets.media.probe_task import ProbeTask, probe_task
 from cog_assets.prefetch import TaskTimeout, WorkerCrash, describe_exit, prefetch_map
 from cog_assets.reasons import RejectReason
 from cog_assets.stages.common import REJECT_COLUMNS
@@ -118,7 +119,8 @@ def validate_clips(manifest: pl.DataFrame, data_root: str | os.PathLike, policy:
                 record.update(reason=exc.reason, message=f"{row['clip_id']}: {exc.message}")
                 continue
             probed.append(len(records) - 1)
-            yield ProbeTask(str(root / row["clip_id"]), str(root), row.get("file_stamp"))
+            yield ProbeTask(str(root / row["clip_id"]), str(root), row.get("file_stamp"),
+                            limits)
 
     outcomes = prefetch_map(probe, tasks(), workers=workers, timeout_s=limits.probe_timeout_s,
                             preload=(probe.__module__,))

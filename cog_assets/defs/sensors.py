@@ -30,13 +30,15 @@ def upload_sensor(context: SensorEvaluationContext, sources: SourcesResource,
                   store: StoreResource):
     """Stat the data root, hash only what moved, and run just the shards whose clips changed.
 
-    Before it asks for runs, the pool slots of runs whose process is gone are given back
-    (`release_dead_runs`, logged), so the new runs do not wait on a slot no one will free.
+    Each tick first gives back the pool slots of runs whose process is gone (killed runs of
+    the UI, the sensor or a backfill: `release_dead_runs`, logged), so no run waits on a slot
+    no one will free.
 
     Each changed shard also gets an observation of `uploads` with its new fingerprint as data
     version, so the UI shows exactly those shards' assets as stale. Run keys carry the
     fingerprint: the same work is never launched twice.
     """
+    release_dead_runs(context.instance, context.log)  # or new runs wait for their slots
     cursor = json.loads(context.cursor) if context.cursor else {}
     settings = sources.settings()
     tick = scan_uploads(UploadState(store.open(), settings), cursor.get("generation"),
@@ -46,7 +48,6 @@ def upload_sensor(context: SensorEvaluationContext, sources: SourcesResource,
                      f"{len(tick.changed)} shards changed")
     if not tick.changed:
         return SkipReason(f"no change among {tick.files} files ({tick.hashed} re-hashed)")
-    release_dead_runs(context.instance, context.log)  # or the new runs wait for their slots
     known = set(context.instance.get_dynamic_partitions(SHARDS_PARTITION))
     new = [s for s in tick.changed if s not in known and s in tick.fingerprints]
     versions = {s: tick.fingerprints.get(s, "deleted") for s in tick.changed}

@@ -230,5 +230,6 @@ def test_damaged_container_headers_give_frames_or_a_known_media_error(bases, wor
         data[region[0] + int(where * (region[1] - region[0]))] ^= 1 << bit
     if cut is not None:
         data = data[:cut]
-    what = f"{name}, {len(flips)} header bits flipped, {'cut to %d bytes' % cut if cut else 'whole'}"
+    length = f"cut to {cut} bytes" if cut else "whole"
+    what = f"{name}, {len(flips)} header bits flipped, {length}"
     _check_contract(_decode(bases, worker, name, bytes(data)), what)

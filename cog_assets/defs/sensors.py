@@ -12,6 +12,7 @@ from dagster import (
 )
 
 from cog_assets.defs.assets import UPLOADS_KEY
+from cog_assets.defs.dead_runs import release_dead_runs
 from cog_assets.defs.jobs import prepare_shards_job
 from cog_assets.defs.partitions import SHARDS_PARTITION, shards_partitions
 from cog_assets.defs.resources import SourcesResource, StoreResource
@@ -29,10 +30,15 @@ def upload_sensor(context: SensorEvaluationContext, sources: SourcesResource,
                   store: StoreResource):
     """Stat the data root, hash only what moved, and run just the shards whose clips changed.
 
+    Each tick first gives back the pool slots of runs whose process is gone (killed runs of
+    the UI, the sensor or a backfill: `release_dead_runs`, logged), so no run waits on a slot
+    no one will free.
+
     Each changed shard also gets an observation of `uploads` with its new fingerprint as data
     version, so the UI shows exactly those shards' assets as stale. Run keys carry the
     fingerprint: the same work is never launched twice.
     """
+    release_dead_runs(context.instance, context.log)  # or new runs wait for their slots
     cursor = json.loads(context.cursor) if context.cursor else {}
     settings = sources.settings()
     tick = scan_uploads(UploadState(store.open(), settings), cursor.get("generation"),

@@ -85,6 +85,7 @@ class ShardEntry:
     rejects: CatalogFile | None = None
     first_frames: tuple[CatalogFile, ...] = ()
     published_at: str = field(default_factory=_now)
+    frames_retention: str | None = None  # what the run did with its frames (None: not said)
 
     def served(self) -> list[CatalogFile]:
         """Every file of the shard a reader may open, index first."""
@@ -102,7 +103,8 @@ class ShardEntry:
             files={k: CatalogFile(**v) for k, v in value["files"].items()},
             rejects=CatalogFile(**value["rejects"]) if value.get("rejects") else None,
             first_frames=tuple(CatalogFile(**v) for v in value.get("first_frames", ())),
-            published_at=value.get("published_at", ""))
+            published_at=value.get("published_at", ""),
+            frames_retention=value.get("frames_retention"))
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,8 @@ def reconcile(store: ContentStore, dataset_dir: str, profile: str, live: Iterabl
         return _rebuild(store, dataset_dir, profile, set(live), shard_count)
 
 
-def _entries(store: ContentStore, dataset_dir: str) -> dict[str, ShardEntry]:
+def published_entries(store: ContentStore, dataset_dir: str) -> dict[str, ShardEntry]:
+    """Every shard entry under catalog.d/ (the catalog is rebuilt from these)."""
     folder = f"{dataset_dir}/{layout.CATALOG_ENTRIES_DIR}"
     if not store.exists(folder):
         return {}
@@ -235,7 +238,7 @@ def _rebuild(store: ContentStore, dataset_dir: str, profile: str, live: set[str]
     previous = read_catalog_quietly(store, dataset_dir)
     retired = dict(previous.retired) if previous else {}
     kept = {}
-    for shard, entry in _entries(store, dataset_dir).items():
+    for shard, entry in published_entries(store, dataset_dir).items():
         if entry.shard_count != shard_count:
             why = (f"from {entry.shard_count} shards; the dataset now has {shard_count}")
         elif shard not in live:
@@ -248,7 +251,9 @@ def _rebuild(store: ContentStore, dataset_dir: str, profile: str, live: set[str]
     for path in store.fs.ls(dataset_dir, detail=False) if store.exists(dataset_dir) else []:
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if name.startswith("shard-") and name not in live and store.fs.isdir(path):
-            store.fs.rm(path, recursive=True)  # retired: not served, nothing else names it
+            from cog_assets.artifact_refs import remove_folder  # the publishing side only
+
+            remove_folder(store, path)  # retired: not served; what it held goes back to cas
             retired.setdefault(name, "not a shard of the current data root")
     for shard in kept:
         retired.pop(shard, None)

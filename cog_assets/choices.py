@@ -84,6 +84,14 @@ class ImageLatentScaling(Choice):
     multiply = "multiply"  # legacy: always multiply (cogvideox-factory, CogVideo finetune/)
 
 
+class FramesRetention(Choice):
+    """How long frame tensors stay in the store: they are a cache the latents are made from."""
+
+    keep = "keep"  # kept (an archive): a run decodes missing frames even when its latents exist
+    until_published = "until_published"  # dropped once the shard's dataset is published
+    none = "none"  # dropped as soon as their latents are written
+
+
 class Executor(Choice):
     """Which Dagster executor runs the steps of a run."""
 

@@ -165,6 +165,53 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from cog_assets.footprint import megabytes
+    from cog_assets.gc import GcError, collect, plan_gc
+    from cog_assets.store import ContentStore
+
+    settings = load_settings(overrides=overrides_from_args(args))
+    store = ContentStore(settings.store.url)
+    grace_s = settings.store.gc_grace_s
+    try:
+        plan = plan_gc(store, grace_s=grace_s, exports=args.exports)
+    except GcError as exc:
+        print(f"cog-assets gc: {exc}; nothing removed", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        verb, gone = "would remove", plan.garbage
+        for repair in plan.repairs:
+            if repair.copy_bytes:
+                print(f"{repair.kind:<14} {repair.copy_bytes:>12} "
+                      f"{store.artifact_path(repair.kind, repair.key)} (a copy: its home is "
+                      f"{repair.shard_dir})")
+    else:
+        verb, result = "removed", collect(store, plan, grace_s=grace_s)
+        gone = result.removed
+        if result.repaired:
+            print(f"stored once: {result.repaired} latents and embeddings now live only in "
+                  "their shard files")
+    for item in gone:
+        print(f"{item.category:<14} {item.bytes:>12} {item.path}")
+    counts = plan.by_category() if args.dry_run else _by_category(gone)
+    total = sum(size for _, size in counts.values())
+    detail = ", ".join(f"{c} {n} ({megabytes(b)})" for c, (n, b) in counts.items())
+    print(f"{verb} {sum(n for n, _ in counts.values())} files, {megabytes(total)}"
+          + (f": {detail}" if detail else ""))
+    if plan.kept_held or plan.kept_recent:
+        print(f"kept {plan.kept_held} files held by running steps and {plan.kept_recent} "
+              f"written in the last {grace_s:g} s (gc_grace_s)")
+    return 0
+
+
+def _by_category(items) -> dict[str, tuple[int, int]]:
+    counts: dict[str, tuple[int, int]] = {}
+    for item in items:
+        files, size = counts.get(item.category, (0, 0))
+        counts[item.category] = (files + item.files, size + item.bytes)
+    return counts
+
+
 def cmd_shards(args: argparse.Namespace) -> int:
     from cog_assets.stages.manifest import discover_shards
 
@@ -221,8 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--profile", "--dataset", action="append", metavar="PROFILE",
                         help="only the dataset of this profile and the artefacts it references "
                         "(repeatable; default: every dataset and every artefact of the store)")
-    add_setting_arguments(verify, groups=["store"], exclude=("verify_artifacts",))
+    add_setting_arguments(verify, groups=["store"], exclude=("verify_artifacts",
+                                                              "frames_retention", "gc_grace_s"))
     verify.set_defaults(func=cmd_verify)
+
+    gc = sub.add_parser("gc", help="remove what no live shard references: old versions, "
+                        "retired shards, dropped frames, rejected clips' leftovers, quarantined "
+                        "and temporary files older than gc_grace_s; never what a running step "
+                        "holds")
+    gc.add_argument("--dry-run", action="store_true",
+                    help="list what would go, with its bytes, and change nothing")
+    gc.add_argument("--exports", action="store_true",
+                    help="also remove every trainer export (backfill --export writes them "
+                    "again)")
+    add_setting_arguments(gc, groups=["store"], exclude=("verify_artifacts",
+                                                          "frames_retention"))
+    gc.set_defaults(func=cmd_gc)
 
     shards = sub.add_parser("shards", help="list (and register) the shards of a data root")
     shards.add_argument("--register", action="store_true",

@@ -40,6 +40,7 @@ from cog_assets.choices import (
     Choice,
     Dtype,
     Executor,
+    FramesRetention,
     ImageLatentScaling,
     ResizeMode,
     SceneDetectorKind,
@@ -292,6 +293,14 @@ class StoreSettings(_Group):
     verify_artifacts: bool = setting(
         False, "reuse only artefacts whose data matches their recorded digest (reads every "
         "reused frame tensor too; by default frames are checked by size and header)")
+    frames_retention: FramesRetention = setting(
+        FramesRetention.until_published, "how long frame tensors stay in the store: keep, "
+        "until_published (dropped once their shard's dataset is published; decoded again "
+        "only when new latents need them) or none (dropped once their latents are written)")
+    gc_grace_s: float = setting(
+        3600.0, "cog-assets gc removes nothing written in the last this many seconds: "
+        "unreferenced artefacts, old shard versions, quarantined files and killed runs' "
+        "temporary files must be older (files a running run holds are never removed)", ge=0)
 
     _url_absolute = field_validator("url")(_absolute)
 

@@ -54,5 +54,15 @@ def contact_sheet(frames: list[np.ndarray], columns: int = 4,
     return buffer.getvalue()
 
 
+def thumbnail_png(frame: np.ndarray) -> bytes:
+    """A frame scaled to the sheet's cell height, as PNG: what the store keeps of a clip's
+    frames for the sheet once the frames themselves are dropped (a few kB a clip)."""
+    image = Image.fromarray(frame)
+    width = max(1, round(image.width * THUMB_HEIGHT / image.height))
+    buffer = io.BytesIO()
+    image.resize((width, THUMB_HEIGHT), Image.Resampling.LANCZOS).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def markdown_image(jpeg: bytes, alt: str = "contact sheet") -> str:
     return f"![{alt}](data:image/jpeg;base64,{base64.b64encode(jpeg).decode('ascii')})"

@@ -6,6 +6,7 @@ import from here; this module imports nothing of the pipeline, so a trainer that
 `cog_assets.loader` pulls in neither PyAV nor diffusers nor Dagster.
 
     cas/<kind>/<key[:2]>/<key>.safetensors     content-addressed artefacts (frames, latents, ...)
+    cas/<kind>/<key[:2]>/<key>.ref.json        an artefact whose home is a published shard's file
     quarantine/<kind>/<key>.<stamp>.corrupt    artefacts found damaged, moved out of the way
     tables/<asset>/<shard>.parquet             each asset's per-shard table
     datasets/<profile>/catalog.json            the live shards: what loaders and exports read
@@ -13,6 +14,7 @@ import from here; this module imports nothing of the pipeline, so a trainer that
     datasets/<profile>/<shard>/                finished shards (versioned index and tensor files)
     exports/<profile>/<trainer>                trainer caches (a link to the current version)
     state/uploads/<id>/<generation>.parquet    what the upload sensor last saw
+    state/leases/<run>.<step>.json             what a running step holds (gc leaves it alone)
 """
 
 from __future__ import annotations
@@ -31,17 +33,34 @@ class ArtifactKind(Choice):
     latents = "vae_moments"  # VAE posterior moments [2C, F', h, w] (+ I2V image_moments)
     embeddings = "t5_embedding"  # T5 last hidden state [L, D]
     scene_scan = "scene_scan"  # one source video's cut times and per-sample quality scores
+    thumbnail = "thumbnail"  # the middle frame as a small PNG, keyed by its frames key
+
+
+CAS_DIR = "cas"
+QUARANTINE_DIR = "quarantine"
+TABLES_DIR = "tables"
+DATASETS_DIR = "datasets"
+EXPORTS_DIR = "exports"
+REF_SUFFIX = ".ref.json"  # in place of `.safetensors`: the artefact lives in a shard's file
 
 
 def artifact_path(kind: ArtifactKind | str, key: str, suffix: str = ".safetensors") -> str:
-    return f"cas/{kind}/{key[:2]}/{key}{suffix}"
+    return f"{CAS_DIR}/{kind}/{key[:2]}/{key}{suffix}"
+
+
+def ref_path(kind: ArtifactKind | str, key: str) -> str:
+    """Where the store keeps the reference of an artefact whose home is a shard's file."""
+    return artifact_path(kind, key, REF_SUFFIX)
+
+
+QUARANTINE_STAMP = "%Y%m%dT%H%M%S"  # the time in a quarantined file's name: when it was moved
 
 
 def quarantine_path(kind: ArtifactKind | str, key: str) -> str:
     """Where a damaged artefact is moved, so its key is free to be computed again and the
     bytes stay for a look (the `.corrupt` suffix: no reader takes it for an artefact)."""
-    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    return f"quarantine/{kind}/{key}.{stamp}.corrupt"
+    stamp = f"{time.strftime(QUARANTINE_STAMP)}-{uuid.uuid4().hex[:8]}"
+    return f"{QUARANTINE_DIR}/{kind}/{key}.{stamp}.corrupt"
 
 
 def first_frame_png(frames_key: str) -> str:
@@ -49,12 +68,18 @@ def first_frame_png(frames_key: str) -> str:
     return artifact_path(ArtifactKind.first_frame, frames_key, ".png")
 
 
+def thumbnail_png(frames_key: str) -> str:
+    """Where the middle frame of these frames is kept small, for the contact sheet: it stays
+    when the frames themselves are dropped."""
+    return artifact_path(ArtifactKind.thumbnail, frames_key, ".png")
+
+
 def table_path(asset: str, shard: str) -> str:
-    return f"tables/{asset}/{shard}.parquet"
+    return f"{TABLES_DIR}/{asset}/{shard}.parquet"
 
 
 def dataset_dir(profile: str) -> str:
-    return f"datasets/{profile}"
+    return f"{DATASETS_DIR}/{profile}"
 
 
 def shard_dir(profile: str, shard: str) -> str:
@@ -77,11 +102,18 @@ def catalog_entry(shard: str) -> str:
 
 
 def export_dir(profile: str, trainer: str) -> str:
-    return f"exports/{profile}/{trainer}"
+    return f"{EXPORTS_DIR}/{profile}/{trainer}"
 
 
 def upload_state_dir(ident: str) -> str:
     return f"state/uploads/{ident}"
+
+
+LEASES_DIR = "state/leases"
+
+
+def lease_path(holder: str) -> str:
+    return f"{LEASES_DIR}/{holder}.json"
 
 
 # -- a finished shard ----------------------------------------------------------------------
@@ -104,6 +136,12 @@ TENSOR_FILES = {"latents_file": "latents.safetensors",
 def index_file(version: str) -> str:
     """The versioned index the catalog names: one row per clip, naming the tensor files."""
     return f"index.{version}.parquet"
+
+
+def is_versioned_index(path: str) -> bool:
+    """Whether a path names a shard's versioned index (index.<v>.parquet)."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name.startswith("index.") and name.endswith(".parquet") and name != INDEX_FILE
 
 
 def tensor_files(version: str) -> dict[str, str]:

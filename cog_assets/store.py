@@ -24,6 +24,11 @@ the size and header only (no data read), everything with `verify_reuse` (the per
 `verify_artifacts` setting) or `full=True`. A damaged artefact is moved to `quarantine/` (its key
 is then free to be computed again) and reported with its key and path, never handed out.
 
+Latents and embeddings of a published shard live in the shard's own files; the store then
+keeps a reference under their key instead of a second copy (`cog_assets.artifact_refs`).
+`has`, `get_tensors`, `check_artifact` and `quarantine` follow a reference wherever the full
+copy is missing, so callers see one artefact either way.
+
 Filesystem options (endpoint, credentials) come from `ContentStore(url, **storage_options)` or,
 for code that only has the URL (the Dagster resources), from fsspec's own configuration: e.g.
 `FSSPEC_S3_ENDPOINT_URL=http://minio:9000` or `FSSPEC_S3='{"endpoint_url": "..."}'`, and the
@@ -37,7 +42,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +50,7 @@ import fsspec
 import polars as pl
 import torch
 from fsspec.implementations.local import LocalFileSystem
-from cog_assets import layout
+from cog_assets import artifact_refs, layout
 from cog_assets.sealed_tensors import (
     HEAD_READ,
     DamagedTensors,
@@ -71,6 +76,30 @@ class CorruptArtifact(Exception):
         where = f"; moved to {moved_to}" if moved_to else ""
         super().__init__(f"{kind} artefact {key} at {path} is corrupt: {reason}{where}; "
                          "the next run computes it again")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file found by `ContentStore.walk`."""
+
+    path: str  # as ContentStore.path gives it
+    size: int
+    mtime: float  # seconds since the epoch, when it was last written
+
+
+def mtime_of(info: Mapping[str, Any]) -> float:
+    """When a file was last written, from an fsspec info dict (local: mtime; S3: LastModified)."""
+    for name in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(name)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return 0.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +139,17 @@ class ContentStore:
 
     def artifact_path(self, kind: str, key: str, suffix: str = ".safetensors") -> str:
         return self.path(layout.artifact_path(kind, key, suffix))
+
+    def holds(self, path: str) -> bool:
+        """Whether `path` is under the store's root (only such files can be referenced)."""
+        return path.startswith(self.root + "/")
+
+    def relative(self, path: str) -> str:
+        """A path under the store's root as the layout names it (what references record)."""
+        prefix = self.root + "/"
+        if not path.startswith(prefix):
+            raise ValueError(f"{path} is not under the store's root {self.root}")
+        return path[len(prefix):]
 
     # -- atomic primitives -------------------------------------------------------------------
 
@@ -153,11 +193,36 @@ class ContentStore:
     def exists(self, path: str) -> bool:
         return self.fs.exists(path)
 
+    def walk(self, relative: str = "") -> Iterator[StoredFile]:
+        """Every file under a folder of the store, with its size and time; symbolic links
+        (an export's current version is one) are neither followed nor listed."""
+        top = self.path(relative) if relative else self.root
+        if isinstance(self.fs, LocalFileSystem):
+            for folder, _, names in os.walk(top):
+                for name in names:
+                    path = f"{folder}/{name}"
+                    try:
+                        stat = os.lstat(path)
+                    except FileNotFoundError:
+                        continue
+                    if not os.path.islink(path):
+                        yield StoredFile(path, stat.st_size, stat.st_mtime)
+            return
+        try:
+            found = self.fs.find(top, detail=True)
+        except FileNotFoundError:
+            return
+        for path, info in sorted(found.items()):
+            if info.get("type", "file") == "file":
+                yield StoredFile(path, int(info.get("size") or 0), mtime_of(info))
+
     # -- tensors -----------------------------------------------------------------------------
 
     def has(self, kind: str, key: str) -> bool:
-        """Whether a file is there (says nothing of its content: see check_artifact)."""
-        return self.fs.exists(self.artifact_path(kind, key))
+        """Whether the artefact or a reference to its home is there (says nothing of its
+        content: see check_artifact)."""
+        return (self.fs.exists(self.artifact_path(kind, key))
+                or self.fs.exists(self.path(layout.ref_path(kind, key))))
 
     def put_tensors(self, kind: str, key: str, tensors: Mapping[str, torch.Tensor],
                     metadata: Mapping[str, str] | None = None) -> str:
@@ -170,12 +235,39 @@ class ContentStore:
         """The artefact's tensors, digest-checked. A damaged one is quarantined and raised as
         CorruptArtifact (naming key and path); a missing one is FileNotFoundError."""
         path = self.artifact_path(kind, key)
-        data = self.read_bytes(path)
+        try:
+            data = self.read_bytes(path)
+        except FileNotFoundError:
+            return self._get_by_ref(kind, key)
         try:
             return unseal(data)
         except DamagedTensors as exc:
             raise CorruptArtifact(kind, key, path, exc.reason,
                                   self.quarantine(kind, key)) from None
+
+    def _get_by_ref(self, kind: str, key: str, attempts: int = 3) -> dict[str, torch.Tensor]:
+        """The tensors of an artefact whose home is a shard file. A home that vanished is a
+        shard replaced meanwhile (its artefacts were evicted or re-homed first): look again."""
+        ref = self.path(layout.ref_path(kind, key))
+        for attempt in range(attempts):
+            try:
+                homes = artifact_refs.read_ref(self, kind, key)
+                if homes is not None:
+                    return artifact_refs.resolve(self, homes)
+                data = self.read_bytes(self.artifact_path(kind, key))  # evicted meanwhile?
+            except FileNotFoundError:
+                if attempt == attempts - 1:
+                    raise
+                continue
+            except DamagedTensors as exc:
+                raise CorruptArtifact(kind, key, ref, exc.reason,
+                                      self.quarantine(kind, key)) from None
+            try:
+                return unseal(data)
+            except DamagedTensors as exc:
+                raise CorruptArtifact(kind, key, self.artifact_path(kind, key), exc.reason,
+                                      self.quarantine(kind, key)) from None
+        raise AssertionError("unreachable")
 
     def check_artifact(self, kind: str, key: str, full: bool | None = None) -> ArtifactCheck:
         """Is the artefact there and whole? `full` (default: `verify_reuse`) reads the data
@@ -189,7 +281,24 @@ class ContentStore:
             else:
                 self._check_header(path)
         except FileNotFoundError:
-            return ArtifactCheck(kind, key, path, "missing", missing=True)
+            return self._check_ref(kind, key, full, path)
+        except DamagedTensors as exc:
+            return ArtifactCheck(kind, key, path, exc.reason)
+        return ArtifactCheck(kind, key, path)
+
+    def _check_ref(self, kind: str, key: str, full: bool, copy_path: str) -> ArtifactCheck:
+        path = self.path(layout.ref_path(kind, key))
+        try:
+            homes = artifact_refs.read_ref(self, kind, key)
+            if homes is None:
+                return ArtifactCheck(kind, key, copy_path, "missing", missing=True)
+            if full:
+                artifact_refs.resolve(self, homes)
+            else:
+                artifact_refs.check_homes(self, homes)
+        except FileNotFoundError:
+            return ArtifactCheck(kind, key, path, "missing: the shard file it lives in is "
+                                 "gone", missing=True)
         except DamagedTensors as exc:
             return ArtifactCheck(kind, key, path, exc.reason)
         return ArtifactCheck(kind, key, path)
@@ -203,9 +312,12 @@ class ContentStore:
             parse_header(self.fs.cat_file(path, start=0, end=more.needed), size)
 
     def quarantine(self, kind: str, key: str, suffix: str = ".safetensors") -> str | None:
-        """Move a damaged artefact out of its key's place; returns where it went (None if
-        another process moved or replaced it first)."""
+        """Move a damaged artefact (or, where the store keeps only a reference to its home,
+        that reference) out of its key's place; returns where it went (None if another
+        process moved or replaced it first)."""
         source = self.artifact_path(kind, key, suffix)
+        if suffix == ".safetensors" and not self.fs.exists(source):
+            source = self.path(layout.ref_path(kind, key))
         target = self.path(layout.quarantine_path(kind, key))
         try:
             if isinstance(self.fs, LocalFileSystem):

@@ -7,7 +7,8 @@ What is checked, with a full read of each file:
 - the artefacts those shards' indexes reference: latents and embeddings must be there and
   whole; frames, a cache a run decodes again when needed, must be whole where present;
 - without a narrowing `profiles`, every artefact under `cas/` as well (digest in its header;
-  PNGs by their chunk CRCs).
+  PNGs by their chunk CRCs; a reference to a shard file by the digest it records of each
+  tensor there).
 
 Nothing is changed: damaged files are reported with their key and path (a run quarantines and
 recomputes them). Shard folders the catalog does not list are not served and not checked.
@@ -21,9 +22,10 @@ from dataclasses import dataclass, field
 import polars as pl
 from PIL import Image
 
-from cog_assets import layout
+from cog_assets import artifact_refs, layout
 from cog_assets.catalog import CatalogFile, DatasetError, read_catalog
 from cog_assets.layout import ArtifactKind
+from cog_assets.sealed_tensors import DamagedTensors
 from cog_assets.store import ContentStore
 
 
@@ -139,16 +141,32 @@ def _verify_all_artifacts(store: ContentStore, report: VerifyReport,
             continue  # not an artefact (a killed run's temporary, a stray file)
         kind, name = relative[0], relative[2]
         key, _, suffix = name.partition(".")
-        if (kind, key) in checked and suffix == "safetensors":
+        if (kind, key) in checked and suffix in ("safetensors", layout.REF_SUFFIX[1:]):
             continue
         report.artifacts += 1
         if suffix == "png":
             problem = png_problem(store.read_bytes(path))
+        elif "." + suffix == layout.REF_SUFFIX:
+            problem = _ref_problem(store, kind, key)
         else:
             problem = store.check_artifact(kind, key, full=True).problem
         if problem is not None:
             report.findings.append(Finding("corrupt", store.local_path(path),
                                            f"{kind} {key}: {problem}"))
+
+
+def _ref_problem(store: ContentStore, kind: str, key: str) -> str | None:
+    """What is wrong with a reference: unreadable, its home gone, or bytes not the ones it
+    records (None if nothing)."""
+    try:
+        homes = artifact_refs.read_ref(store, kind, key)
+        if homes is not None:
+            artifact_refs.resolve(store, homes)
+    except FileNotFoundError as exc:
+        return f"the shard file it lives in is gone ({exc})"
+    except DamagedTensors as exc:
+        return exc.reason
+    return None
 
 
 def png_problem(data: bytes) -> str | None:

@@ -27,9 +27,15 @@ from dagster import (
     observable_source_asset,
 )
 
+import io
+
+import numpy as np
+from PIL import Image
+
 from cog_assets import layout
-from cog_assets.choices import Status
-from cog_assets.contact_sheet import contact_sheet, markdown_image
+from cog_assets.choices import FramesRetention, Status
+from cog_assets.contact_sheet import contact_sheet, markdown_image, thumbnail_png
+from cog_assets.defs.leasing import step_lease
 from cog_assets.defs.metadata import (
     reason_counts,
     score_histograms,
@@ -50,10 +56,12 @@ from cog_assets.defs.resources import (
 )
 from cog_assets.keys import data_version_of
 from cog_assets.layout import ArtifactKind
+from cog_assets.leases import release_run
+from cog_assets.retention import drop_frames, drops_after_latents, drops_after_publication
 from cog_assets.segments import SCORE_COLUMNS
 from cog_assets.stages.dataset import build_index, collect_rejects, finish_shard
 from cog_assets.stages.embeddings import encode_captions
-from cog_assets.stages.frames import extract_frames
+from cog_assets.stages.frames import decode_again, extract_frames
 from cog_assets.stages.latents import encode_latents
 from cog_assets.stages.manifest import build_manifest, discover_shards
 from cog_assets.stages.segments import STAGE as SEGMENTS_STAGE
@@ -142,14 +150,23 @@ def validated_clips(context: AssetExecutionContext, scene_segments: pl.DataFrame
 @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"pytorch"})
 def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
                   sources: SourcesResource, frames: FramesResource, limits: LimitsResource,
-                  model: ModelResource, store: StoreResource) -> Output[pl.DataFrame]:
-    """Per accepted clip, F frames sampled by timestamp and cover-resized: uint8 [F, H, W, 3]."""
+                  model: ModelResource, device: DeviceResource,
+                  store: StoreResource) -> Output[pl.DataFrame]:
+    """Per accepted clip, F frames sampled by timestamp and cover-resized: uint8 [F, H, W, 3].
+
+    Frames are a cache (frames_retention): a clip whose latents for this run's VAE are in
+    the store is not decoded again."""
     content = store.open()
-    table, stats = extract_frames(validated_clips, sources.data_root, content,
-                                  frame_policy(model, frames),
-                                  decode_timeout_s=limits.decode_timeout_s)
+    vaes = runtime(model, device).vae_identities()
+    keep = store.frames_retention == FramesRetention.keep
+    with step_lease(context, content) as lease:
+        table, stats = extract_frames(
+            validated_clips, sources.data_root, content, frame_policy(model, frames),
+            decode_timeout_s=limits.decode_timeout_s, hold=lease.hold,
+            latent_keys=None if keep else (lambda key: [vae.key(key) for vae in vaes]))
     buckets = {b: n for b, n in table.group_by("bucket").len().iter_rows()}
-    metadata = {"clips": len(table), "buckets": buckets, **stats.as_metadata()}
+    metadata = {"clips": len(table), "buckets": buckets, **stats.as_metadata(),
+                "frames_retention": str(store.frames_retention)}
     sheet = _contact_sheet(content, table, validated_clips)
     if sheet:
         metadata["contact_sheet"] = MetadataValue.md(sheet)
@@ -175,15 +192,34 @@ def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.Da
                        on="clip_id", how="left")
     images, labels = [], []
     for row in shown.iter_rows(named=True):
-        try:
-            tensor = content.get_tensors(ArtifactKind.frames, row["frames_key"])["frames"]
-        except CorruptArtifact:  # quarantined and logged: the next run decodes it again
+        image = _thumbnail(content, row["frames_key"])
+        if image is None:
             continue
-        images.append(tensor[len(tensor) // 2].numpy())
+        images.append(image)
         measured = " ".join(f"{SHEET_SCORES[c]} {_short(row[c])}" for c in scores
                             if row[c] is not None)
         labels.append([row["clip_id"], measured] if measured else [row["clip_id"]])
     return markdown_image(contact_sheet(images, labels=labels)) if images else None
+
+
+def _thumbnail(content: ContentStore, frames_key: str) -> "np.ndarray | None":
+    """The clip's middle frame, small: its thumbnail, made from its frames where a store
+    written before thumbnails existed still has them; None when neither is there."""
+    path = content.path(layout.thumbnail_png(frames_key))
+    try:
+        with Image.open(io.BytesIO(content.read_bytes(path))) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        pass
+    except OSError:  # a damaged thumbnail: made again below if the frames are there
+        content.quarantine(ArtifactKind.thumbnail, frames_key, ".png")
+    try:
+        frames = content.get_tensors(ArtifactKind.frames, frames_key)["frames"]
+    except (FileNotFoundError, CorruptArtifact):  # dropped, or quarantined and logged
+        return None
+    middle = frames[len(frames) // 2].numpy()
+    content.write_bytes(path, thumbnail_png(middle))
+    return middle
 
 
 def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
@@ -192,15 +228,29 @@ def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
     @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"pytorch", "diffusers"},
            pool=GPU_POOL, op_tags=op_tags)
     def vae_latents(context: AssetExecutionContext, frame_tensors: pl.DataFrame,
+                    sources: SourcesResource, frames: FramesResource, limits: LimitsResource,
                     model: ModelResource, device: DeviceResource,
                     store: StoreResource) -> Output[pl.DataFrame]:
-        """Per clip, the VAE posterior moments (mean ‖ logvar) [32, F', H/8, W/8]."""
+        """Per clip, the VAE posterior moments (mean ‖ logvar) [32, F', H/8, W/8]; frames
+        dropped since frame_tensors ran (they are a cache) are decoded again first."""
         models = runtime(model, device)
-        table, stats = encode_latents(frame_tensors, store.open(), models.vae_identity(),
-                                      models.load_vae, device.batch_size)
+        content, identity = store.open(), models.vae_identity()
+        decoded = frame_tensors.filter(pl.col("status") != Status.rejected)["frames_key"]
+        with step_lease(context, content) as lease:
+            lease.hold(ArtifactKind.frames, decoded)
+            lease.hold(ArtifactKind.latents, [identity.key(k) for k in decoded])
+            table, stats = encode_latents(
+                frame_tensors, content, identity, models.load_vae, device.batch_size,
+                redecode=lambda rows: decode_again(
+                    rows, sources.data_root, content, frame_policy(model, frames),
+                    decode_timeout_s=limits.decode_timeout_s, hold=lease.hold))
+        metadata = {"clips": len(table), "device": str(models.torch_device),
+                    "dtype": str(models.torch_dtype), **stats.as_metadata()}
+        if drops_after_latents(store.frames_retention):
+            dropped = drop_frames(content, decoded, run_id=context.run_id)
+            metadata.update(frames_dropped=dropped.frames, frames_dropped_bytes=dropped.bytes)
         return Output(table, data_version=DataVersion(data_version_of(table["latent_key"])),
-                      metadata={"clips": len(table), "device": str(models.torch_device),
-                                "dtype": str(models.torch_dtype), **stats.as_metadata()})
+                      metadata=metadata)
 
     @asset(partitions_def=shards_partitions, group_name=GROUP,
            kinds={"pytorch", "transformers"}, pool=GPU_POOL, op_tags=op_tags)
@@ -209,8 +259,12 @@ def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
                       store: StoreResource) -> Output[pl.DataFrame]:
         """Per distinct caption, the T5 last hidden state [226, D], deduplicated by hash."""
         models = runtime(model, device)
-        table, stats = encode_captions(validated_clips, store.open(), models.text_identity(),
-                                       models.load_text_encoder, device.text_batch_size)
+        content, identity = store.open(), models.text_identity()
+        captions = validated_clips.filter(pl.col("accepted"))["caption_sha256"].unique()
+        with step_lease(context, content) as lease:
+            lease.hold(ArtifactKind.embeddings, [identity.key(c) for c in captions])
+            table, stats = encode_captions(validated_clips, content, identity,
+                                           models.load_text_encoder, device.text_batch_size)
         return Output(table, data_version=DataVersion(data_version_of(table["embedding_key"])),
                       metadata={"captions": len(table), **stats.as_metadata()})
 
@@ -231,8 +285,18 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
     rejects = collect_rejects(validated_clips, frame_tensors)
     dataset_dir = content.path(layout.dataset_dir(model.profile))
     shard_dir = f"{dataset_dir}/{context.partition_key}"
-    finished = finish_shard(content, dataset_dir, model.profile, context.partition_key,
-                            settings.shard_count, discover_shards(settings), index, rejects)
+    frames_keys = frame_tensors["frames_key"].drop_nulls()
+    with step_lease(context, content, model.profile) as lease:
+        lease.hold(ArtifactKind.frames, frames_keys)  # the I2V first-frame PNGs are read
+        lease.hold(ArtifactKind.latents, index["latent_key"])
+        lease.hold(ArtifactKind.embeddings, index["embedding_key"])
+        finished = finish_shard(content, dataset_dir, model.profile, context.partition_key,
+                                settings.shard_count, discover_shards(settings), index,
+                                rejects, frames_retention=store.frames_retention)
+        dropped = None
+        if finished.entry is not None and drops_after_publication(store.frames_retention):
+            dropped = drop_frames(content, frames_keys, run_id=context.run_id)
+    release_run(content, context.run_id)  # the shard is published: its run holds nothing
     index, paths = finished.index, finished.paths
     keys = [*index["latent_key"], *index["embedding_key"], *rejects["clip_id"]]
     metadata = {
@@ -250,7 +314,12 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
         metadata.update(
             index_version=finished.entry.version,
             index_path=MetadataValue.path(content.local_path(paths[layout.INDEX_FILE])),
-            rejects_path=MetadataValue.path(content.local_path(paths[layout.REJECTS_FILE])))
+            rejects_path=MetadataValue.path(content.local_path(paths[layout.REJECTS_FILE])),
+            shard_bytes=sum(f.bytes for f in finished.entry.served()),
+            frames_retention=str(store.frames_retention))
+    if dropped is not None:
+        metadata.update(frames_dropped=dropped.frames, frames_dropped_bytes=dropped.bytes,
+                        frames_held_by_other_runs=dropped.held)
     return Output(index, data_version=DataVersion(data_version_of(keys)), metadata=metadata)
 
 

@@ -21,6 +21,7 @@ from cog_assets.defs.jobs import PREPARE_SHARDS, prepare_shards_job
 from cog_assets.defs.kubernetes import gpu_op_tags
 from cog_assets.defs.resources import build_resources
 from cog_assets.defs.sensors import upload_sensor
+from cog_assets.defs.store_usage import store_usage
 
 
 def build_definitions(settings: Settings) -> Definitions:
@@ -29,7 +30,7 @@ def build_definitions(settings: Settings) -> Definitions:
     if settings.orchestration.automation:
         assets = with_automation(assets)
     return Definitions(
-        assets=[uploads, *assets, *EXPORT_ASSETS], asset_checks=ALL_CHECKS,
+        assets=[uploads, *assets, *EXPORT_ASSETS, store_usage], asset_checks=ALL_CHECKS,
         jobs=[prepare_shards_job, export_job], sensors=[upload_sensor],
         resources=build_resources(settings), executor=executor_for(settings.orchestration),
     )

@@ -27,6 +27,7 @@ from cog_assets.defs.dead_runs import run_process_tags
 from cog_assets.defs.definitions import reconstructable_job
 from cog_assets.defs.partitions import SHARDS_PARTITION
 from cog_assets.defs.sensors import DATA_VERSION_TAG
+from cog_assets.defs.store_usage import report_store_usage
 from cog_assets.sharding import shard_key
 from cog_assets.stages.manifest import discover_shards
 from cog_assets.store import ContentStore
@@ -217,6 +218,7 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
         for shard in todo:
             record(shard, run_shard(settings, instance, shard, run_config))
     reconcile_catalog(settings)
+    report_store_usage(instance, settings)
     return {shard: finished[shard] for shard in wanted}
 
 

@@ -10,6 +10,7 @@ from functools import cached_property
 import torch
 from diffusers import AutoencoderKLCogVideoX
 
+from cog_assets.choices import Dtype
 from cog_assets.config import DeviceSettings, ModelSettings
 from cog_assets.devices import dtype_name, resolve_device, resolve_dtype
 from cog_assets.models.text_encoder import (
@@ -50,6 +51,21 @@ class ModelRuntime:
     def vae_identity(self) -> VaeIdentity:
         return VaeIdentity(self.weights.identity("vae"), dtype_name(self.torch_dtype),
                            self.device.vae_tiling)
+
+    def vae_identities(self) -> list[VaeIdentity]:
+        """The identities vae_latents may run with, found without touching a device (the
+        frames step may run where the GPU steps' device is not, e.g. in a CPU pod): the
+        dtype given, or for `auto` the one of the device given, or both of auto's."""
+        if self.device.dtype != Dtype.auto:
+            dtypes = [str(self.device.dtype)]
+        elif self.device.device == "cpu":
+            dtypes = ["float32"]
+        elif self.device.device.startswith("cuda"):
+            dtypes = ["bfloat16"]
+        else:
+            dtypes = ["float32", "bfloat16"]
+        return [VaeIdentity(self.weights.identity("vae"), dtype, self.device.vae_tiling)
+                for dtype in dtypes]
 
     def text_identity(self) -> TextIdentity:
         return TextIdentity(self.weights.identity("text_encoder"), precision_of(self.torch_dtype),

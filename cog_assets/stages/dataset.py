@@ -10,18 +10,25 @@ Beside them `index.parquet` (a copy of the latest index, for people and tools) a
 The files are written first, then the shard's catalog entry (their sizes and digests) is
 published, and only then are the previous version's files removed: a reader that follows the
 catalog sees the old version whole or the new one whole, also when a run fails or is killed.
+
+Each latent and embedding is stored once: after publication the shard's files are their home
+and the content-addressed store keeps a reference in place of its copy
+(`cog_assets.artifact_refs`). Before a previous version's files are removed, the artefacts
+only they held (clips the shard no longer has) are written back to the store in full, so
+nothing computed is lost; `cog-assets gc` decides what is garbage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
-from cog_assets import catalog, layout
+from cog_assets import artifact_refs, catalog, layout
+from cog_assets.artifact_refs import TensorHome
 from cog_assets.catalog import CatalogFile, ShardEntry
-from cog_assets.choices import CaptionSource, Status
+from cog_assets.choices import CaptionSource, FramesRetention, Status
 from cog_assets.keys import data_version_of
 from cog_assets.layout import CLIP_COLUMNS, INDEX_FILE, REJECTS_FILE, ArtifactKind
 from cog_assets.sealed_tensors import seal
@@ -81,32 +88,40 @@ class FinishedShard:
     index: pl.DataFrame
     paths: dict[str, str]  # INDEX_FILE, REJECTS_FILE, the versioned index and tensor files
     entry: ShardEntry | None  # None: the shard was retired (no clips in the data root)
+    # tensor file column -> tensor name -> the digest of its bytes (what references record)
+    digests: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def finish_shard(store: ContentStore, dataset_dir: str, profile: str, shard: str,
                  shard_count: int, live: Iterable[str], index: pl.DataFrame,
-                 rejects: pl.DataFrame) -> FinishedShard:
-    """Write the shard's files, publish them in the catalog, then drop the previous version.
+                 rejects: pl.DataFrame, *, frames_retention: FramesRetention | None = None
+                 ) -> FinishedShard:
+    """Write the shard's files, publish them in the catalog, make them the home of the
+    shard's latents and embeddings, then drop the previous version.
 
     `live` are the shards the data root has clips in now; a shard not among them (its last
-    clip deleted) is retired instead: out of the catalog, its folder removed."""
+    clip deleted) is retired instead: out of the catalog, its folder removed.
+    `frames_retention` is recorded in the catalog entry (what gc may do with the frames)."""
     live = set(live)
     shard_dir = f"{dataset_dir}/{shard}"
     if shard not in live:
         catalog.reconcile(store, dataset_dir, profile, live, shard_count)
         return FinishedShard(index, {}, None)
-    written = write_shard(store, shard_dir, shard, shard_count, index, rejects)
+    written = write_shard(store, shard_dir, shard, shard_count, index, rejects,
+                          frames_retention=frames_retention)
     catalog.publish_shard(store, dataset_dir, profile, written.entry, live)
+    adopt_artifacts(store, shard_dir, written)
     remove_other_versions(store, shard_dir, written.entry)
     return written
 
 
 def write_shard(store: ContentStore, shard_dir: str, shard: str, shard_count: int,
-                index: pl.DataFrame, rejects: pl.DataFrame) -> FinishedShard:
+                index: pl.DataFrame, rejects: pl.DataFrame, *,
+                frames_retention: FramesRetention | None = None) -> FinishedShard:
     """Gather the shard's tensors from the store (each digest-checked) into its files.
 
-    Returns the index as written, the paths of its files and the catalog entry that serves
-    them; nothing is published yet."""
+    Returns the index as written, the paths of its files, the digest of each tensor in them
+    and the catalog entry that serves them; nothing is published yet."""
     version = shard_version(index)
     names = layout.tensor_files(version)
     latents, image_latents, pngs, png_files = {}, {}, [], []
@@ -136,21 +151,64 @@ def write_shard(store: ContentStore, shard_dir: str, shard: str, shard_count: in
     index_name = layout.index_file(version)
     paths = {INDEX_FILE: f"{shard_dir}/{INDEX_FILE}", REJECTS_FILE: f"{shard_dir}/{REJECTS_FILE}",
              index_name: f"{shard_dir}/{index_name}"}
-    files = {}
+    files, digests = {}, {}
     for column, content in tensors.items():
         if content or column != "image_latents_file":
             paths[column] = f"{shard_dir}/{names[column]}"
             data = seal(content)
             store.write_bytes(paths[column], data)
             files[column] = CatalogFile.of(names[column], data)
+            digests[column] = artifact_refs.tensor_digests(data)
     index_bytes = store.write_table(paths[index_name], index)
     rejects_bytes = store.write_table(paths[REJECTS_FILE], rejects)
     store.write_bytes(paths[INDEX_FILE], index_bytes)
     entry = ShardEntry(shard=shard, shard_count=shard_count, version=version, clips=len(index),
                        index=CatalogFile.of(index_name, index_bytes), files=files,
                        rejects=CatalogFile.of(REJECTS_FILE, rejects_bytes),
-                       first_frames=tuple(png_files))
-    return FinishedShard(index, paths, entry)
+                       first_frames=tuple(png_files),
+                       frames_retention=None if frames_retention is None
+                       else str(frames_retention))
+    return FinishedShard(index, paths, entry, digests)
+
+
+def artifact_homes(store: ContentStore, shard_dir: str, index: pl.DataFrame,
+                   files: dict[str, str], digests: dict[str, dict[str, str]]
+                   ) -> dict[tuple[str, str], dict[str, TensorHome]]:
+    """(kind, key) -> where each tensor of that artefact lives in the shard's files: a
+    clip's moments (and I2V image moments) by clip id, a caption's embedding by its sha256.
+    `files`: tensor file column -> file name; `digests`: column -> tensor -> digest."""
+    folder = store.relative(shard_dir)
+    homes: dict[tuple[str, str], dict[str, TensorHome]] = {}
+
+    def home(column: str, name: str) -> TensorHome | None:
+        digest = digests.get(column, {}).get(name)
+        return None if digest is None else TensorHome(f"{folder}/{files[column]}", name, digest)
+
+    for row in index.iter_rows(named=True):
+        latent = {"moments": home("latents_file", row["clip_id"])}
+        if files.get("image_latents_file"):
+            latent["image_moments"] = home("image_latents_file", row["clip_id"])
+        latent = {name: h for name, h in latent.items() if h is not None}
+        if "moments" in latent:
+            homes.setdefault((ArtifactKind.latents, row["latent_key"]), latent)
+        embedding = home("embeds_file", row["caption_sha256"])
+        if embedding is not None:
+            homes.setdefault((ArtifactKind.embeddings, row["embedding_key"]),
+                             {"prompt_embedding": embedding})
+    return homes
+
+
+def adopt_artifacts(store: ContentStore, shard_dir: str, written: FinishedShard) -> int:
+    """Make the published shard's files the home of its latents and embeddings: the store
+    keeps references and drops its copies. Returns how many artefacts were adopted (none
+    where the dataset is not in the store: the store references only its own files)."""
+    if not store.holds(shard_dir):
+        return 0
+    files = {column: f.name for column, f in written.entry.files.items()}
+    homes = artifact_homes(store, shard_dir, written.index, files, written.digests)
+    for (kind, key), tensors in homes.items():
+        artifact_refs.adopt(store, kind, key, tensors)
+    return len(homes)
 
 
 def first_frame_png(store: ContentStore, frames_key: str) -> bytes:
@@ -166,12 +224,17 @@ def first_frame_png(store: ContentStore, frames_key: str) -> bytes:
 
 
 def remove_other_versions(store: ContentStore, shard_dir: str, entry: ShardEntry) -> None:
-    """Drop the files of the shard's previous versions once the catalog no longer names them."""
+    """Drop the files of the shard's previous versions once the catalog no longer names them,
+    after writing back in full the artefacts only they were home to."""
     current = {f.name for f in entry.served()} | {INDEX_FILE, REJECTS_FILE}
+    old = []
     for path in store.fs.ls(shard_dir, detail=False):
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if name.endswith((".safetensors", ".parquet")) and name not in current:
-            store.fs.rm(path)
+            old.append(path)
+    artifact_refs.evict_from(store, old, [p for p in old if layout.is_versioned_index(p)])
+    for path in old:
+        store.fs.rm(path)
     frames_dir = f"{shard_dir}/{layout.FIRST_FRAMES_DIR}"
     if store.exists(frames_dir):
         for path in store.fs.ls(frames_dir, detail=False):

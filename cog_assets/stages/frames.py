@@ -1,4 +1,11 @@
-"""frame_tensors: sample, resize and crop each accepted clip to uint8 [F, H, W, 3] in the store."""
+"""frame_tensors: sample, resize and crop each accepted clip to uint8 [F, H, W, 3] in the store.
+
+Frames are a cache the latents are made from (`frames_retention`): where they may be dropped,
+a clip whose latents (for this run's VAE) are already whole in the store is neither decoded
+nor read, so a run after the frames were dropped recomputes nothing; one whose latents are
+missing (a new VAE, dtype, tiling) decodes its frames again. Every decoded clip also leaves a
+small thumbnail of its middle frame, which the contact sheet shows whatever was dropped.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ from PIL import Image
 
 from cog_assets import layout
 from cog_assets.choices import Status
+from cog_assets.contact_sheet import thumbnail_png
 from cog_assets.frame_policy import FramePolicy
 from cog_assets.keys import artifact_key
 from cog_assets.layout import ArtifactKind
@@ -42,7 +50,11 @@ FRAMES_SCHEMA = {
     "caption_sha256": pl.String, "frames_key": pl.String, "bucket": pl.String,
     "num_frames": pl.Int64, "height": pl.Int64, "width": pl.Int64, "status": pl.String,
     "reason": pl.String, "message": pl.String,
+    # what decoding the clip again takes (its frames are a cache, see decode_again)
+    "source_video": pl.String, "start_s": pl.Float64, "end_s": pl.Float64,
+    "image_path": pl.String, "file_stamp": pl.String,
 }
+RECIPE_COLUMNS = ("source_video", "start_s", "end_s", "image_path", "file_stamp")
 
 
 def frames_key(spec: FrameSpec, content_hash: str, first_frame: str | None = None,
@@ -91,8 +103,17 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
                    store: ContentStore, policy: FramePolicy, *, decode_timeout_s: float | None,
                    workers: int | None = None, prefetch: int | None = None,
                    decode: Callable[[ClipTask], dict[str, np.ndarray]] = decode_clip_task,
-                   decoder_threads: int | None = None) -> tuple[pl.DataFrame, Reuse]:
+                   decoder_threads: int | None = None,
+                   latent_keys: Callable[[str], list[str]] | None = None,
+                   hold: Callable[[str, list[str]], None] | None = None
+                   ) -> tuple[pl.DataFrame, Reuse]:
     """Decode what the store lacks; a clip that fails to decode becomes a rejected row.
+
+    `latent_keys` (frames that may be dropped: frames_retention other than keep): the keys
+    the run's VAE may give a frames key; a clip whose latents are whole in the store under one
+    of them (for I2V, with its first-frame PNG) needs no frames, so they are neither decoded
+    nor read (counted as reused and as `frames_not_needed`). `hold(kind, keys)` is called
+    with each key before it is relied on (the step's lease: nothing removes it meanwhile).
 
     The clips to decode go through a pool of `workers` processes (default os.cpu_count(); 0:
     in this process, with no timeout) that decode at most `prefetch` clips ahead (default 2
@@ -119,7 +140,8 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
             spec = policy.spec(row["bucket"])
             record = {k: row[k] for k in ("clip_id", "source", "content_hash", "caption_sha256")}
             record.update(bucket=row["bucket"], num_frames=spec.num_frames, height=spec.height,
-                          width=spec.width, reason=None, message=None)
+                          width=spec.width, reason=None, message=None,
+                          **{c: row.get(c) for c in RECIPE_COLUMNS})
             records.append(record)
             segment = None if row.get("start_s") is None else (row["start_s"], row["end_s"])
             try:
@@ -129,8 +151,16 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
                 _reject(record, stats, exc.reason, f"{row['clip_id']}: {exc.message}")
                 continue
             record["frames_key"] = key
+            latents = latent_keys(key) if latent_keys is not None else []
+            if hold is not None:
+                hold(ArtifactKind.frames, [key])
+                hold(ArtifactKind.latents, latents)
             if key in pending:  # the same bytes again: decoded once, found in the store after
                 pending[key].add(record, stats, decode_timeout_s)
+            elif latents and _latents_ready(store, key, latents, policy.profile.i2v, stats):
+                record["status"] = Status.reused
+                stats.reused += 1
+                stats.extra["frames_not_needed"] = stats.extra.get("frames_not_needed", 0) + 1
             elif _frames_reusable(store, key, policy.profile.i2v, stats):
                 record["status"] = Status.reused
                 stats.reused += 1
@@ -196,11 +226,50 @@ def _frames_reusable(store: ContentStore, key: str, i2v: bool, stats: Reuse) -> 
     return not i2v or store.exists(store.path(layout.first_frame_png(key)))
 
 
+def _latents_ready(store: ContentStore, key: str, latent_keys: list[str], i2v: bool,
+                   stats: Reuse) -> bool:
+    """Whether the clip's latents are whole under one of `latent_keys` (read and
+    digest-checked: the frames a damaged one would need may be gone) and, for I2V, its
+    first-frame PNG is there."""
+    if not any(reusable(store, ArtifactKind.latents, k, stats, full=True) for k in latent_keys):
+        return False
+    return not i2v or store.exists(store.path(layout.first_frame_png(key)))
+
+
+class FramesLost(RuntimeError):
+    """A clip's frames are needed again, and decoding it again failed or gave other frames."""
+
+
+def decode_again(frames: pl.DataFrame, data_root: str | os.PathLike, store: ContentStore,
+                 policy: FramePolicy, *, decode_timeout_s: float | None,
+                 hold: Callable[[str, list[str]], None] | None = None) -> int:
+    """Decode the clips of `frames` (rows of a frame_tensors table) into the store again,
+    from the recipe the table keeps: what a step does when the frames it needs were dropped
+    after frame_tensors ran. Raises FramesLost naming a clip that cannot be decoded to the
+    same frames key any more (its file changed, moved or broke since)."""
+    recipe = frames.with_columns(pl.lit(True).alias("accepted"))
+    table, _ = extract_frames(recipe, data_root, store, policy,
+                              decode_timeout_s=decode_timeout_s, hold=hold)
+    wanted = dict(zip(frames["clip_id"], frames["frames_key"]))
+    for row in table.iter_rows(named=True):
+        if row["status"] == Status.rejected or row["frames_key"] != wanted[row["clip_id"]]:
+            why = (f"{row['reason']}: {row['message']}" if row["status"] == Status.rejected
+                   else "its file or first-frame image changed since frame_tensors ran")
+            raise FramesLost(f"{row['clip_id']}: its frames were dropped from the store and "
+                             f"cannot be decoded to the same frames again ({why}); "
+                             "materialize the shard from raw_manifest on")
+    return int((table["status"] == Status.computed).sum())
+
+
 def _store_frames(store: ContentStore, key: str, arrays: dict[str, np.ndarray],
                   clip_id: str) -> None:
+    """The PNGs first, the frames last: a reader that finds the frames finds the rest."""
     if "first_frame" in arrays:
         store.write_bytes(store.path(layout.first_frame_png(key)),
                           png_bytes(arrays["first_frame"]))
+    frames = arrays["frames"]
+    store.write_bytes(store.path(layout.thumbnail_png(key)),
+                      thumbnail_png(frames[len(frames) // 2]))
     store.put_tensors(ArtifactKind.frames, key, {name: torch.from_numpy(value)
                                          for name, value in arrays.items()},
                       {"clip_id": clip_id})

@@ -34,6 +34,18 @@ LATENTS_SCHEMA = {
 }
 
 
+class MissingFrames(LookupError):
+    """A clip needs new latents but its frames are no longer in the store."""
+
+    def __init__(self, clip_id: str, frames_key: str):
+        super().__init__(
+            f"{clip_id}: its frames ({frames_key}) are not in the store, and its latents for "
+            "this VAE, dtype and tiling are missing too (frame tensors are a cache, dropped "
+            "once their shard is published: frames_retention); materialize frame_tensors "
+            "and vae_latents of this shard again")
+        self.clip_id, self.frames_key = clip_id, frames_key
+
+
 @dataclass(frozen=True)
 class VaeIdentity:
     """What decides the moments' bytes besides the frames: weights, dtype, tiling."""
@@ -49,12 +61,18 @@ class VaeIdentity:
 
 def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdentity,
                    load_vae: Callable[[], AutoencoderKLCogVideoX], batch_size: int, *,
-                   prefetch_batches: int = 1) -> tuple[pl.DataFrame, Reuse]:
+                   prefetch_batches: int = 1,
+                   redecode: Callable[[pl.DataFrame], object] | None = None
+                   ) -> tuple[pl.DataFrame, Reuse]:
     """Encode the clips whose moments are missing; the VAE is loaded only if one is.
 
     Clips are batched per bucket. A background thread reads the next `prefetch_batches`
     batches from the store (and normalises them to the VAE's input, pinned for a GPU) while
     the VAE encodes the current one: at most 1 + prefetch_batches batches of frames are held.
+
+    Frames are a cache: those of clips to encode that are no longer in the store are handed
+    to `redecode` (rows of `frames`) first, which decodes them again (counted in
+    `frames_decoded_again`); without it, MissingFrames names the first such clip.
     """
     stats = Reuse()
     started = time.perf_counter()
@@ -72,6 +90,13 @@ def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdent
         else:
             todo.setdefault(row["bucket"], []).append(record)
     if todo:
+        gone = [r for rows in todo.values() for r in rows
+                if not store.has(ArtifactKind.frames, r["frames_key"])]
+        if gone and redecode is None:
+            raise MissingFrames(gone[0]["clip_id"], gone[0]["frames_key"])
+        if gone:
+            redecode(ok.filter(pl.col("clip_id").is_in([r["clip_id"] for r in gone])))
+            stats.extra["frames_decoded_again"] = len(gone)
         batches = [rows[i:i + batch_size] for rows in todo.values()
                    for i in range(0, len(rows), batch_size)]
         target = _Target()  # filled once the VAE is loaded; the loader waits for it
@@ -205,7 +230,12 @@ class BatchStream:
 
     def _load(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         """uint8 [B, F, H, W, 3] frames (and [B, 1, H, W, 3] first frames) from the store."""
-        loaded = [self.store.get_tensors(ArtifactKind.frames, r["frames_key"]) for r in batch]
+        loaded = []
+        for r in batch:
+            try:
+                loaded.append(self.store.get_tensors(ArtifactKind.frames, r["frames_key"]))
+            except FileNotFoundError:
+                raise MissingFrames(r["clip_id"], r["frames_key"]) from None
         frames = {"frames": torch.stack([t["frames"] for t in loaded])}
         if "first_frame" in loaded[0]:  # I2V: the clean first frame, as one frame
             frames["first_frame"] = torch.stack([t["first_frame"][None] for t in loaded])

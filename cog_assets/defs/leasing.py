@@ -1,0 +1,20 @@
+"""The lease each step of a shard run takes on what it uses (see cog_assets.leases)."""
+
+from __future__ import annotations
+
+from dagster import AssetExecutionContext
+
+from cog_assets import layout
+from cog_assets.leases import Lease, run_holder
+from cog_assets.store import ContentStore
+
+
+def step_lease(context: AssetExecutionContext, store: ContentStore,
+               profile: str | None = None) -> Lease:
+    """A lease for this step of this run on its shard's tables (and, given the profile, its
+    shard's dataset folder); the step adds the artefact keys it relies on with `hold`."""
+    shard = context.partition_key
+    paths = [layout.table_path("*", shard)]
+    if profile is not None:
+        paths.append(f"{layout.shard_dir(profile, shard)}/*")
+    return Lease(store, run_holder(context.run_id, context.asset_key.path[-1]), paths=paths)

@@ -1,0 +1,68 @@
+"""store_usage: what the store holds, per kind, and what `cog-assets gc` would reclaim.
+
+Unpartitioned and computed from the store itself (one listing), so it is true whenever it is
+materialized: from the UI, or at the end of every backfill (reported without a run).
+"""
+
+import logging
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from cog_assets.config import Settings
+from cog_assets.defs.resources import StoreResource
+from cog_assets.footprint import KINDS, megabytes, store_footprint
+from cog_assets.gc import GcError, plan_gc
+from cog_assets.store import ContentStore
+
+STORE_GROUP = "store"
+STORE_USAGE_KEY = AssetKey("store_usage")
+
+
+def usage_metadata(store: ContentStore, grace_s: float) -> dict:
+    """Bytes per kind (`<kind>_bytes`), totals, a table, and gc's reclaimable bytes."""
+    footprint = store_footprint(store)
+    metadata: dict = {f"{kind}_bytes": MetadataValue.int(footprint.bytes[kind])
+                      for kind in KINDS}
+    datasets = footprint.bytes["datasets"]
+    metadata.update(
+        total_bytes=MetadataValue.int(footprint.total),
+        outside_datasets_bytes=MetadataValue.int(footprint.outside_datasets),
+        outside_per_dataset_byte=MetadataValue.float(
+            round(footprint.outside_datasets / datasets, 4) if datasets else 0.0))
+    rows = [f"| {kind} | {footprint.files[kind]} | {megabytes(footprint.bytes[kind])} |"
+            for kind in KINDS if footprint.files[kind]]
+    try:
+        plan = plan_gc(store, grace_s=grace_s)
+        metadata["gc_reclaimable_bytes"] = MetadataValue.int(plan.bytes)
+        rows.append(f"| *gc would remove* | {plan.files} | {megabytes(plan.bytes)} |")
+    except GcError as exc:
+        metadata["gc"] = str(exc)
+    metadata["by_kind"] = MetadataValue.md("| kind | files | size |\n|---|---|---|\n"
+                                           + "\n".join(rows))
+    return metadata
+
+
+@asset(key=STORE_USAGE_KEY, group_name=STORE_GROUP, kinds={"parquet", "safetensors"})
+def store_usage(context: AssetExecutionContext, store: StoreResource) -> MaterializeResult:
+    """The store's size per kind: frames, latents, embeddings, first frames, thumbnails, scene
+    scans, datasets, exports, tables, quarantine, temporaries; and what gc would reclaim."""
+    return MaterializeResult(metadata=usage_metadata(store.open(), store.gc_grace_s))
+
+
+def report_store_usage(instance: DagsterInstance, settings: Settings) -> None:
+    """Record store_usage as it is now (after a backfill), without a run."""
+    try:
+        metadata = usage_metadata(ContentStore(settings.store.url), settings.store.gc_grace_s)
+    except OSError as exc:
+        logging.getLogger(__name__).warning("could not measure the store: %s", exc)
+        return
+    instance.report_runless_asset_event(AssetMaterialization(STORE_USAGE_KEY,
+                                                             metadata=metadata))

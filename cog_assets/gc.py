@@ -222,8 +222,8 @@ def judge(relative: str, mtime: float, live: LiveSet, holding: HeldSet, cutoff: 
     recent = mtime > cutoff
     if area in ("state", layout.EXPORTS_DIR) or holding.holds_path(relative):
         return None  # leases and exports are judged whole, elsewhere
-    if _is_temporary(name):
-        return None if recent else "temporaries"
+    if _is_temporary(name):  # one being written for a held key is not a killed run's
+        return None if recent or _held_key(relative, holding) else "temporaries"
     if area == layout.CAS_DIR:
         category = _judge_artifact(parts, live, holding)
     elif area == layout.QUARANTINE_DIR:

@@ -162,10 +162,17 @@ class ContentStore:
             self.fs.pipe_file(path, bytes(data))
             return
         parent = path.rsplit("/", 1)[0]
-        self.fs.makedirs(parent, exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         try:
-            with self.fs.open(tmp, "wb") as handle:
+            for attempt in range(3):  # gc may remove a folder it just emptied: make it again
+                self.fs.makedirs(parent, exist_ok=True)
+                try:
+                    handle = self.fs.open(tmp, "wb")
+                    break
+                except FileNotFoundError:
+                    if attempt == 2:
+                        raise
+            with handle:
                 handle.write(data)
             self._rename(tmp, path)
         except BaseException:

@@ -103,12 +103,20 @@ def test_a_new_transform_version_recomputes_exactly_its_artefacts(materialized, 
     monkeypatch.setattr(latents, "LATENTS_VERSION", latents.LATENTS_VERSION + "-next")
     again = materialize_shards(settings, instance)
     computed = sum(s.computed for s in again.values())
-    # 6 clips: only their latents are new; frames and embeddings are reused.
-    assert computed == 6, {k: (s.computed, s.reused) for k, s in again.items()}
+    # 6 clips: their latents are new, and so their frames, a cache dropped once the shards
+    # were published, are decoded again (same keys); embeddings are reused.
+    assert computed == 12, {k: (s.computed, s.reused) for k, s in again.items()}
+    keep = settings.with_(frames_retention="keep")
+    kept = materialize_shards(keep, instance)  # keep decodes the frames once more...
+    assert sum(s.computed for s in kept.values()) == 6
+    monkeypatch.setattr(latents, "LATENTS_VERSION", latents.LATENTS_VERSION + "-again")
+    again = materialize_shards(keep, instance)  # ...and then a new version costs latents only
+    assert sum(s.computed for s in again.values()) == 6
 
 
 def test_another_dtype_is_another_model_identity(materialized):
     root, settings, instance, first = materialized
     again = materialize_shards(settings.with_(dtype="bfloat16"), instance)
-    # latents (6 clips) and embeddings (6 captions) depend on the dtype; frames do not.
-    assert sum(s.computed for s in again.values()) == 12
+    # latents (6 clips) and embeddings (6 captions) depend on the dtype; frames do not, but
+    # they were dropped once the shards were published: decoded again (6), same keys.
+    assert sum(s.computed for s in again.values()) == 18

@@ -1,8 +1,9 @@
 """The served dataset is never silently wrong, end to end through Dagster runs:
 
 - re-sharding 4 -> 2 and deleting a clip leave nothing stale for the loader or the exports;
-- a flipped byte in a cached latent: `cog-assets verify` exits 1 naming it, the next run
-  recomputes exactly it and says so, and verify is clean again;
+- a flipped byte in a cached latent (in its shard's file, its home): `cog-assets verify`
+  exits 1 naming it, the next run recomputes exactly it (from frames decoded again) and says
+  so, and verify is clean again;
 - an id token reaches the captions, the embeddings and the exports.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import polars as pl
@@ -17,6 +19,7 @@ import pytest
 import torch
 from dagster import instance_for_test
 
+from cog_assets import layout
 from cog_assets.catalog import load_catalog
 from cog_assets.cli import main
 from cog_assets.config import Settings
@@ -83,28 +86,35 @@ def test_a_flipped_byte_in_a_cached_latent_is_reported_and_recomputed(tmp_path):
         assert first.success
         assert verify(store_dir)[0] == 0
         index = pl.read_parquet(first.index_path)
-        key = index["latent_key"][0]
+        row = index.row(0, named=True)
+        key = row["latent_key"]
         store = ContentStore(str(store_dir))
-        path = Path(store.artifact_path(ArtifactKind.latents, key))
         good = store.get_tensors(ArtifactKind.latents, key)["moments"]
-        data = bytearray(path.read_bytes())
-        data[-123] ^= 0x20  # inside the moments: same size, the header still parses
-        path.write_bytes(bytes(data))
+        # the latent lives in the shard's file (the store keeps a reference): flip a byte of it
+        shard_file = Path(first.index_path).parent / row["latents_file"]
+        data = bytearray(shard_file.read_bytes())
+        length = int.from_bytes(data[:8], "little")
+        start = 8 + length + json.loads(data[8:8 + length])[row["clip_id"]]["data_offsets"][0]
+        data[start + 123] ^= 0x20  # same size, the header still parses
+        shard_file.write_bytes(bytes(data))
+        ref = Path(store.path(layout.ref_path(ArtifactKind.latents, key)))
 
         code, report = verify(store_dir)
         assert code == 1
-        assert f"CORRUPT  {path}: vae_moments {key}: the data's blake3" in report
-        assert "1 corrupt, 0 missing" in report
+        assert f"CORRUPT  {shard_file}: blake3" in report  # the file, by its catalog digest
+        assert f"CORRUPT  {ref}: vae_moments {key}: " in report  # the latent, by its own
+        assert "2 corrupt, 0 missing" in report
         assert verify(store_dir, "--profile", "tiny")[0] == 1  # referenced by the dataset
 
         [second] = materialize_shards(settings, instance).values()
         assert second.success, second.failure
-        assert second.computed == 1  # exactly the damaged latent
-        assert len(second.corrupt) == 1 and key in second.corrupt[0] and str(path) in \
+        # exactly the damaged latent, and the frames it is made from (dropped at publication)
+        assert second.computed == 2
+        assert len(second.corrupt) == 1 and key in second.corrupt[0] and str(ref) in \
             second.corrupt[0]
     assert torch.equal(ContentStore(str(store_dir)).get_tensors(ArtifactKind.latents, key)[
         "moments"], good)
-    assert verify(store_dir)[0] == 0
+    assert verify(store_dir)[0] == 0  # the shard file was written again, whole
     assert list((store_dir / "quarantine" / "vae_moments").glob(f"{key}.*.corrupt"))
 
 
@@ -119,8 +129,11 @@ def test_a_changed_shard_file_and_a_missing_one_fail_verify(tmp_path):
     embeds.write_bytes(embeds.read_bytes()[:-1] + b"\x00")
     next(shard.glob("latents.*.safetensors")).unlink()
     code, report = verify(store_dir, "--dataset", "tiny")
-    assert code == 1 and "1 corrupt, 1 missing" in report
+    # the two shard files, and what lives in them: the embedding whose bytes changed, the
+    # two latents whose file is gone
+    assert code == 1 and "2 corrupt, 3 missing" in report, report
     assert f"CORRUPT  {embeds}" in report
+    assert report.count("the shard file it lives in is gone") == 2
 
 
 def test_an_id_token_reaches_captions_embeddings_and_exports(tmp_path):

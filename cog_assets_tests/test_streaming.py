@@ -14,7 +14,7 @@ from cog_assets.layout import ArtifactKind
 from cog_assets.models.vae import load_vae
 from cog_assets.models.weights import WeightsSource
 from cog_assets.profiles import get_profile
-from cog_assets.stages.latents import BatchStream, VaeIdentity, _Target, encode_latents
+from cog_assets.stages.latents import MissingFrames, BatchStream, VaeIdentity, _Target, encode_latents
 from cog_assets.store import ContentStore
 from cog_assets_tests.fixtures.reference import encode_moments
 
@@ -84,5 +84,6 @@ def test_a_missing_frames_file_is_raised_to_the_caller(tmp_path):
     store = ContentStore(str(tmp_path))
     table = clips_in_store(store, 2).with_columns(pl.lit("nope").alias("frames_key"))
     identity = VaeIdentity(TINY.identity("vae"), "float32", False)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MissingFrames, match=r"c0: its frames \(nope\) are not in the "
+                       "store"):
         encode_latents(table, store, identity, lambda: load_vae(TINY, CPU, torch.float32), 1)

@@ -247,7 +247,7 @@ def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
         metadata = {"clips": len(table), "device": str(models.torch_device),
                     "dtype": str(models.torch_dtype), **stats.as_metadata()}
         if drops_after_latents(store.frames_retention):
-            dropped = drop_frames(content, decoded, run_id=context.run_id)
+            dropped = drop_frames(content, decoded, run_id=context.run.run_id)
             metadata.update(frames_dropped=dropped.frames, frames_dropped_bytes=dropped.bytes)
         return Output(table, data_version=DataVersion(data_version_of(table["latent_key"])),
                       metadata=metadata)
@@ -295,8 +295,8 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
                                 rejects, frames_retention=store.frames_retention)
         dropped = None
         if finished.entry is not None and drops_after_publication(store.frames_retention):
-            dropped = drop_frames(content, frames_keys, run_id=context.run_id)
-    release_run(content, context.run_id)  # the shard is published: its run holds nothing
+            dropped = drop_frames(content, frames_keys, run_id=context.run.run_id)
+    release_run(content, context.run.run_id)  # the shard is published: its run holds nothing
     index, paths = finished.index, finished.paths
     keys = [*index["latent_key"], *index["embedding_key"], *rejects["clip_id"]]
     metadata = {

@@ -15,6 +15,8 @@ def step_lease(context: AssetExecutionContext, store: ContentStore,
     shard's dataset folder); the step adds the artefact keys it relies on with `hold`."""
     shard = context.partition_key
     paths = [layout.table_path("*", shard)]
-    if profile is not None:
-        paths.append(f"{layout.shard_dir(profile, shard)}/*")
-    return Lease(store, run_holder(context.run_id, context.asset_key.path[-1]), paths=paths)
+    if profile is not None:  # the shard's next files and the catalog it publishes them in
+        dataset = layout.dataset_dir(profile)
+        paths += [f"{layout.shard_dir(profile, shard)}/*", f"{dataset}/{layout.CATALOG_FILE}*",
+                  f"{dataset}/{layout.CATALOG_ENTRIES_DIR}/*"]
+    return Lease(store, run_holder(context.run.run_id, context.asset_key.path[-1]), paths=paths)

@@ -1,0 +1,163 @@
+"""Frames are a cache: dropped once their shard is published, never decoded again while the
+latents they made exist, decoded again (from the frames table's recipe) when a new VAE, dtype
+or tiling needs them; the contact sheet comes from a small thumbnail that stays."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from cog_assets import layout
+from cog_assets.config import FrameSettings, MediaLimits, SourceSettings
+from cog_assets.frame_policy import FramePolicy
+from cog_assets.layout import ArtifactKind
+from cog_assets.leases import Lease
+from cog_assets.media.synthetic import write_test_video
+from cog_assets.models.vae import load_vae
+from cog_assets.models.weights import WeightsSource
+from cog_assets.profiles import get_profile
+from cog_assets.retention import drop_frames
+from cog_assets.stages.frames import FramesLost, decode_again, extract_frames
+from cog_assets.stages.latents import VaeIdentity, encode_latents
+from cog_assets.stages.manifest import build_manifest
+from cog_assets.stages.validation import validate_clips
+from cog_assets.store import ContentStore
+from cog_assets_tests.conftest import make_dataset
+
+TINY = get_profile("tiny")
+WEIGHTS = WeightsSource(TINY)
+FP32 = VaeIdentity(WEIGHTS.identity("vae"), "float32", False)
+BF16 = VaeIdentity(WEIGHTS.identity("vae"), "bfloat16", False)
+POLICY = FramePolicy.build(TINY, FrameSettings())
+
+
+def no_decoding(task):
+    raise AssertionError(f"{task.path} was decoded, but its latents exist")
+
+
+def _vae():
+    return load_vae(WEIGHTS, torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture
+def shard(tmp_path):
+    """Two real clips, validated, their frames decoded and their fp32 latents encoded."""
+    root = make_dataset(tmp_path / "data", 2, broken=False)
+    store = ContentStore(str(tmp_path / "store"))
+    manifest = build_manifest(SourceSettings(data_root=str(root), shard_count=1), "shard-00000")
+    validated = validate_clips(manifest, root, POLICY, MediaLimits(),
+                               lambda captions: [8] * len(captions), workers=0)
+    frames, _ = extract_frames(validated, root, store, POLICY, decode_timeout_s=None, workers=0)
+    encode_latents(frames, store, FP32, _vae, 2)
+    return root, store, validated, frames
+
+
+def _drop_all_frames(store: ContentStore, frames: pl.DataFrame) -> None:
+    dropped = drop_frames(store, frames["frames_key"])
+    assert dropped.frames == len(frames) and dropped.bytes > 0
+    assert not any(store.has(ArtifactKind.frames, k) for k in frames["frames_key"])
+
+
+def test_a_clip_whose_latents_exist_is_neither_decoded_nor_read(shard):
+    root, store, validated, frames = shard
+    _drop_all_frames(store, frames)
+    again, stats = extract_frames(validated, root, store, POLICY, decode_timeout_s=None,
+                                  workers=0, decode=no_decoding,
+                                  latent_keys=lambda key: [FP32.key(key)])
+    assert set(again["status"]) == {"reused"} and stats.computed == 0
+    assert stats.extra["frames_not_needed"] == 2
+    assert again["frames_key"].to_list() == frames["frames_key"].to_list()  # same lineage
+    assert not any(store.has(ArtifactKind.frames, k) for k in frames["frames_key"])
+
+
+def test_latents_for_another_dtype_decode_the_frames_again(shard):
+    root, store, validated, frames = shard
+    _drop_all_frames(store, frames)
+    again, stats = extract_frames(validated, root, store, POLICY, decode_timeout_s=None,
+                                  workers=0, latent_keys=lambda key: [BF16.key(key)])
+    assert stats.computed == 2 and "frames_not_needed" not in stats.extra
+    assert all(store.has(ArtifactKind.frames, k) for k in again["frames_key"])
+
+
+def test_keep_decodes_missing_frames_even_when_their_latents_exist(shard):
+    root, store, validated, frames = shard
+    _drop_all_frames(store, frames)
+    _, stats = extract_frames(validated, root, store, POLICY, decode_timeout_s=None, workers=0)
+    assert stats.computed == 2
+
+
+def test_a_damaged_latent_has_its_frames_decoded_again_in_the_same_run(shard):
+    """The frames a damaged latent needs may be gone: the frames step reads the latent whole
+    before it trusts it, so the run decodes the frames and the latents step re-encodes."""
+    root, store, validated, frames = shard
+    _drop_all_frames(store, frames)
+    key = FP32.key(frames["frames_key"][0])
+    path = Path(store.artifact_path(ArtifactKind.latents, key))
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0x08
+    path.write_bytes(bytes(data))
+    again, stats = extract_frames(validated, root, store, POLICY, decode_timeout_s=None,
+                                  workers=0, latent_keys=lambda k: [FP32.key(k)])
+    assert stats.computed == 1 and stats.extra["frames_not_needed"] == 1
+    assert len(stats.corrupt) == 1 and key in stats.corrupt[0]
+    _, latents = encode_latents(again, store, FP32, _vae, 2)
+    assert (latents.computed, latents.reused) == (1, 1)
+
+
+def test_the_latents_step_decodes_dropped_frames_again_from_the_frames_table(shard):
+    """A run whose latents need frames that were dropped after frame_tensors ran (a new
+    dtype materialized from the UI on vae_latents alone, a frames step in a CPU pod that
+    guessed another dtype) decodes them again instead of failing."""
+    root, store, validated, frames = shard
+    _drop_all_frames(store, frames)
+    calls = []
+
+    def redecode(rows):
+        calls.append(rows["clip_id"].to_list())
+        return decode_again(rows, root, store, POLICY, decode_timeout_s=None)
+
+    table, stats = encode_latents(frames, store, BF16, _vae, 2, redecode=redecode)
+    assert calls == [frames["clip_id"].to_list()]
+    assert stats.computed == 2 and stats.extra["frames_decoded_again"] == 2
+    assert all(store.has(ArtifactKind.frames, k) for k in frames["frames_key"])
+    assert set(table["status"]) == {"computed"}
+
+
+def test_frames_that_cannot_be_decoded_the_same_again_are_named(shard):
+    root, store, validated, frames = shard
+    _drop_all_frames(store, frames)
+    write_test_video(root / "clips/clip_01.mp4", width=160, height=96, fps=24, seconds=1.5,
+                     seed=99)  # the file changed after frame_tensors ran
+    with pytest.raises(FramesLost, match=r"clips/clip_01.mp4: its frames were dropped .* "
+                       "cannot be decoded to the same frames again"):
+        decode_again(frames, root, store, POLICY, decode_timeout_s=None)
+
+
+def test_decoded_clips_leave_a_thumbnail_the_contact_sheet_uses_once_frames_are_gone(shard):
+    from cog_assets.defs.assets import _contact_sheet
+
+    root, store, validated, frames = shard
+    for key in frames["frames_key"]:
+        assert Path(store.path(layout.thumbnail_png(key))).stat().st_size < 20_000
+    _drop_all_frames(store, frames)
+    sheet = _contact_sheet(store, frames, validated)
+    assert sheet is not None and sheet.startswith("![contact sheet](data:image/jpeg;base64,")
+
+
+def test_frames_another_run_holds_are_not_dropped(shard):
+    _, store, _, frames = shard
+    held, free = frames["frames_key"].to_list()
+    with Lease(store, "run-b.frame_tensors") as lease:
+        lease.hold(ArtifactKind.frames, [held])
+        with Lease(store, "run-a.frame_tensors") as own:
+            own.hold(ArtifactKind.frames, [held, free])
+            dropped = drop_frames(store, [held, free], run_id="run-a")
+    assert (dropped.frames, dropped.held) == (1, 1)
+    assert store.has(ArtifactKind.frames, held) and not store.has(ArtifactKind.frames, free)
+    lease_file = json.loads(Path(store.path(layout.lease_path("run-b.frame_tensors")))
+                            .read_text())
+    assert lease_file["keys"] == {"frames": [held]}  # handed over to the rest of its run

@@ -60,6 +60,10 @@ class GcError(RuntimeError):
     """gc cannot tell what is live (an unreadable catalog or index): it removes nothing."""
 
 
+class _Republished(Exception):
+    """A shard's index went while the catalog was read: a newer version was published."""
+
+
 @dataclass(frozen=True)
 class Garbage:
     path: str  # as ContentStore.path gives it
@@ -143,7 +147,14 @@ def live_set(store: ContentStore) -> LiveSet:
     profiles = [p.rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(root, detail=False)
                 if store.fs.isdir(p)] if store.exists(root) else []
     for profile in sorted(profiles):
-        _live_dataset(store, profile, live)
+        for attempt in range(3):
+            try:
+                _live_dataset(store, profile, live)
+                break
+            except _Republished:  # a shard was published meanwhile: read its catalog again
+                if attempt == 2:
+                    raise GcError(f"cannot tell what is live: the catalog of {profile} kept "
+                                  "changing while it was read; run gc again") from None
     for shard in live.shards:
         path = store.path(layout.table_path(SCENE_TABLE, shard))
         if store.exists(path):
@@ -183,6 +194,13 @@ def _live_dataset(store: ContentStore, profile: str, live: LiveSet) -> None:
         live.files |= {f"{folder}/{layout.INDEX_FILE}", f"{folder}/{layout.REJECTS_FILE}"}
         try:
             index = store.read_table(store.path(f"{folder}/{entry.index.name}"))
+        except FileNotFoundError:
+            now = published_entries(store, dataset_dir).get(shard)
+            if now is None or now.version != entry.version:  # replaced or retired meanwhile
+                raise _Republished() from None
+            raise GcError(f"cannot tell what is live: the index {entry.index.name} of "
+                          f"{store.local_path(store.path(folder))} is missing; run "
+                          "cog-assets verify") from None
         except Exception as exc:  # noqa: BLE001 - any unreadable index stops gc
             raise GcError(f"cannot tell what is live: the index {entry.index.name} of "
                           f"{store.local_path(store.path(folder))} is unreadable "

@@ -243,3 +243,40 @@ def test_scene_scans_of_live_shards_stay(store):
     planned = {Path(g.path) for g in _plan(store).garbage}
     assert Path(store.artifact_path(ArtifactKind.scene_scan, live_scan)) not in planned
     assert garbage["scene_scans"] in planned
+
+
+@pytest.mark.slow
+def test_gc_over_and_over_beside_a_running_backfill_takes_nothing_it_needs(tmp_path):
+    """The resize policy changes and a backfill runs in its own process while gc, with no
+    grace period at all, collects again and again beside it: the run's new frames, latents,
+    tables and next shard version are held by its leases, so it succeeds; the old version's
+    leftovers go; the store verifies, the dataset loads and a rerun computes nothing."""
+    from cog_assets_tests.conftest import make_dataset
+    from cog_assets_tests.fixtures.pipeline import backfill_here, start_backfill
+
+    data = make_dataset(tmp_path / "data", 4, broken=False)
+    store_dir, home = tmp_path / "store", tmp_path / "home"
+    code, _, output = backfill_here(data, store_dir, home, tmp_path / "run-1")
+    assert code == 0, output[-3000:]
+    store = ContentStore(str(store_dir))
+    run = start_backfill(data, store_dir, home, tmp_path / "run-2", "--resize", "stretch")
+    removed, rounds = [], 0
+    try:
+        while run.proc.poll() is None:
+            removed += collect(store, plan_gc(store, grace_s=0), grace_s=0).removed
+            rounds += 1
+            time.sleep(0.05)
+        code = run.wait(60)
+    finally:
+        run.kill()
+    assert code == 0, run.output()[-4000:]
+    assert rounds >= 5, rounds
+    # what only the cover version held was written back to cas when it was replaced: garbage
+    assert {"latents", "thumbnails"} <= {g.category for g in removed}, removed
+    collect(store, plan_gc(store, grace_s=0), grace_s=0)
+    assert verify_store(store).ok
+    assert len(CogVideoXLatentDataset(store_dir / "datasets" / "tiny", "tiny",
+                                      verify=True)) == 4
+    code, summary, output = backfill_here(data, store_dir, home, tmp_path / "run-3",
+                                          "--resize", "stretch")
+    assert code == 0 and summary["shards"]["shard-00000"]["computed"] == 0, output[-3000:]

@@ -161,3 +161,75 @@ def test_frames_another_run_holds_are_not_dropped(shard):
     lease_file = json.loads(Path(store.path(layout.lease_path("run-b.frame_tensors")))
                             .read_text())
     assert lease_file["keys"] == {"frames": [held]}  # handed over to the rest of its run
+
+
+def _metadata(instance, asset: str) -> dict:
+    from dagster import AssetKey
+
+    event = instance.get_latest_materialization_event(AssetKey(asset))
+    assert event is not None, asset
+    return {k: getattr(v, "value", v) for k, v in
+            event.asset_materialization.metadata.items()}
+
+
+@pytest.mark.slow
+def test_a_run_drops_its_frames_once_published_and_needs_them_only_for_new_latents(tmp_path):
+    from dagster import instance_for_test, materialize
+
+    from cog_assets.config import Settings
+    from cog_assets.defs.definitions import build_definitions
+    from cog_assets.defs.resources import build_resources
+    from cog_assets.defs.runs import materialize_shards
+
+    root = make_dataset(tmp_path / "data", 3, broken=False)
+    store_dir = tmp_path / "store"
+    settings = Settings.of(data_root=str(root), store=str(store_dir), shards=1, device="cpu")
+    frames_dir = store_dir / "cas" / "frames"
+    with instance_for_test() as instance:
+        [first] = materialize_shards(settings, instance).values()
+        assert first.success, first.failure
+        assert not list(frames_dir.rglob("*.safetensors"))
+        assert len(list((store_dir / "cas" / "thumbnail").rglob("*.png"))) == 3
+        assert _metadata(instance, "training_dataset")["frames_dropped"] == 3
+        usage = _metadata(instance, "store_usage")  # reported at the end of the backfill
+        assert usage["frames_bytes"] == 0 and usage["datasets_bytes"] > 0
+        assert usage["latents_bytes"] < usage["datasets_bytes"] / 10  # references only
+
+        [again] = materialize_shards(settings, instance).values()
+        assert again.success and again.computed == 0
+        frames = _metadata(instance, "frame_tensors")
+        assert frames["frames_not_needed"] == 3 and "contact_sheet" in frames
+
+        # a new dtype materialized on vae_latents alone, as from the UI: its frames are gone,
+        # so the step decodes them again from the frames table's recipe
+        bf16 = settings.with_(dtype="bfloat16")
+        result = materialize(build_definitions(bf16).assets, selection=["vae_latents"],
+                             partition_key="shard-00000", instance=instance,
+                             resources=build_resources(bf16))
+        assert result.success
+        latents = _metadata(instance, "vae_latents")
+        assert latents["frames_decoded_again"] == 3 and latents["computed"] == 3
+
+
+@pytest.mark.slow
+def test_keep_keeps_the_frames_and_none_drops_them_once_the_latents_are_written(tmp_path):
+    from dagster import instance_for_test
+
+    from cog_assets.config import Settings
+    from cog_assets.defs.runs import materialize_shards
+    from cog_assets.gc import collect, plan_gc
+
+    root = make_dataset(tmp_path / "data", 2, broken=False)
+    with instance_for_test() as instance:
+        keep = Settings.of(data_root=str(root), store=str(tmp_path / "keep"), shards=1,
+                           device="cpu", frames_retention="keep")
+        assert all(s.success for s in materialize_shards(keep, instance).values())
+        store = ContentStore(str(tmp_path / "keep"))
+        collect(store, plan_gc(store, grace_s=0), grace_s=0)
+        assert len(list((tmp_path / "keep" / "cas" / "frames").rglob("*.safetensors"))) == 2
+
+        none = keep.with_(store=str(tmp_path / "none"), frames_retention="none")
+        assert all(s.success for s in materialize_shards(none, instance).values())
+        assert not list((tmp_path / "none" / "cas" / "frames").rglob("*.safetensors"))
+        assert _metadata(instance, "vae_latents")["frames_dropped"] == 2
+        assert _metadata(instance, "training_dataset")["frames_dropped"] == 0

@@ -365,7 +365,7 @@ def _export_garbage(store: ContentStore, holding: HeldSet, everything: bool, cut
         linked = {os.path.basename(os.readlink(e.path)) for e in entries if e.is_symlink()}
         for entry in sorted(entries, key=lambda e: e.name):
             relative = f"{layout.EXPORTS_DIR}/{profile.name}/{entry.name}"
-            if holding.holds_path(relative) or holding.holds_path(relative + "/"):
+            if holding.holds_path(relative):
                 continue
             if entry.is_symlink():
                 if everything:

@@ -58,8 +58,10 @@ class Lease:
     """A step's lease: `hold` keys and paths (written at once), renewed in the background
     while the `with` block runs; on leaving it, handed over to the run or `release`d."""
 
-    def __init__(self, store: ContentStore, holder: str, *, paths: Iterable[str] = ()):
-        self.store, self.holder = store, holder
+    def __init__(self, store: ContentStore, holder: str, *, paths: Iterable[str] = (),
+                 handover_s: float = HANDOVER_S):
+        """`handover_s`: how long the lease holds after the block (0: given back at once)."""
+        self.store, self.holder, self.handover_s = store, holder, handover_s
         self.path = store.path(layout.lease_path(holder))
         self._keys: dict[str, set[str]] = {}
         self._paths = set(paths)
@@ -88,7 +90,13 @@ class Lease:
         if self._thread is not None:
             self._thread.join()
         with self._lock:
-            self._write(time.time() + HANDOVER_S)
+            try:
+                if self.handover_s > 0:
+                    self._write(time.time() + self.handover_s)
+                else:
+                    self.store.fs.rm(self.path)
+            except OSError:  # unreachable store: the lease lapses by itself (ALIVE_S)
+                pass
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_S):

@@ -209,6 +209,10 @@ def test_stale_export_versions_go_and_every_export_with_exports(store):
         (killed, "exports")]
     collect(store, plan, grace_s=HOUR)
     assert current.exists() and not killed.exists()
+    with Lease(store, "run-1.cogvideox_factory_export", paths=["exports/tiny/*"], handover_s=0):
+        held = _plan(store, exports=True).garbage
+        assert not [g for g in held if g.category == "exports"]  # one being written stays
+    assert not Path(store.path(layout.lease_path("run-1.cogvideox_factory_export"))).exists()
     collect(store, _plan(store, exports=True), grace_s=HOUR)
     assert not exports.exists()  # emptied: pruned
 

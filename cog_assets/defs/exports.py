@@ -28,6 +28,7 @@ from cog_assets.exports import (
     export_cogvideo_finetune,
     export_cogvideox_factory,
 )
+from cog_assets.leases import Lease, run_holder
 from cog_assets.profiles import get_profile
 
 EXPORTS_GROUP = "exports"
@@ -41,6 +42,13 @@ def _local_dirs(store: StoreResource, model: ModelResource, trainer: str) -> tup
                          "remote: run the export where the dataset is mounted")
     return (Path(content.path(layout.dataset_dir(model.profile))),
             Path(content.path(layout.export_dir(model.profile, trainer))))
+
+
+def _lease(context: AssetExecutionContext, store: StoreResource, model: ModelResource
+           ) -> Lease:
+    """Holds the profile's exports while one is written (gc leaves its fresh folder alone)."""
+    return Lease(store.open(), run_holder(context.run.run_id, context.asset_key.path[-1]),
+                 paths=[f"{layout.EXPORTS_DIR}/{model.profile}/*"], handover_s=0)
 
 
 def _result(report: ExportReport) -> MaterializeResult:
@@ -58,9 +66,10 @@ def cogvideox_factory_export(context: AssetExecutionContext, model: ModelResourc
     """cogvideox-factory `--load_tensors`: videos.txt, prompts.txt, video_latents/,
     prompt_embeds/ (and image_latents/ for I2V) as .pt files."""
     dataset_dir, out_dir = _local_dirs(store, model, "cogvideox-factory")
-    return _result(export_cogvideox_factory(
-        dataset_dir, out_dir, get_profile(model.profile),
-        image_latent_scaling=model.image_latent_scaling, id_token=sources.id_token))
+    with _lease(context, store, model):
+        return _result(export_cogvideox_factory(
+            dataset_dir, out_dir, get_profile(model.profile),
+            image_latent_scaling=model.image_latent_scaling, id_token=sources.id_token))
 
 
 @asset(deps=[TRAINING_DATASET], group_name=EXPORTS_GROUP, kinds={"safetensors"})
@@ -70,10 +79,11 @@ def cogvideo_finetune_export(context: AssetExecutionContext, model: ModelResourc
     """CogVideo `finetune/` data root with its cache already full: video latents sampled and
     scaled, prompt embeddings under the sha256 of each prompt, videos linked to the sources."""
     dataset_dir, out_dir = _local_dirs(store, model, "cogvideo-finetune")
-    return _result(export_cogvideo_finetune(
-        dataset_dir, out_dir, get_profile(model.profile), seed=frames.seed,
-        videos_root=sources.data_root, image_latent_scaling=model.image_latent_scaling,
-        id_token=sources.id_token))
+    with _lease(context, store, model):
+        return _result(export_cogvideo_finetune(
+            dataset_dir, out_dir, get_profile(model.profile), seed=frames.seed,
+            videos_root=sources.data_root, image_latent_scaling=model.image_latent_scaling,
+            id_token=sources.id_token))
 
 
 EXPORT_ASSETS = [cogvideox_factory_export, cogvideo_finetune_export]

@@ -268,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--profile", "--dataset", action="append", metavar="PROFILE",
                         help="only the dataset of this profile and the artefacts it references "
                         "(repeatable; default: every dataset and every artefact of the store)")
-    add_setting_arguments(verify, groups=["store"], exclude=("verify_artifacts",
-                                                              "frames_retention", "gc_grace_s"))
+    add_setting_arguments(verify, groups=["store"],
+                          exclude=("verify_artifacts", "frames_retention", "gc_grace_s"))
     verify.set_defaults(func=cmd_verify)
 
     gc = sub.add_parser("gc", help="remove what no live shard references: old versions, "
@@ -281,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--exports", action="store_true",
                     help="also remove every trainer export (backfill --export writes them "
                     "again)")
-    add_setting_arguments(gc, groups=["store"], exclude=("verify_artifacts",
-                                                          "frames_retention"))
+    add_setting_arguments(gc, groups=["store"],
+                          exclude=("verify_artifacts", "frames_retention"))
     gc.set_defaults(func=cmd_gc)
 
     shards = sub.add_parser("shards", help="list (and register) the shards of a data root")

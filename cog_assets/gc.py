@@ -1,11 +1,6 @@
 """`cog-assets gc`: remove what no live shard references, never what a running run holds.
 
-What is live comes from the datasets' catalogs (every profile of the store): each live shard's
-served files and index, and the keys its index references: latents and embeddings always,
-first-frame PNGs and thumbnails of its frames, the frames themselves where the shard was
-published with `frames_retention=keep` (or by a cog-assets that did not say), the scene scans
-its `scene_segments` table names, and the tables of live shard names. A shard published but not
-yet in `catalog.json` (its entry under `catalog.d/`) counts as live.
+What is live comes from the datasets' catalogs (`cog_assets.live_set`).
 
 Garbage, once older than the grace period (`gc_grace_s`, by the file's time):
 
@@ -40,12 +35,11 @@ from datetime import datetime
 from fsspec.implementations.local import LocalFileSystem
 
 from cog_assets import artifact_refs, layout
-from cog_assets.artifact_refs import HOMED_KEYS
-from cog_assets.catalog import DatasetError, ShardEntry, published_entries, read_catalog
-from cog_assets.choices import FramesRetention
+from cog_assets.catalog import ShardEntry
 from cog_assets.footprint import CAS_KINDS, TEMP_MARKS
 from cog_assets.layout import ArtifactKind
 from cog_assets.leases import HeldSet, expired, held
+from cog_assets.live_set import GcError, LiveSet, live_set  # noqa: F401 - gc raises GcError
 from cog_assets.sealed_tensors import DamagedTensors
 from cog_assets.stages.dataset import artifact_homes
 from cog_assets.store import ContentStore, mtime_of
@@ -53,15 +47,6 @@ from cog_assets.store import ContentStore, mtime_of
 CATEGORIES = ("frames", "latents", "embeddings", "references", "first_frames", "thumbnails",
               "scene_scans", "old_versions", "retired_shards", "tables", "exports",
               "quarantine", "temporaries", "leases")
-SCENE_TABLE = "scene_segments"
-
-
-class GcError(RuntimeError):
-    """gc cannot tell what is live (an unreadable catalog or index): it removes nothing."""
-
-
-class _Republished(Exception):
-    """A shard's index went while the catalog was read: a newer version was published."""
 
 
 @dataclass(frozen=True)
@@ -82,20 +67,6 @@ class Repair:
     shard_dir: str  # store-relative
     entry: ShardEntry
     copy_bytes: int  # of the full copy in cas/ that goes (0: only the reference is fixed)
-
-
-@dataclass
-class LiveSet:
-    keys: dict[str, set[str]] = field(default_factory=dict)  # kind -> referenced keys
-    frames_any: set[str] = field(default_factory=set)  # frames keys of live shards
-    frames_kept: set[str] = field(default_factory=set)  # ...of shards that keep their frames
-    files: set[str] = field(default_factory=set)  # store-relative dataset files to keep
-    shard_dirs: set[str] = field(default_factory=set)
-    shards: set[str] = field(default_factory=set)  # live shard names (their tables)
-    homes: dict[tuple[str, str], tuple[str, ShardEntry]] = field(default_factory=dict)
-
-    def has(self, kind: str, key: str) -> bool:
-        return key in self.keys.get(str(kind), ())
 
 
 @dataclass
@@ -136,83 +107,6 @@ class GcResult:
     @property
     def bytes(self) -> int:
         return sum(g.bytes for g in self.removed)
-
-
-# -- what is live ------------------------------------------------------------------------------
-
-def live_set(store: ContentStore) -> LiveSet:
-    """Everything the catalogs of every dataset in the store keep alive."""
-    live = LiveSet()
-    root = store.path(layout.DATASETS_DIR)
-    profiles = [p.rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(root, detail=False)
-                if store.fs.isdir(p)] if store.exists(root) else []
-    for profile in sorted(profiles):
-        for attempt in range(3):
-            try:
-                _live_dataset(store, profile, live)
-                break
-            except _Republished:  # a shard was published meanwhile: read its catalog again
-                if attempt == 2:
-                    raise GcError(f"cannot tell what is live: the catalog of {profile} kept "
-                                  "changing while it was read; run gc again") from None
-    for shard in live.shards:
-        path = store.path(layout.table_path(SCENE_TABLE, shard))
-        if store.exists(path):
-            table = store.read_table(path)
-            if "scan_key" in table.columns:
-                live.keys.setdefault(ArtifactKind.scene_scan, set()).update(
-                    table["scan_key"].drop_nulls().to_list())
-    return live
-
-
-def _live_dataset(store: ContentStore, profile: str, live: LiveSet) -> None:
-    relative = layout.dataset_dir(profile)
-    dataset_dir = store.path(relative)
-    try:
-        catalog = read_catalog(store, dataset_dir)
-    except DatasetError as exc:
-        raise GcError(f"cannot tell what is live: {exc}") from None
-    entries = published_entries(store, dataset_dir)
-    if catalog is None:
-        if entries:
-            raise GcError(f"{store.local_path(dataset_dir)} has shard entries but no "
-                          f"{layout.CATALOG_FILE}: run a shard of profile {profile} (or a "
-                          "backfill) to rebuild it before collecting garbage")
-        return
-    live.files |= {f"{relative}/{layout.CATALOG_FILE}", f"{relative}/{layout.CATALOG_LOCK}"}
-    shards = dict(catalog.shards)
-    for shard, entry in entries.items():  # published, not yet in catalog.json (a lost race)
-        if entry.shard_count == catalog.shard_count:
-            shards.setdefault(shard, entry)
-    for shard, entry in sorted(shards.items()):
-        folder = f"{relative}/{shard}"
-        live.shard_dirs.add(folder)
-        live.shards.add(shard)
-        live.files.add(f"{relative}/{layout.catalog_entry(shard)}")
-        served = [*entry.served(), *([entry.rejects] if entry.rejects else [])]
-        live.files |= {f"{folder}/{f.name}" for f in served}
-        live.files |= {f"{folder}/{layout.INDEX_FILE}", f"{folder}/{layout.REJECTS_FILE}"}
-        try:
-            index = store.read_table(store.path(f"{folder}/{entry.index.name}"))
-        except FileNotFoundError:
-            now = published_entries(store, dataset_dir).get(shard)
-            if now is None or now.version != entry.version:  # replaced or retired meanwhile
-                raise _Republished() from None
-            raise GcError(f"cannot tell what is live: the index {entry.index.name} of "
-                          f"{store.local_path(store.path(folder))} is missing; run "
-                          "cog-assets verify") from None
-        except Exception as exc:  # noqa: BLE001 - any unreadable index stops gc
-            raise GcError(f"cannot tell what is live: the index {entry.index.name} of "
-                          f"{store.local_path(store.path(folder))} is unreadable "
-                          f"({type(exc).__name__}: {exc}); run cog-assets verify") from None
-        for column, kind in HOMED_KEYS.items():
-            for key in index[column].drop_nulls().unique().to_list():
-                live.keys.setdefault(kind, set()).add(key)
-                live.homes.setdefault((kind, key), (folder, entry))
-        frames = set(index["frames_key"].drop_nulls().to_list())
-        live.frames_any |= frames
-        if entry.frames_retention in (None, FramesRetention.keep):
-            live.frames_kept |= frames
 
 
 # -- judging one file ----------------------------------------------------------------------------
@@ -463,9 +357,9 @@ def _prune_empty_folders(store: ContentStore, removed: list[str]) -> None:
     """Remove folders emptied by gc (local disk; object stores have no empty folders)."""
     if not isinstance(store.fs, LocalFileSystem):
         return
-    keep = {store.root, *(store.path(p) for p in (layout.CAS_DIR, layout.DATASETS_DIR,
-                                                    layout.QUARANTINE_DIR, layout.TABLES_DIR,
-                                                    layout.EXPORTS_DIR))}
+    tops = (layout.CAS_DIR, layout.DATASETS_DIR, layout.QUARANTINE_DIR, layout.TABLES_DIR,
+            layout.EXPORTS_DIR)
+    keep = {store.root, *(store.path(top) for top in tops)}
     folders = sorted({os.path.dirname(p) for p in removed}, key=len, reverse=True)
     while folders:
         folder = folders.pop(0)

@@ -27,9 +27,11 @@ import polars as pl
 import pytest
 
 from cog_assets.loader import CogVideoXLatentDataset
+from cog_assets.store import ContentStore
 from cog_assets_tests.conftest import make_dataset
 from cog_assets_tests.fixtures.pipeline import (
     StepWatch,
+    artefact_key,
     audit_store,
     backfill_here,
     kill_inside_step,
@@ -65,7 +67,9 @@ def killed_and_resumed(tmp_path_factory):
     data = make_dataset(tmp / "data", CLIPS, broken=False)
     store = tmp / "store"
     frames_dir = store / "cas" / "frames"
-    run = start_backfill(data, store, tmp / "home-1", tmp / "run-1")
+    # frames kept: what the killed run finished must be found, untouched, after the rerun
+    keep = ("--frames-retention", "keep")
+    run = start_backfill(data, store, tmp / "home-1", tmp / "run-1", *keep)
     finished_frames = []
     deadline = time.monotonic() + 240
     try:
@@ -83,7 +87,7 @@ def killed_and_resumed(tmp_path_factory):
     after_kill = audit_store(store)
     before = _snapshot(after_kill.artefacts())
     # Run again in the same instance (in this process: the same `main`, fewer imports).
-    code, summary, output = backfill_here(data, store, tmp / "home-1", tmp / "run-2")
+    code, summary, output = backfill_here(data, store, tmp / "home-1", tmp / "run-2", *keep)
     return {"tmp": tmp, "data": data, "store": store, "after_kill": after_kill,
             "before": before, "code": code, "summary": summary, "output": output}
 
@@ -104,8 +108,9 @@ def test_resumed_run_succeeds_and_reuses_the_finished_clips(killed_and_resumed):
     store = killed_and_resumed["store"]
     before = killed_and_resumed["before"]
     after = _assert_no_half_written_files(store).artefacts()
-    # Every computed item writes one artefact, so a run from scratch computes len(after);
-    # this one computed only what the killed run had not finished and reused the rest.
+    # Every computed item writes one artefact (a latent or embedding, once published, as a
+    # reference to its shard file), so a run from scratch computes len(after); this one
+    # computed only what the killed run had not finished and reused the rest.
     assert summary["reused"] == len(before) > 0, (summary, len(before))
     assert summary["computed"] == len(after) - len(before) < len(after), (summary, len(after))
     # The files finished before the kill were reused as they were, not written again.
@@ -150,11 +155,10 @@ def test_two_runs_of_the_same_shard_at_once(tmp_path):
                                                            for i in range(3)]
     for row in shard["index"].iter_rows(named=True):
         key = row["latent_key"]
-        stored = [p for p in audit.artefacts("vae_moments") if p.stem == key]
-        assert len(stored) == 1, key
-        from safetensors.torch import load_file
-
-        assert load_file(str(stored[0]))["moments"].equal(shard["latents"][row["clip_id"]])
+        stored = [p for p in audit.artefacts("vae_moments") if artefact_key(p) == key]
+        assert len(stored) == 1, key  # stored once: a reference to the shard file, no copy
+        moments = ContentStore(str(store)).get_tensors("vae_moments", key)["moments"]
+        assert moments.equal(shard["latents"][row["clip_id"]])
 
 
 # -- (c) I/O errors --------------------------------------------------------------------------

@@ -91,21 +91,27 @@ def test_keep_decodes_missing_frames_even_when_their_latents_exist(shard):
 
 
 def test_a_damaged_latent_has_its_frames_decoded_again_in_the_same_run(shard):
-    """The frames a damaged latent needs may be gone: the frames step reads the latent whole
-    before it trusts it, so the run decodes the frames and the latents step re-encodes."""
+    """The frames step trusts a latent by its header (as reuse trusts frames); the latents
+    step reads it whole, quarantines it, decodes its dropped frames again and re-encodes."""
     root, store, validated, frames = shard
     _drop_all_frames(store, frames)
     key = FP32.key(frames["frames_key"][0])
     path = Path(store.artifact_path(ArtifactKind.latents, key))
+    good = store.get_tensors(ArtifactKind.latents, key)["moments"]
     data = bytearray(path.read_bytes())
     data[-40] ^= 0x08
     path.write_bytes(bytes(data))
     again, stats = extract_frames(validated, root, store, POLICY, decode_timeout_s=None,
                                   workers=0, latent_keys=lambda k: [FP32.key(k)])
-    assert stats.computed == 1 and stats.extra["frames_not_needed"] == 1
-    assert len(stats.corrupt) == 1 and key in stats.corrupt[0]
-    _, latents = encode_latents(again, store, FP32, _vae, 2)
+    assert stats.extra["frames_not_needed"] == 2
+    _, latents = encode_latents(again, store, FP32, _vae, 2, redecode=lambda rows: decode_again(
+        rows, root, store, POLICY, decode_timeout_s=None))
     assert (latents.computed, latents.reused) == (1, 1)
+    assert latents.extra["frames_decoded_again"] == 1
+    assert len(latents.corrupt) == 1 and key in latents.corrupt[0]
+    # the same frames again (alone now, not in a batch of two: equal to float rounding)
+    assert torch.allclose(store.get_tensors(ArtifactKind.latents, key)["moments"], good,
+                          atol=1e-3)
 
 
 def test_the_latents_step_decodes_dropped_frames_again_from_the_frames_table(shard):

@@ -219,7 +219,9 @@ def test_shard_materializes_into_the_s3_store(s3_endpoint, bucket, tmp_path, mon
 
     from cog_assets.config import Settings
     from cog_assets.defs.runs import materialize_shards
+    from cog_assets.gc import plan_gc
     from cog_assets.layout import ArtifactKind
+    from cog_assets.verify import verify_store
     from cog_assets_tests.conftest import make_dataset
 
     monkeypatch.setitem(fsspec.config.conf, "s3", storage_options(s3_endpoint))
@@ -242,14 +244,21 @@ def test_shard_materializes_into_the_s3_store(s3_endpoint, bucket, tmp_path, mon
         for name in ("index.parquet", "rejects.parquet", index["latents_file"][0],
                      index["embeds_file"][0]):
             assert f"{shard_dir}/{name}" in keys
-        for kind in (ArtifactKind.frames, ArtifactKind.latents, ArtifactKind.embeddings):
-            assert any(k.startswith(f"store/cas/{kind}/") for k in keys), kind
+        for kind in (ArtifactKind.latents, ArtifactKind.embeddings):  # stored once
+            refs = [k for k in keys if k.startswith(f"store/cas/{kind}/")]
+            assert refs and all(k.endswith(".ref.json") for k in refs), kind
+        assert not [k for k in keys if k.startswith("store/cas/frames/")]  # dropped: published
+        assert any(k.startswith("store/cas/thumbnail/") for k in keys)
         assert any(k.startswith("store/tables/") for k in keys)
 
         assert index.height == 3
         latents = load_safetensors(store.read_bytes(
             store.path("datasets", "tiny", "shard-00000", index["latents_file"][0])))
         assert sorted(latents) == sorted(index["clip_id"].to_list())
+        for row in index.iter_rows(named=True):  # through the reference: range GETs, checked
+            assert torch.equal(store.get_tensors(ArtifactKind.latents, row["latent_key"])[
+                "moments"], latents[row["clip_id"]])
+        assert verify_store(store).ok
         rejects = pl.read_parquet(io.BytesIO(store.read_bytes(
             store.path("datasets", "tiny", "shard-00000", "rejects.parquet"))))
         assert rejects["clip_id"].to_list() == ["clips/garbage.mp4"]
@@ -258,3 +267,4 @@ def test_shard_materializes_into_the_s3_store(s3_endpoint, bucket, tmp_path, mon
         [again] = materialize_shards(settings, instance).values()
         assert again.success, again.failure
         assert again.computed == 0 and again.reused > 0
+        assert not plan_gc(store, grace_s=0).garbage  # gc lists a bucket: nothing is garbage

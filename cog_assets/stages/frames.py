@@ -1,7 +1,7 @@
 """frame_tensors: sample, resize and crop each accepted clip to uint8 [F, H, W, 3] in the store.
 
 Frames are a cache the latents are made from (`frames_retention`): where they may be dropped,
-a clip whose latents (for this run's VAE) are already whole in the store is neither decoded
+a clip whose latents (for this run's VAE) are already in the store is neither decoded
 nor read, so a run after the frames were dropped recomputes nothing; one whose latents are
 missing (a new VAE, dtype, tiling) decodes its frames again. Every decoded clip also leaves a
 small thumbnail of its middle frame, which the contact sheet shows whatever was dropped.
@@ -110,7 +110,7 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
     """Decode what the store lacks; a clip that fails to decode becomes a rejected row.
 
     `latent_keys` (frames that may be dropped: frames_retention other than keep): the keys
-    the run's VAE may give a frames key; a clip whose latents are whole in the store under one
+    the run's VAE may give a frames key; a clip whose latents are in the store under one
     of them (for I2V, with its first-frame PNG) needs no frames, so they are neither decoded
     nor read (counted as reused and as `frames_not_needed`). `hold(kind, keys)` is called
     with each key before it is relied on (the step's lease: nothing removes it meanwhile).
@@ -228,10 +228,11 @@ def _frames_reusable(store: ContentStore, key: str, i2v: bool, stats: Reuse) -> 
 
 def _latents_ready(store: ContentStore, key: str, latent_keys: list[str], i2v: bool,
                    stats: Reuse) -> bool:
-    """Whether the clip's latents are whole under one of `latent_keys` (read and
-    digest-checked: the frames a damaged one would need may be gone) and, for I2V, its
+    """Whether the clip's latents are in the store under one of `latent_keys` (checked as
+    reuse checks frames: header and size, or in full with verify_artifacts; the latents step
+    reads them in full and decodes the frames of a damaged one again) and, for I2V, its
     first-frame PNG is there."""
-    if not any(reusable(store, ArtifactKind.latents, k, stats, full=True) for k in latent_keys):
+    if not any(reusable(store, ArtifactKind.latents, k, stats) for k in latent_keys):
         return False
     return not i2v or store.exists(store.path(layout.first_frame_png(key)))
 

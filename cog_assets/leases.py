@@ -25,7 +25,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -72,10 +72,16 @@ class Lease:
 
     def hold(self, kind: str, keys: Iterable[str | None]) -> None:
         """Hold `keys` of `kind` from now on (the lease is written before this returns)."""
-        new = {k for k in keys if k} - self._keys.get(str(kind), set())
-        if new:
+        self.hold_all({kind: keys})
+
+    def hold_all(self, keys: Mapping[str, Iterable[str | None]]) -> None:
+        """Hold keys of several kinds ({kind: keys}) with one write of the lease."""
+        new = {str(kind): {k for k in values if k} - self._keys.get(str(kind), set())
+               for kind, values in keys.items()}
+        if any(new.values()):
             with self._lock:
-                self._keys.setdefault(str(kind), set()).update(new)
+                for kind, values in new.items():
+                    self._keys.setdefault(kind, set()).update(values)
                 self._write(time.time() + ALIVE_S)
 
     def __enter__(self) -> "Lease":

@@ -162,7 +162,7 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
     with step_lease(context, content) as lease:
         table, stats = extract_frames(
             validated_clips, sources.data_root, content, frame_policy(model, frames),
-            decode_timeout_s=limits.decode_timeout_s, hold=lease.hold,
+            decode_timeout_s=limits.decode_timeout_s, hold=lease.hold_all,
             latent_keys=None if keep else (lambda key: [vae.key(key) for vae in vaes]))
     buckets = {b: n for b, n in table.group_by("bucket").len().iter_rows()}
     metadata = {"clips": len(table), "buckets": buckets, **stats.as_metadata(),
@@ -237,13 +237,13 @@ def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
         content, identity = store.open(), models.vae_identity()
         decoded = frame_tensors.filter(pl.col("status") != Status.rejected)["frames_key"]
         with step_lease(context, content) as lease:
-            lease.hold(ArtifactKind.frames, decoded)
-            lease.hold(ArtifactKind.latents, [identity.key(k) for k in decoded])
+            lease.hold_all({ArtifactKind.frames: decoded,
+                            ArtifactKind.latents: [identity.key(k) for k in decoded]})
             table, stats = encode_latents(
                 frame_tensors, content, identity, models.load_vae, device.batch_size,
                 redecode=lambda rows: decode_again(
                     rows, sources.data_root, content, frame_policy(model, frames),
-                    decode_timeout_s=limits.decode_timeout_s, hold=lease.hold))
+                    decode_timeout_s=limits.decode_timeout_s, hold=lease.hold_all))
         metadata = {"clips": len(table), "device": str(models.torch_device),
                     "dtype": str(models.torch_dtype), **stats.as_metadata()}
         if drops_after_latents(store.frames_retention):
@@ -287,9 +287,9 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
     shard_dir = f"{dataset_dir}/{context.partition_key}"
     frames_keys = frame_tensors["frames_key"].drop_nulls()
     with step_lease(context, content, model.profile) as lease:
-        lease.hold(ArtifactKind.frames, frames_keys)  # the I2V first-frame PNGs are read
-        lease.hold(ArtifactKind.latents, index["latent_key"])
-        lease.hold(ArtifactKind.embeddings, index["embedding_key"])
+        lease.hold_all({ArtifactKind.frames: frames_keys,  # the I2V first-frame PNGs are read
+                        ArtifactKind.latents: index["latent_key"],
+                        ArtifactKind.embeddings: index["embedding_key"]})
         finished = finish_shard(content, dataset_dir, model.profile, context.partition_key,
                                 settings.shard_count, discover_shards(settings), index,
                                 rejects, frames_retention=store.frames_retention)

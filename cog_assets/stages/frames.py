@@ -105,15 +105,16 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
                    decode: Callable[[ClipTask], dict[str, np.ndarray]] = decode_clip_task,
                    decoder_threads: int | None = None,
                    latent_keys: Callable[[str], list[str]] | None = None,
-                   hold: Callable[[str, list[str]], None] | None = None
+                   hold: Callable[[dict[str, list[str]]], None] | None = None
                    ) -> tuple[pl.DataFrame, Reuse]:
     """Decode what the store lacks; a clip that fails to decode becomes a rejected row.
 
     `latent_keys` (frames that may be dropped: frames_retention other than keep): the keys
     the run's VAE may give a frames key; a clip whose latents are in the store under one
     of them (for I2V, with its first-frame PNG) needs no frames, so they are neither decoded
-    nor read (counted as reused and as `frames_not_needed`). `hold(kind, keys)` is called
-    with each key before it is relied on (the step's lease: nothing removes it meanwhile).
+    nor read (counted as reused and as `frames_not_needed`). `hold({kind: keys})` is called
+    with each clip's keys before they are relied on (the step's lease: nothing removes them
+    meanwhile).
 
     The clips to decode go through a pool of `workers` processes (default os.cpu_count(); 0:
     in this process, with no timeout) that decode at most `prefetch` clips ahead (default 2
@@ -153,8 +154,7 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
             record["frames_key"] = key
             latents = latent_keys(key) if latent_keys is not None else []
             if hold is not None:
-                hold(ArtifactKind.frames, [key])
-                hold(ArtifactKind.latents, latents)
+                hold({ArtifactKind.frames: [key], ArtifactKind.latents: latents})
             if key in pending:  # the same bytes again: decoded once, found in the store after
                 pending[key].add(record, stats, decode_timeout_s)
             elif latents and _latents_ready(store, key, latents, policy.profile.i2v, stats):
@@ -243,7 +243,7 @@ class FramesLost(RuntimeError):
 
 def decode_again(frames: pl.DataFrame, data_root: str | os.PathLike, store: ContentStore,
                  policy: FramePolicy, *, decode_timeout_s: float | None,
-                 hold: Callable[[str, list[str]], None] | None = None) -> int:
+                 hold: Callable[[dict[str, list[str]]], None] | None = None) -> int:
     """Decode the clips of `frames` (rows of a frame_tensors table) into the store again,
     from the recipe the table keeps: what a step does when the frames it needs were dropped
     after frame_tensors ran. Raises FramesLost naming a clip that cannot be decoded to the

@@ -4,8 +4,9 @@ Read from each dataset's catalog (every profile in the store): each live shard's
 and index, and the keys the index references: latents and embeddings, the frames keys (whose
 thumbnails and I2V first-frame PNGs stay; the frames themselves only where the shard was
 published with `frames_retention=keep`, or by a cog-assets that did not say), the scene scans
-its `scene_segments` table names, and the shard names (their tables). A shard published but
-not yet in `catalog.json` (its entry under `catalog.d/`) counts as live.
+its `scene_segments` table names, the embeddings its `t5_embeddings` table names, and the
+shard names (their tables). A shard published but not yet in `catalog.json` (its entry under
+`catalog.d/`) counts as live.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from cog_assets.choices import FramesRetention
 from cog_assets.layout import ArtifactKind
 from cog_assets.store import ContentStore
 
-SCENE_TABLE = "scene_segments"
+# Keys a live shard's last step tables hold besides its index: the scans its segments were
+# cut from, and the embeddings of every accepted caption (a clip that fails to decode later
+# has its caption encoded all the same: its next run would encode it again).
+TABLE_KEYS = {"scene_segments": ("scan_key", ArtifactKind.scene_scan),
+              "t5_embeddings": ("embedding_key", ArtifactKind.embeddings)}
 
 
 class GcError(RuntimeError):
@@ -63,12 +68,14 @@ def live_set(store: ContentStore) -> LiveSet:
                     raise GcError(f"cannot tell what is live: the catalog of {profile} kept "
                                   "changing while it was read; run gc again") from None
     for shard in live.shards:
-        path = store.path(layout.table_path(SCENE_TABLE, shard))
-        if store.exists(path):
-            table = store.read_table(path)
-            if "scan_key" in table.columns:
-                live.keys.setdefault(ArtifactKind.scene_scan, set()).update(
-                    table["scan_key"].drop_nulls().to_list())
+        for asset, (column, kind) in TABLE_KEYS.items():
+            path = store.path(layout.table_path(asset, shard))
+            try:
+                table = store.read_table(path)
+            except FileNotFoundError:
+                continue
+            if column in table.columns:
+                live.keys.setdefault(kind, set()).update(table[column].drop_nulls().to_list())
     return live
 
 

@@ -238,14 +238,19 @@ def test_expired_leases_go_and_live_ones_stay(store):
         assert [Path(g.path) for g in plan.garbage if g.category == "leases"] == [dead]
 
 
-def test_scene_scans_of_live_shards_stay(store):
+def test_scans_and_embeddings_a_live_shards_step_tables_name_stay(store):
+    """A live shard's scene scans, and the embedding of a caption whose clip failed to decode
+    (t5_embeddings encodes every accepted caption: its next run would encode it again)."""
     store, root, garbage = store
     live_scan = artifact_key(ArtifactKind.scene_scan, source="x")
     _put(store, ArtifactKind.scene_scan, live_scan)
     store.write_table(store.path(layout.table_path("scene_segments", "shard-00000")),
                       pl.DataFrame({"scan_key": [live_scan, None]}))
+    store.write_table(store.path(layout.table_path("t5_embeddings", "shard-00001")),
+                      pl.DataFrame({"embedding_key": ["1" * 64]}))
     planned = {Path(g.path) for g in _plan(store).garbage}
     assert Path(store.artifact_path(ArtifactKind.scene_scan, live_scan)) not in planned
+    assert garbage["embeddings"] not in planned
     assert garbage["scene_scans"] in planned
 
 

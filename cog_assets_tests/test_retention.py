@@ -144,7 +144,7 @@ def test_frames_that_cannot_be_decoded_the_same_again_are_named(shard):
 
 
 def test_decoded_clips_leave_a_thumbnail_the_contact_sheet_uses_once_frames_are_gone(shard):
-    from cog_assets.defs.assets import _contact_sheet
+    from cog_assets.defs.assets import _contact_sheet  # the sheet frame_tensors shows
 
     root, store, validated, frames = shard
     for key in frames["frames_key"]:

@@ -27,14 +27,9 @@ from dagster import (
     observable_source_asset,
 )
 
-import io
-
-import numpy as np
-from PIL import Image
-
 from cog_assets import layout
-from cog_assets.choices import FramesRetention, Status
-from cog_assets.contact_sheet import contact_sheet, markdown_image, thumbnail_png
+from cog_assets.choices import Status
+from cog_assets.contact_sheet import contact_sheet, markdown_image
 from cog_assets.defs.leasing import step_lease
 from cog_assets.defs.metadata import (
     reason_counts,
@@ -61,13 +56,13 @@ from cog_assets.retention import drop_frames, drops_after_latents, drops_after_p
 from cog_assets.segments import SCORE_COLUMNS
 from cog_assets.stages.dataset import build_index, collect_rejects, finish_shard
 from cog_assets.stages.embeddings import encode_captions
-from cog_assets.stages.frames import decode_again, extract_frames
+from cog_assets.stages.frames import decode_again, extract_frames, stored_thumbnail
 from cog_assets.stages.latents import encode_latents
 from cog_assets.stages.manifest import build_manifest, discover_shards
 from cog_assets.stages.segments import STAGE as SEGMENTS_STAGE
 from cog_assets.stages.segments import split_segments
 from cog_assets.stages.validation import rejects_of, validate_clips
-from cog_assets.store import ContentStore, CorruptArtifact
+from cog_assets.store import ContentStore
 from cog_assets.uploads import UploadState, current_fingerprints
 
 GROUP = "cogvideox"
@@ -158,12 +153,12 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
     the store is not decoded again."""
     content = store.open()
     vaes = runtime(model, device).vae_identities()
-    keep = store.frames_retention == FramesRetention.keep
+    droppable = drops_after_publication(store.frames_retention)
     with step_lease(context, content) as lease:
         table, stats = extract_frames(
             validated_clips, sources.data_root, content, frame_policy(model, frames),
             decode_timeout_s=limits.decode_timeout_s, hold=lease.hold_all,
-            latent_keys=None if keep else (lambda key: [vae.key(key) for vae in vaes]))
+            latent_keys=(lambda key: [vae.key(key) for vae in vaes]) if droppable else None)
     buckets = {b: n for b, n in table.group_by("bucket").len().iter_rows()}
     metadata = {"clips": len(table), "buckets": buckets, **stats.as_metadata(),
                 "frames_retention": str(store.frames_retention)}
@@ -192,7 +187,7 @@ def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.Da
                        on="clip_id", how="left")
     images, labels = [], []
     for row in shown.iter_rows(named=True):
-        image = _thumbnail(content, row["frames_key"])
+        image = stored_thumbnail(content, row["frames_key"])
         if image is None:
             continue
         images.append(image)
@@ -200,26 +195,6 @@ def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.Da
                             if row[c] is not None)
         labels.append([row["clip_id"], measured] if measured else [row["clip_id"]])
     return markdown_image(contact_sheet(images, labels=labels)) if images else None
-
-
-def _thumbnail(content: ContentStore, frames_key: str) -> "np.ndarray | None":
-    """The clip's middle frame, small: its thumbnail, made from its frames where a store
-    written before thumbnails existed still has them; None when neither is there."""
-    path = content.path(layout.thumbnail_png(frames_key))
-    try:
-        with Image.open(io.BytesIO(content.read_bytes(path))) as image:
-            return np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        pass
-    except OSError:  # a damaged thumbnail: made again below if the frames are there
-        content.quarantine(ArtifactKind.thumbnail, frames_key, ".png")
-    try:
-        frames = content.get_tensors(ArtifactKind.frames, frames_key)["frames"]
-    except (FileNotFoundError, CorruptArtifact):  # dropped, or quarantined and logged
-        return None
-    middle = frames[len(frames) // 2].numpy()
-    content.write_bytes(path, thumbnail_png(middle))
-    return middle
 
 
 def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:

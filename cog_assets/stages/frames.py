@@ -40,7 +40,7 @@ from cog_assets.prefetch import (
 )
 from cog_assets.reasons import RejectReason
 from cog_assets.stages.common import Reuse, reusable
-from cog_assets.store import ContentStore
+from cog_assets.store import ContentStore, CorruptArtifact
 
 # Bump when the decoder's output bytes change for the same inputs.
 FRAMES_VERSION = "frames-v1"
@@ -274,6 +274,26 @@ def _store_frames(store: ContentStore, key: str, arrays: dict[str, np.ndarray],
     store.put_tensors(ArtifactKind.frames, key, {name: torch.from_numpy(value)
                                          for name, value in arrays.items()},
                       {"clip_id": clip_id})
+
+
+def stored_thumbnail(store: ContentStore, frames_key: str) -> np.ndarray | None:
+    """The clip's middle frame, small, for the contact sheet: its thumbnail, or made from its
+    frames where a store written before thumbnails still has them; None when neither is."""
+    path = store.path(layout.thumbnail_png(frames_key))
+    try:
+        with Image.open(io.BytesIO(store.read_bytes(path))) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        pass
+    except OSError:  # damaged: made again below where the frames are there
+        store.quarantine(ArtifactKind.thumbnail, frames_key, ".png")
+    try:
+        frames = store.get_tensors(ArtifactKind.frames, frames_key)["frames"]
+    except (FileNotFoundError, CorruptArtifact):  # dropped, or quarantined and logged
+        return None
+    middle = frames[len(frames) // 2].numpy()
+    store.write_bytes(path, thumbnail_png(middle))
+    return middle
 
 
 def _reject(record: dict, stats: Reuse, reason: RejectReason, message: str) -> None:

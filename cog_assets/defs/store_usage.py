@@ -1,7 +1,8 @@
 """store_usage: what the store holds, per kind, and what `cog-assets gc` would reclaim.
 
-Unpartitioned and computed from the store itself (one listing), so it is true whenever it is
-materialized: from the UI, or at the end of every backfill (reported without a run).
+Unpartitioned and computed from the store itself, so it is true whenever it is materialized:
+from the UI (with what gc would reclaim), or at the end of every backfill (reported without a
+run, from one listing of the store).
 """
 
 import logging
@@ -26,8 +27,9 @@ STORE_GROUP = "store"
 STORE_USAGE_KEY = AssetKey("store_usage")
 
 
-def usage_metadata(store: ContentStore, grace_s: float) -> dict:
-    """Bytes per kind (`<kind>_bytes`), totals, a table, and gc's reclaimable bytes."""
+def usage_metadata(store: ContentStore, grace_s: float | None) -> dict:
+    """Bytes per kind (`<kind>_bytes`), totals, a table, and (given the grace period) what gc
+    would reclaim, which reads every catalog, index and reference of the store as gc does."""
     footprint = store_footprint(store)
     metadata: dict = {f"{kind}_bytes": MetadataValue.int(footprint.bytes[kind])
                       for kind in KINDS}
@@ -40,9 +42,10 @@ def usage_metadata(store: ContentStore, grace_s: float) -> dict:
     rows = [f"| {kind} | {footprint.files[kind]} | {megabytes(footprint.bytes[kind])} |"
             for kind in KINDS if footprint.files[kind]]
     try:
-        plan = plan_gc(store, grace_s=grace_s)
-        metadata["gc_reclaimable_bytes"] = MetadataValue.int(plan.bytes)
-        rows.append(f"| *gc would remove* | {plan.files} | {megabytes(plan.bytes)} |")
+        if grace_s is not None:
+            plan = plan_gc(store, grace_s=grace_s)
+            metadata["gc_reclaimable_bytes"] = MetadataValue.int(plan.bytes)
+            rows.append(f"| *gc would remove* | {plan.files} | {megabytes(plan.bytes)} |")
     except GcError as exc:
         metadata["gc"] = str(exc)
     metadata["by_kind"] = MetadataValue.md("| kind | files | size |\n|---|---|---|\n"
@@ -58,9 +61,10 @@ def store_usage(context: AssetExecutionContext, store: StoreResource) -> Materia
 
 
 def report_store_usage(instance: DagsterInstance, settings: Settings) -> None:
-    """Record store_usage as it is now (after a backfill), without a run."""
+    """Record store_usage as it is now (after a backfill), without a run; one listing of the
+    store (what gc would reclaim is left to a materialization: it reads much more)."""
     try:
-        metadata = usage_metadata(ContentStore(settings.store.url), settings.store.gc_grace_s)
+        metadata = usage_metadata(ContentStore(settings.store.url), None)
     except OSError as exc:
         logging.getLogger(__name__).warning("could not measure the store: %s", exc)
         return

@@ -123,6 +123,36 @@ def test_workers_zero_runs_in_this_process():
     assert [o.value for o in outcomes] == [0, 1, 4, 9]
 
 
+class CountingContext:
+    """The real process context, counting the processes started through it."""
+
+    def __init__(self):
+        import multiprocessing
+
+        self.real = multiprocessing.get_context("spawn")
+        self.started = 0
+
+    def Pipe(self, duplex=True):  # noqa: N802 - the context's own method names
+        return self.real.Pipe(duplex)
+
+    def Process(self, *args, **kwargs):  # noqa: N802
+        self.started += 1
+        return self.real.Process(*args, **kwargs)
+
+
+@pytest.mark.parametrize("items", [[], iter(()), (x for x in range(0))])
+def test_nothing_to_do_starts_no_worker(items):
+    context = CountingContext()
+    assert list(prefetch_map(square, items, workers=2, context=context)) == []
+    assert context.started == 0
+
+
+def test_one_item_starts_one_worker():
+    context = CountingContext()
+    assert [o.value for o in prefetch_map(square, [3], workers=2, context=context)] == [9]
+    assert context.started == 1
+
+
 # -- extract_frames through the pool --------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -189,3 +219,42 @@ def test_one_source_under_two_names_is_decoded_once(dataset, tmp_path, later):
     assert statuses[0] == "computed" and statuses[-1] == "reused"
     assert stats.computed == len(rows) - 1 and stats.reused == 1
     assert frames["frames_key"][0] == frames["frames_key"][-1]
+
+
+NO_WORKER_WHEN_ALL_REUSED = """
+import glob, sys
+from cog_assets.config import MediaLimits, SourceSettings
+from cog_assets.frame_policy import FramePolicy
+from cog_assets.profiles import get_profile
+from cog_assets.stages.frames import extract_frames
+from cog_assets.stages.manifest import build_manifest
+from cog_assets.stages.validation import validate_clips
+from cog_assets.store import ContentStore
+
+root, store_dir = sys.argv[1:3]
+policy = FramePolicy.build(get_profile("tiny"))
+validated = validate_clips(build_manifest(SourceSettings(data_root=root, shard_count=1),
+                                          "shard-00000"), root, policy, MediaLimits())
+store = ContentStore(store_dir)
+_, first = extract_frames(validated, root, store, policy, decode_timeout_s=60, workers=0)
+assert first.computed == len(validated), first
+_, again = extract_frames(validated, root, store, policy, decode_timeout_s=60, workers=2)
+assert again.reused == len(validated) and again.computed == 0, again
+children = [pid for path in glob.glob("/proc/self/task/*/children")
+            for pid in open(path).read().split()]
+print("children:", children)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_a_shard_whose_frames_are_all_stored_starts_no_decode_process(dataset, tmp_path):
+    """Re-running frame_tensors on a full store: no forkserver and no worker is started (in a
+    fresh interpreter, so nothing earlier in the test session has started one)."""
+    import subprocess
+
+    root, _policy, _validated = dataset
+    done = subprocess.run([sys.executable, "-c", NO_WORKER_WHEN_ALL_REUSED, str(root),
+                           str(tmp_path / "store")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "children: []" in done.stdout, done.stdout

@@ -142,10 +142,11 @@ def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
                     store: StoreResource) -> Output[pl.DataFrame]:
         """Per clip, the VAE posterior moments (mean ‖ logvar) [32, F', H/8, W/8]."""
         models = runtime(model, device)
-        table, stats = encode_latents(frame_tensors, store.open(), models.vae_identity(),
-                                      models.load_vae, device.batch_size)
+        with models.step_device() as on:
+            table, stats = encode_latents(frame_tensors, store.open(), models.vae_identity(),
+                                          lambda: models.vae(on), device.batch_size)
         return Output(table, data_version=DataVersion(data_version_of(table["latent_key"])),
-                      metadata={"clips": len(table), "device": str(models.torch_device),
+                      metadata={"clips": len(table), "device": str(on),
                                 "dtype": str(models.torch_dtype), **stats.as_metadata()})
 
     @asset(partitions_def=shards_partitions, group_name=GROUP,
@@ -155,8 +156,11 @@ def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
                       store: StoreResource) -> Output[pl.DataFrame]:
         """Per distinct caption, the T5 last hidden state [226, D], deduplicated by hash."""
         models = runtime(model, device)
-        table, stats = encode_captions(validated_clips, store.open(), models.text_identity(),
-                                       models.load_text_encoder, device.text_batch_size)
+        with models.step_device() as on:
+            table, stats = encode_captions(validated_clips, store.open(),
+                                           models.text_identity(),
+                                           lambda: models.text_encoder(on),
+                                           device.text_batch_size)
         return Output(table, data_version=DataVersion(data_version_of(table["embedding_key"])),
                       metadata={"captions": len(table), **stats.as_metadata()})
 

@@ -52,9 +52,12 @@ def _instance(dagster_home: str | None):
 
 def _print_summaries(summaries) -> None:
     for key, s in summaries.items():
-        state = "done  " if s.resumed else "ok    " if s.success else "FAILED"
+        state = ("done  " if s.resumed else "fresh " if s.up_to_date
+                 else "ok    " if s.success else "FAILED")
+        work = ("up to date, not run" if s.up_to_date
+                else f"{s.computed} computed, {s.reused} reused")
         print(f"{state} {key}: {s.clips} clips, {s.accepted} accepted, {s.rejected} rejected, "
-              f"{s.computed} computed, {s.reused} reused")
+              f"{work}")
         if s.failure:
             print("       " + s.failure.replace("\n", "\n       "))
 
@@ -102,7 +105,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     instance = _instance(args.dagster_home)
     shards = select_shards(register_shards(instance, settings), args.shard, args.shard_range)
     summaries = materialize_shards(settings, instance, shards, parallel=args.parallel,
-                                   resume_from=previous)
+                                   resume_from=previous, force=args.force)
     _print_summaries(summaries)
     if args.summary_json:
         write_summary_json(args.summary_json, summaries)
@@ -165,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="skip shards that succeeded in --summary-json and whose uploads have "
                      "not changed; run the rest")
+    run.add_argument("--force", action="store_true",
+                     help="run every selected shard, also those whose uploads and settings "
+                     "match their last materialization (skipped as up to date otherwise)")
     run.add_argument("--export", action="store_true",
                      help="then write the cogvideox-factory and CogVideo finetune caches")
     run.add_argument("--dagster-home", help="instance directory (default: $DAGSTER_HOME)")

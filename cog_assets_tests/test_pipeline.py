@@ -17,7 +17,8 @@ from cog_assets_tests.conftest import make_dataset
 
 @pytest.fixture(scope="module")
 def run_twice(tmp_path_factory):
-    """Materialize every shard of a 2-shard dataset, then again with nothing changed."""
+    """Materialize every shard of a 2-shard dataset, then again with nothing changed
+    (forced: an up-to-date shard is not launched otherwise)."""
     root = tmp_path_factory.mktemp("data")
     make_dataset(root, 6)
     settings = Settings.of(data_root=str(root), store=str(tmp_path_factory.mktemp("store")),
@@ -26,7 +27,7 @@ def run_twice(tmp_path_factory):
         first = materialize_shards(settings, instance)
         event = instance.get_latest_materialization_event(AssetKey("frame_tensors"))
         sheet = event.asset_materialization.metadata["contact_sheet"].value
-        second = materialize_shards(settings, instance)
+        second = materialize_shards(settings, instance, force=True)
         yield settings, first, second, sheet
 
 

@@ -57,6 +57,19 @@ def test_two_shards_materialize_with_checks_passing(run_twice):
 
 
 @pytest.mark.slow
+def test_the_second_shard_is_decoded_while_the_first_one_encodes(run_twice):
+    """The backfill decodes shard-00001's frames while shard-00000's run encodes; its run
+    finds them all in the store, and the totals are those of decoding in the run."""
+    settings, first, _, _ = run_twice
+    assert first["shard-00000"].decoded_ahead == 0
+    later = first["shard-00001"]
+    assert later.decoded_ahead == later.accepted > 0
+    # per shard: frames + latents per accepted clip, one embedding per caption
+    for summary in first.values():
+        assert summary.computed == 3 * summary.accepted
+
+
+@pytest.mark.slow
 def test_undecodable_clip_is_rejected_with_reason_and_shard_succeeds(run_twice):
     settings, first, _, _ = run_twice
     shard = shard_for("clips/garbage.mp4", 2)

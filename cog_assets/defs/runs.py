@@ -19,6 +19,7 @@ from typing import Any
 from dagster import AssetRecordsFilter, DagsterInstance, execute_job
 
 from cog_assets.config import Settings, SettingsError
+from cog_assets.decode_ahead import DecodeAhead
 from cog_assets.defs.definitions import build_definitions, reconstructable_job
 from cog_assets.defs.freshness import (
     DATASET_KEY,
@@ -74,6 +75,7 @@ class ShardSummary:
     fingerprint: str | None = None  # of the shard's uploads when it ran
     resumed: bool = False  # skipped: done by the run this one resumed
     up_to_date: bool = False  # skipped: its last materialization matches (no run started)
+    decoded_ahead: int = 0  # of `computed`: frames decoded while the previous shard ran
     why: list[str] = field(default_factory=list)  # why it ran (the freshness rule's reasons)
 
     def as_dict(self) -> dict[str, Any]:
@@ -195,10 +197,31 @@ def judge_shards(settings: Settings, instance: DagsterInstance, shards: list[str
         return {}
 
 
+def run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[str],
+                    run_config: dict, decode_ahead: bool = True) -> dict[str, ShardSummary]:
+    """One run per shard in this process; the next shard's frames decode meanwhile."""
+    ahead = DecodeAhead(settings) if decode_ahead and len(shards) > 1 else None
+    summaries = {}
+    for position, shard in enumerate(shards):
+        decoded = ahead.finish(shard) if ahead else None
+        if ahead and position + 1 < len(shards):
+            ahead.start(shards[position + 1])
+        summary = run_shard(settings, instance, shard, run_config)
+        if decoded is not None:  # its frames were computed ahead: its run found them
+            summary.decoded_ahead = decoded.computed
+            summary.computed += decoded.computed
+            summary.reused = max(0, summary.reused - decoded.computed)
+        summaries[shard] = summary
+    if ahead:
+        ahead.finish("")
+    return summaries
+
+
 def materialize_shards(settings: Settings, instance: DagsterInstance,
                        shards: Iterable[str] | None = None, log_level: str = "WARNING",
                        parallel: int = 1, resume_from: dict[str, dict] | None = None,
-                       force: bool = False) -> dict[str, ShardSummary]:
+                       force: bool = False, decode_ahead: bool = True
+                       ) -> dict[str, ShardSummary]:
     """Run the whole asset graph for each shard that needs it (all of the data root's by
     default).
 
@@ -206,7 +229,10 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
     rule of cog_assets.defs.freshness) is not launched: its summary says `up_to_date` and
     repeats that materialization's counts. `force` runs every shard anyway. `parallel` > 1
     runs that many shards at once in worker processes (the instance must then be the
-    persistent one under DAGSTER_HOME, which the workers open too). `resume_from` (a previous
+    persistent one under DAGSTER_HOME, which the workers open too); otherwise the shards run
+    one after the other in this process, which loads each model once for all of them, and
+    with `decode_ahead` the next shard's frames are decoded while this one's run encodes
+    (cog_assets.decode_ahead). `resume_from` (a previous
     summary's "shards") skips shards that succeeded there and whose uploads have not changed
     since. The console shows `log_level` and above; the instance keeps every event.
     """
@@ -236,7 +262,7 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
                        for shard in todo}
             summaries = {shard: future.result() for shard, future in futures.items()}
     else:
-        summaries = {shard: run_shard(settings, instance, shard, run_config) for shard in todo}
+        summaries = run_in_sequence(settings, instance, todo, run_config, decode_ahead)
     for shard, summary in summaries.items():
         summary.fingerprint = fingerprints.get(shard)
         state = states.get(shard)

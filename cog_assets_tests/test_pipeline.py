@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -26,7 +29,8 @@ def run_twice(tmp_path_factory):
     with instance_for_test() as instance:
         first = materialize_shards(settings, instance)
         event = instance.get_latest_materialization_event(AssetKey("frame_tensors"))
-        sheet = event.asset_materialization.metadata["contact_sheet"].value
+        sheet = {k: v.value for k, v in event.asset_materialization.metadata.items()
+                 if k.startswith("contact_sheet")}
         second = materialize_shards(settings, instance, force=True)
         yield settings, first, second, sheet
 
@@ -128,8 +132,13 @@ def test_frame_tensors_show_a_small_contact_sheet(run_twice):
 
     *_, sheet = run_twice
     prefix = "![contact sheet](data:image/jpeg;base64,"
-    assert sheet.startswith(prefix) and sheet.endswith(")")
-    jpeg = base64.b64decode(sheet[len(prefix):-1])
+    markdown = sheet["contact_sheet"]
+    assert markdown.startswith(prefix) and markdown.endswith(")")
+    jpeg = base64.b64decode(markdown[len(prefix):-1])
     assert len(jpeg) < 48_000
-    image = Image.open(io.BytesIO(jpeg))
-    assert image.height >= 72 and image.width >= 72
+    assert Path(sheet["contact_sheet_path"]).read_bytes() == jpeg  # the same, as a file
+    image = Image.open(io.BytesIO(jpeg)).convert("L")
+    assert image.height >= 72 + 14 and image.width >= 72
+    # each frame is labelled with its clip id: white text on the black band under it
+    band = np.asarray(image)[72:86]
+    assert (band > 200).sum() > 20

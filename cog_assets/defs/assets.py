@@ -115,21 +115,27 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
                                   decode_timeout_s=limits.decode_timeout_s)
     buckets = {b: n for b, n in table.group_by("bucket").len().iter_rows()}
     metadata = {"clips": len(table), "buckets": buckets, **stats.as_metadata()}
-    sheet = _contact_sheet(content, table)
-    if sheet:
-        metadata["contact_sheet"] = MetadataValue.md(sheet)
+    metadata.update(_contact_sheet(content, table, context.partition_key))
     return Output(table, data_version=DataVersion(data_version_of(table["frames_key"])),
                   metadata=metadata)
 
 
-def _contact_sheet(content: ContentStore, frames: pl.DataFrame, clips: int = 8) -> "str | None":
-    """The middle sampled frame of up to `clips` clips, as an inline image."""
-    keys = frames.filter(pl.col("status") != Status.rejected)["frames_key"].head(clips)
+def _contact_sheet(content: ContentStore, frames: pl.DataFrame, shard: str,
+                   clips: int = 8) -> dict:
+    """The middle sampled frame of up to `clips` clips, labelled with their clip ids: inline
+    (behind the UI's "[Show Markdown]") and as a JPEG in the store, whose path is shown."""
+    shown = frames.filter(pl.col("status") != Status.rejected).head(clips)
+    if shown.is_empty():
+        return {}
     images = []
-    for key in keys:
+    for key in shown["frames_key"]:
         tensor = content.get_tensors(ArtifactKind.frames, key)["frames"]
         images.append(tensor[len(tensor) // 2].numpy())
-    return markdown_image(contact_sheet(images)) if images else None
+    jpeg = contact_sheet(images, shown["clip_id"].to_list())
+    path = content.path(layout.contact_sheet_path(shard))
+    content.write_bytes(path, jpeg)
+    return {"contact_sheet": MetadataValue.md(markdown_image(jpeg)),
+            "contact_sheet_path": MetadataValue.path(content.local_path(path))}
 
 
 def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:

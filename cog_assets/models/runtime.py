@@ -16,11 +16,9 @@ from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
-from diffusers import AutoencoderKLCogVideoX
-from transformers import PreTrainedTokenizerBase
 
 from cog_assets.config import DeviceSettings, ModelSettings
 from cog_assets.device_slots import claim_gpu, needs_claim
@@ -36,6 +34,10 @@ from cog_assets.models.weights import WeightsSource
 from cog_assets.profiles import ModelProfile, get_profile
 from cog_assets.stages.embeddings import TextIdentity
 from cog_assets.stages.latents import VaeIdentity
+
+if TYPE_CHECKING:  # loaded on first use: judging which shards need a run imports neither
+    from diffusers import AutoencoderKLCogVideoX
+    from transformers import PreTrainedTokenizerBase
 
 T = TypeVar("T")
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
+from typing import TYPE_CHECKING
 
 from cog_assets.models.tiny import tiny_text_encoder, tiny_tokenizer
 from cog_assets.models.weights import WeightsSource
+
+if TYPE_CHECKING:  # imported where a model is loaded: importing this module stays light
+    from transformers import PreTrainedTokenizerBase, T5EncoderModel
 
 
 @dataclass
@@ -43,6 +46,8 @@ def count_tokens(tokenizer: PreTrainedTokenizerBase, captions: list[str]) -> lis
 def load_tokenizer(source: WeightsSource) -> PreTrainedTokenizerBase:
     if source.is_tiny():
         return tiny_tokenizer()
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(source.location, subfolder="tokenizer",
                                          revision=source.revision)
 
@@ -53,6 +58,8 @@ def load_text_encoder(source: WeightsSource, device: torch.device, dtype: torch.
     if source.is_tiny():
         model = tiny_text_encoder(len(tokenizer), source.profile.text_dim)
     else:
+        from transformers import T5EncoderModel
+
         model = T5EncoderModel.from_pretrained(
             source.location, subfolder="text_encoder", revision=source.revision,
             torch_dtype=dtype,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import string
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import AutoencoderKLCogVideoX
 from tokenizers import (
     Tokenizer,
     decoders,
@@ -19,7 +20,10 @@ from tokenizers import (
     pre_tokenizers,
     processors,
 )
-from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+if TYPE_CHECKING:  # imported where used: `import cog_assets.models.weights` stays light
+    from diffusers import AutoencoderKLCogVideoX
+    from transformers import PreTrainedTokenizerFast, T5EncoderModel
 
 TINY_SEED = 0
 TINY_IDENTITY = "tiny-seed0-v1"
@@ -34,6 +38,8 @@ _WORDS = (
 
 def tiny_vae(scaling_factor: float, invert_scale_latents: bool = False) -> AutoencoderKLCogVideoX:
     """Four down blocks (8x spatial, 4x temporal) and 16 latent channels, as the real VAE."""
+    from diffusers import AutoencoderKLCogVideoX
+
     torch.manual_seed(TINY_SEED)
     return AutoencoderKLCogVideoX(
         block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4,
@@ -58,6 +64,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
         model_max_length=512,
@@ -67,6 +75,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 def tiny_text_encoder(vocab_size: int, d_model: int) -> T5EncoderModel:
     """T5 v1.1 layout (gated-gelu, no bias) at d_model=32, two layers."""
     torch.manual_seed(TINY_SEED)
+    from transformers import T5Config, T5EncoderModel
+
     config = T5Config(
         vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
         feed_forward_proj="gated-gelu", relative_attention_num_buckets=8,

@@ -14,8 +14,12 @@ from cog_assets.config import Settings
 from cog_assets.defs.definitions import build_definitions
 from cog_assets.defs.runs import materialize_shards
 from cog_assets.loader import CogVideoXLatentDataset
+from cog_assets.models.runtime import PROCESS_MODELS
 from cog_assets.sharding import shard_for
 from cog_assets_tests.conftest import make_dataset
+
+
+MODEL_LOADS: dict[str, int] = {}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +31,10 @@ def run_twice(tmp_path_factory):
     settings = Settings.of(data_root=str(root), store=str(tmp_path_factory.mktemp("store")),
                            shards=2, device="cpu")
     with instance_for_test() as instance:
+        PROCESS_MODELS.clear()
+        loads = PROCESS_MODELS.loads
         first = materialize_shards(settings, instance)
+        MODEL_LOADS["first run"] = PROCESS_MODELS.loads - loads
         event = instance.get_latest_materialization_event(AssetKey("frame_tensors"))
         sheet = {k: v.value for k, v in event.asset_materialization.metadata.items()
                  if k.startswith("contact_sheet")}
@@ -58,6 +65,13 @@ def test_two_shards_materialize_with_checks_passing(run_twice):
     assert sum(s.clips for s in first.values()) == 7
     assert sum(s.accepted for s in first.values()) == 6
     assert sum(s.computed for s in first.values()) > 0
+
+
+@pytest.mark.slow
+def test_a_backfill_loads_each_model_once_for_all_its_shards(run_twice):
+    """Two shards, run one after the other in this process: the tokenizer, T5 and the VAE
+    are each loaded once, not once per shard or per step."""
+    assert run_twice and MODEL_LOADS["first run"] == 3
 
 
 @pytest.mark.slow

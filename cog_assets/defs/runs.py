@@ -28,6 +28,7 @@ from cog_assets.defs.freshness import (
     shard_freshness,
 )
 from cog_assets.defs.partitions import SHARDS_PARTITION
+from cog_assets.models.runtime import import_model_code_in_background
 from cog_assets.sharding import shard_key
 from cog_assets.stages.manifest import discover_shards
 from cog_assets.store import ContentStore
@@ -200,6 +201,8 @@ def judge_shards(settings: Settings, instance: DagsterInstance, shards: list[str
 def run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[str],
                     run_config: dict, decode_ahead: bool = True) -> dict[str, ShardSummary]:
     """One run per shard in this process; the next shard's frames decode meanwhile."""
+    if shards:
+        import_model_code_in_background()
     ahead = DecodeAhead(settings) if decode_ahead and len(shards) > 1 else None
     summaries = {}
     for position, shard in enumerate(shards):

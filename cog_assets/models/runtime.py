@@ -91,6 +91,23 @@ class _ProcessModels:
 PROCESS_MODELS = _ProcessModels()
 
 
+def import_model_code_in_background() -> threading.Thread:
+    """Import the VAE's and T5's code (diffusers, transformers: seconds of imports) in a
+    background thread, so a process about to run shards pays for it while its first steps
+    hash, probe and decode rather than when its first model loads."""
+
+    def work() -> None:
+        try:
+            import diffusers.models.autoencoders.autoencoder_kl_cogvideox  # noqa: F401
+            import transformers.models.t5.modeling_t5  # noqa: F401
+        except Exception:  # noqa: BLE001 - the step that loads the model reports it
+            pass
+
+    thread = threading.Thread(target=work, name="cog-assets-import-models", daemon=True)
+    thread.start()
+    return thread
+
+
 def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 

@@ -51,6 +51,7 @@ class _ProcessModels:
         self.loads = 0  # models loaded by this process so far (tests and benchmarks read it)
 
     def get(self, kind: str, key: Hashable, load: Callable[[], T]) -> T:
+        _finish_background_imports()  # never import the same packages from two threads
         with self._lock:
             held = self._held.get(kind)
             if held is not None and held[0] == key:
@@ -103,9 +104,20 @@ def import_model_code_in_background() -> threading.Thread:
         except Exception:  # noqa: BLE001 - the step that loads the model reports it
             pass
 
+    global _IMPORTING
+    _finish_background_imports()
     thread = threading.Thread(target=work, name="cog-assets-import-models", daemon=True)
+    _IMPORTING = thread
     thread.start()
     return thread
+
+
+_IMPORTING: threading.Thread | None = None
+
+
+def _finish_background_imports() -> None:
+    if _IMPORTING is not None and _IMPORTING is not threading.current_thread():
+        _IMPORTING.join()
 
 
 def visible_gpus() -> int:

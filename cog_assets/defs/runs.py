@@ -205,18 +205,20 @@ def run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[
         import_model_code_in_background()
     ahead = DecodeAhead(settings) if decode_ahead and len(shards) > 1 else None
     summaries = {}
-    for position, shard in enumerate(shards):
-        decoded = ahead.finish(shard) if ahead else None
-        if ahead and position + 1 < len(shards):
-            ahead.start(shards[position + 1])
-        summary = run_shard(settings, instance, shard, run_config)
-        if decoded is not None:  # its frames were computed ahead: its run found them
-            summary.decoded_ahead = decoded.computed
-            summary.computed += decoded.computed
-            summary.reused = max(0, summary.reused - decoded.computed)
-        summaries[shard] = summary
-    if ahead:
-        ahead.finish("")
+    try:
+        for position, shard in enumerate(shards):
+            decoded = ahead.finish(shard) if ahead else None
+            if ahead and position + 1 < len(shards):
+                ahead.start(shards[position + 1])
+            summary = run_shard(settings, instance, shard, run_config)
+            if decoded is not None:  # its frames were computed ahead: its run found them
+                summary.decoded_ahead = decoded.computed
+                summary.computed += decoded.computed
+                summary.reused = max(0, summary.reused - decoded.computed)
+            summaries[shard] = summary
+    finally:
+        if ahead:
+            ahead.close()
     return summaries
 
 

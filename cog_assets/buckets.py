@@ -71,35 +71,43 @@ def budget_buckets(profile: ModelProfile, token_budget: int,
                    aspects: Sequence[float] = DEFAULT_ASPECTS,
                    frame_counts: Sequence[int] | None = None, multiple: int = 16
                    ) -> list[Bucket]:
-    """For every aspect ratio and frame count, the largest H x W (multiples of `multiple`)
-    whose video tokens fit `token_budget`."""
+    """For every aspect ratio and frame count, the largest H x W (multiples of `multiple`) the
+    profile accepts whose video tokens fit `token_budget`.
+
+    Sizes are built to satisfy the profile's rules (its fixed size, or its fixed short side and
+    longest side), so no bucket is dropped for breaking one; an aspect that does not fit the
+    budget at any size simply has no bucket.
+    """
     counts = [f for f in (frame_counts or profile.valid_frame_counts()) if f <= profile.max_frames]
     buckets = set()
     for aspect in aspects:
         for frames in counts:
-            bucket = _largest_fitting(profile, token_budget, aspect, frames, multiple)
-            if bucket is not None:
-                buckets.add(bucket)
+            size = _largest_size(profile, token_budget, aspect, frames, multiple)
+            if size is not None:
+                check_clip_shape(profile, frames, *size)  # by construction; a failure is a bug
+                buckets.add(Bucket(frames, *size))
     if not buckets:
         raise ProfileError(f"no bucket of {profile.name} fits a budget of {token_budget} tokens")
     return sorted(buckets)
 
 
-def _largest_fitting(profile: ModelProfile, budget: int, aspect: float, frames: int,
-                     multiple: int) -> Bucket | None:
-    per_frame = budget / profile.video_tokens(frames, 16, 16)  # 16x16-pixel cells per frame
-    width = math.sqrt(per_frame / aspect) * 16
-    width = int(width // multiple) * multiple
-    while width >= multiple:
-        height = int(round(width * aspect / multiple)) * multiple
+def _largest_size(profile: ModelProfile, budget: int, aspect: float, frames: int,
+                  multiple: int) -> tuple[int, int] | None:
+    """(H, W) near `aspect` within the profile's size rules whose tokens fit, or None."""
+    if profile.fixed_size is not None:
+        candidates = [profile.fixed_size]
+    elif profile.short_side is not None:
+        short, longest = profile.short_side, profile.max_side or 10**9
+        long_side = min(longest, int(round(short / min(aspect, 1 / aspect) / multiple)) * multiple)
+        candidates = [(short, long_side) if aspect <= 1 else (long_side, short)]
+    else:
+        per_frame = budget / profile.video_tokens(frames, 16, 16)  # 16x16-pixel cells a frame
+        width = int(math.sqrt(per_frame / aspect) * 16 // multiple) * multiple
+        candidates = [(int(round(w * aspect / multiple)) * multiple, w)
+                      for w in range(width, multiple - 1, -multiple)]
+    for height, width in candidates:
         if height >= multiple and profile.video_tokens(frames, height, width) <= budget:
-            bucket = Bucket(frames, height, width)
-            try:
-                check_clip_shape(profile, frames, height, width)
-            except ProfileError:
-                return None
-            return bucket
-        width -= multiple
+            return height, width
     return None
 
 

@@ -52,6 +52,21 @@ class ResizeMode(Choice):
     crop = "crop"  # centre crop at the source resolution (scaled up only when smaller)
 
 
+class SceneDetectorKind(Choice):
+    """Which PySceneDetect detector cuts a source video into scenes."""
+
+    adaptive = "adaptive"  # AdaptiveDetector: a cut stands out from its neighbours (steady under camera motion)
+    content = "content"  # ContentDetector: a fixed threshold on the frame-to-frame HSV change
+
+
+class CaptionSource(Choice):
+    """Where a clip's caption came from."""
+
+    manifest = "manifest"  # the clip is a whole manifest row: its own caption
+    inherited = "inherited"  # a segment of a source video: the source's caption
+    segment_table = "segment_table"  # a segment: its row of the segment-caption table
+
+
 class Dtype(Choice):
     """The dtype the VAE and T5 run in; `auto` is bf16 on a GPU and fp32 on a CPU."""
 
@@ -59,6 +74,14 @@ class Dtype(Choice):
     float32 = "float32"
     bfloat16 = "bfloat16"
     float16 = "float16"
+
+
+class ImageLatentScaling(Choice):
+    """How I2V image latents are scaled for training (they differ only where the VAE has
+    `invert_scale_latents`, i.e. CogVideoX 1.5); see the README's "Image-latent scaling"."""
+
+    inference = "inference"  # as diffusers' I2V pipeline conditions: divide where inverted
+    multiply = "multiply"  # legacy: always multiply (cogvideox-factory, CogVideo finetune/)
 
 
 class Executor(Choice):

@@ -62,6 +62,8 @@ def _print_summaries(summaries) -> None:
               f"{work}")
         if s.failure:
             print("       " + s.failure.replace("\n", "\n       "))
+        for line in s.corrupt:
+            print(f"       corrupt, replaced: {line}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -165,11 +167,38 @@ def cmd_backfill(args: argparse.Namespace) -> int:
               f"{settings.store.url}/exports/{settings.model.profile}/")
         if not exported:
             return 1
+        _print_trainer_args(settings)
     if failed:
         print(f"{len(failed)} of {len(summaries)} shards failed: {', '.join(failed)}",
               file=sys.stderr)
         return 1
     return 0
+
+
+def _print_trainer_args(settings) -> None:
+    """The trainer arguments each export wrote beside itself (trainer_args.txt)."""
+    from cog_assets import layout
+    from cog_assets.exports.report import TRAINER_ARGS_FILE
+
+    exports = Path(settings.store.url) / layout.export_dir(settings.model.profile, "")
+    for path in sorted(exports.glob(f"*/{TRAINER_ARGS_FILE}")):
+        if path.parent.name.startswith("."):  # a version folder; its link is listed too
+            continue
+        print(f"\n{path.parent.name}: trainer arguments ({path})")
+        print(path.read_text(encoding="utf-8"), end="")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from cog_assets.store import ContentStore
+    from cog_assets.verify import verify_store
+
+    settings = load_settings(overrides=overrides_from_args(args))
+    store = ContentStore(settings.store.url)
+    report = verify_store(store, args.profile)
+    for finding in report.findings:
+        print(finding.line())
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
@@ -238,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=UI_PORT, help="(default: %(default)s)")
     add_setting_arguments(ui)
     ui.set_defaults(func=cmd_ui)
+
+    verify = sub.add_parser("verify", help="check a store's datasets and artefacts against "
+                            "their recorded digests; exit 1 if anything is corrupt or missing")
+    verify.add_argument("--profile", "--dataset", action="append", metavar="PROFILE",
+                        help="only the dataset of this profile and the artefacts it references "
+                        "(repeatable; default: every dataset and every artefact of the store)")
+    add_setting_arguments(verify, groups=["store"], exclude=("verify_artifacts",))
+    verify.set_defaults(func=cmd_verify)
 
     shards = sub.add_parser("shards", help="list (and register) the shards of a data root")
     shards.add_argument("--register", action="store_true",

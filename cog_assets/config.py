@@ -40,7 +40,9 @@ from cog_assets.choices import (
     Choice,
     Dtype,
     Executor,
+    ImageLatentScaling,
     ResizeMode,
+    SceneDetectorKind,
     ShortClipPolicy,
     StartPolicy,
 )
@@ -84,8 +86,25 @@ class SourceSettings(_Group):
         None, "video column of table manifests (default: video, video_path, path or file_name)")
     image_column: Optional[str] = setting(
         None, "I2V first-frame image column of table manifests (default: none)")
+    segment_captions: Optional[str] = setting(
+        None, "table of captions for segments of long videos, relative to the data root "
+        "(.jsonl, .csv or .parquet with video, start_s, end_s and caption columns); not a "
+        "manifest")
+    id_token: Optional[str] = setting(
+        None, "trigger word put before every caption, as cogvideox-factory's --id_token: T5 "
+        "encodes it and the exports' prompts carry it")
 
     _data_root_absolute = field_validator("data_root")(_absolute)
+
+    @field_validator("id_token")
+    @classmethod
+    def _one_line_token(cls, token: str | None) -> str | None:
+        if token is None:
+            return None
+        if not token.strip() or token != token.strip() or "\n" in token or "\r" in token:
+            raise ValueError("must be a non-empty word on one line, without leading or "
+                             "trailing spaces (one space joins it to each caption)")
+        return token
 
 
 class FrameSettings(_Group):
@@ -129,8 +148,74 @@ class MediaLimits(_Group):
     max_file_bytes: int = setting(64 << 30, "largest video file, in bytes (default: 64 GiB)",
                                   ge=1)
     decode_timeout_s: float = setting(
-        300.0, "seconds one clip may take to decode; a slower decode is stopped and the clip "
-        "rejected as decode_timeout", gt=0)
+        300.0, "seconds one clip may take to decode (a scene scan: per minute of footage); a "
+        "slower decode is stopped and the clip rejected as decode_timeout", gt=0)
+
+
+class SegmentSettings(_Group):
+    """Long videos: cut sources at scene changes into clips, score them and filter them.
+
+    All off by default: each manifest row is then one clip, exactly as without this group.
+    With split_scenes, or with any threshold or aesthetic weights, each source is decoded once
+    (cached by its content hash and the detector's settings); changing a threshold or a clip
+    length re-filters from the stored scores without decoding."""
+
+    split_scenes: bool = setting(
+        False, "cut each source video at scene changes: every segment becomes a clip "
+        "(source_video, start_s, end_s)")
+    min_clip_s: float = setting(
+        3.0, "shortest segment kept, in seconds; shorter ones are rejected as segment_too_short",
+        gt=0)
+    max_clip_s: float = setting(
+        10.0, "longest segment, in seconds; a longer scene is cut into consecutive windows of "
+        "this length", gt=0)
+    scene_detector: SceneDetectorKind = setting(
+        SceneDetectorKind.adaptive, "PySceneDetect detector: adaptive (a cut must stand out "
+        "from its neighbours; steadier under camera motion) or content (a fixed threshold)")
+    scene_threshold: Optional[float] = setting(
+        None, "the detector's threshold; lower finds more cuts (default: 3.0 adaptive, 27.0 "
+        "content)", gt=0)
+    min_motion: Optional[float] = setting(
+        None, "reject clips whose motion_score (mean optical-flow speed, in frame lengths per "
+        "second) is under this, as low_motion (e.g. 0.01)", ge=0)
+    min_brightness: Optional[float] = setting(
+        None, "reject clips whose brightness (mean luma, 0-1) is under this, as too_dark "
+        "(e.g. 0.1)", ge=0, le=1)
+    min_sharpness: Optional[float] = setting(
+        None, "reject clips whose sharpness (variance of the Laplacian on a 256-pixel frame) "
+        "is under this, as blurry (e.g. 50)", ge=0)
+    min_aesthetic: Optional[float] = setting(
+        None, "reject clips whose aesthetic_score is under this, as low_aesthetic (needs "
+        "aesthetic_weights; LAION's scale is 1-10)")
+    aesthetic_weights: Optional[str] = setting(
+        None, "local directory with a CLIP model in transformers layout (clip/) and an MLP "
+        "head (aesthetic_head.safetensors): scores aesthetic_score (default: not scored)")
+
+    @field_validator("aesthetic_weights")
+    @classmethod
+    def _weights_absolute(cls, path: str | None) -> str | None:
+        return None if path is None else _absolute(path)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SegmentSettings":
+        if self.max_clip_s < self.min_clip_s:
+            raise ValueError(f"max_clip_s ({self.max_clip_s:g}) is under min_clip_s "
+                             f"({self.min_clip_s:g})")
+        if self.min_aesthetic is not None and not self.aesthetic_weights:
+            raise ValueError("min_aesthetic needs aesthetic_weights, the CLIP + MLP head "
+                             "directory that scores aesthetic_score")
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Whether sources are scanned at all (else every manifest row passes as one clip)."""
+        return self.split_scenes or self.aesthetic_weights is not None or any(
+            value is not None for value in self.thresholds().values())
+
+    def thresholds(self) -> dict[str, float | None]:
+        """score column -> the least value a clip may have (None: not filtered)."""
+        return {"motion_score": self.min_motion, "brightness": self.min_brightness,
+                "sharpness": self.min_sharpness, "aesthetic_score": self.min_aesthetic}
 
 
 class ModelSettings(_Group):
@@ -141,6 +226,10 @@ class ModelSettings(_Group):
         None, "local diffusers-layout directory (vae/, text_encoder/, tokenizer/) or hub id "
         "(default: the profile's hub id; the tiny profiles need none)")
     revision: Optional[str] = setting(None, "hub revision of the weights (default: main)")
+    image_latent_scaling: ImageLatentScaling = setting(
+        ImageLatentScaling.inference, "I2V image latents: inference (divided by the scaling "
+        "factor where the VAE has invert_scale_latents, as diffusers' I2V pipeline) or "
+        "multiply (always, as the older trainers)")
 
     @field_validator("profile")
     @classmethod
@@ -179,6 +268,9 @@ class StoreSettings(_Group):
 
     url: str = setting(str(DEMO_DIR / "store"), "store directory or fsspec URL (s3://...)",
                        flag="store", validate_default=True)
+    verify_artifacts: bool = setting(
+        False, "reuse only artefacts whose data matches their recorded digest (reads every "
+        "reused frame tensor too; by default frames are checked by size and header)")
 
     _url_absolute = field_validator("url")(_absolute)
 
@@ -241,6 +333,7 @@ class Settings(BaseModel):
     sources: SourceSettings = SourceSettings()
     frames: FrameSettings = FrameSettings()
     limits: MediaLimits = MediaLimits()
+    segments: SegmentSettings = SegmentSettings()
     model: ModelSettings = ModelSettings()
     device: DeviceSettings = DeviceSettings()
     store: StoreSettings = StoreSettings()
@@ -270,7 +363,8 @@ class Settings(BaseModel):
 # Groups that become Dagster resources, by resource key (orchestration shapes the definitions).
 RESOURCE_GROUPS: dict[str, type[BaseModel]] = {
     "sources": SourceSettings, "frames": FrameSettings, "limits": MediaLimits,
-    "model": ModelSettings, "device": DeviceSettings, "store": StoreSettings,
+    "segments": SegmentSettings, "model": ModelSettings, "device": DeviceSettings,
+    "store": StoreSettings,
 }
 GROUPS: dict[str, type[BaseModel]] = {**RESOURCE_GROUPS, "orchestration": OrchestrationSettings}
 

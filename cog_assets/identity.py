@@ -14,18 +14,19 @@ from __future__ import annotations
 
 from cog_assets.config import Settings
 from cog_assets.keys import artifact_key
+from cog_assets.media import scan
 from cog_assets.stages import embeddings, frames, latents
 
 # Bump when the code's output changes for the same inputs and settings: the manifest rows
 # (stages/manifest.py), the verdicts (stages/validation.py, media/probe.py, media/limits.py),
-# the finished shard files (stages/dataset.py). Frames, latents and embeddings carry their
-# own versions, which also enter their artefact keys.
+# the finished shard files (stages/dataset.py). Scene cuts and scores (media/scan.py),
+# frames, latents and embeddings carry their own versions, which also enter their keys.
 MANIFEST_VERSION = "manifest-v1"
 VALIDATION_VERSION = "validation-v1"
 DATASET_VERSION = "dataset-v1"
 
-SHARD_ASSETS = ("raw_manifest", "validated_clips", "frame_tensors", "vae_latents",
-                "t5_embeddings", "training_dataset")
+SHARD_ASSETS = ("raw_manifest", "scene_segments", "validated_clips", "frame_tensors",
+                "vae_latents", "t5_embeddings", "training_dataset")
 
 
 def _dump(group) -> dict:
@@ -43,6 +44,8 @@ def output_identities(settings: Settings) -> dict[str, dict]:
     return {
         "raw_manifest": {"sources": _dump(settings.sources), "store": store,
                          "version": MANIFEST_VERSION},
+        "scene_segments": {"segments": _dump(settings.segments), "limits": _dump(settings.limits),
+                           "store": store, "version": scan.SCAN_VERSION},
         "validated_clips": {**sampling, "limits": _dump(settings.limits), "store": store,
                             "tokenizer": runtime.weights.identity("tokenizer"),
                             "version": VALIDATION_VERSION},

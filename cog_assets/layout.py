@@ -6,15 +6,19 @@ import from here; this module imports nothing of the pipeline, so a trainer that
 `cog_assets.loader` pulls in neither PyAV nor diffusers nor Dagster.
 
     cas/<kind>/<key[:2]>/<key>.safetensors     content-addressed artefacts (frames, latents, ...)
+    quarantine/<kind>/<key>.<stamp>.corrupt    artefacts found damaged, moved out of the way
     tables/<asset>/<shard>.parquet             each asset's per-shard table
-    datasets/<profile>/<shard>/                finished shards (index.parquet, tensor files)
-    exports/<profile>/<trainer>/               trainer caches
+    datasets/<profile>/catalog.json            the live shards: what loaders and exports read
+    datasets/<profile>/catalog.d/<shard>.json  each shard's last publication (the catalog's source)
+    datasets/<profile>/<shard>/                finished shards (versioned index and tensor files)
+    exports/<profile>/<trainer>                trainer caches (a link to the current version)
     state/uploads/<id>/<generation>.parquet    what the upload sensor last saw
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+import uuid
 
 from cog_assets.choices import Choice
 
@@ -26,10 +30,18 @@ class ArtifactKind(Choice):
     first_frame = "first_frame"  # the I2V first frame as a PNG, keyed by its frames key
     latents = "vae_moments"  # VAE posterior moments [2C, F', h, w] (+ I2V image_moments)
     embeddings = "t5_embedding"  # T5 last hidden state [L, D]
+    scene_scan = "scene_scan"  # one source video's cut times and per-sample quality scores
 
 
 def artifact_path(kind: ArtifactKind | str, key: str, suffix: str = ".safetensors") -> str:
     return f"cas/{kind}/{key[:2]}/{key}{suffix}"
+
+
+def quarantine_path(kind: ArtifactKind | str, key: str) -> str:
+    """Where a damaged artefact is moved, so its key is free to be computed again and the
+    bytes stay for a look (the `.corrupt` suffix: no reader takes it for an artefact)."""
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    return f"quarantine/{kind}/{key}.{stamp}.corrupt"
 
 
 def first_frame_png(frames_key: str) -> str:
@@ -49,6 +61,21 @@ def shard_dir(profile: str, shard: str) -> str:
     return f"{dataset_dir(profile)}/{shard}"
 
 
+# -- a dataset's catalog: the live shards (relative to the dataset directory) ---------------
+
+CATALOG_FILE = "catalog.json"
+CATALOG_ENTRIES_DIR = "catalog.d"
+CATALOG_LOCK = ".catalog.lock"
+
+
+def catalog_path(profile: str) -> str:
+    return f"{dataset_dir(profile)}/{CATALOG_FILE}"
+
+
+def catalog_entry(shard: str) -> str:
+    return f"{CATALOG_ENTRIES_DIR}/{shard}.json"
+
+
 def export_dir(profile: str, trainer: str) -> str:
     return f"exports/{profile}/{trainer}"
 
@@ -64,26 +91,30 @@ def upload_state_dir(ident: str) -> str:
 
 # -- a finished shard ----------------------------------------------------------------------
 
-INDEX_FILE = "index.parquet"  # one row per clip; written last, it names the tensor files
+INDEX_FILE = "index.parquet"  # the shard's latest index, for people and tools (a copy)
 REJECTS_FILE = "rejects.parquet"
 FIRST_FRAMES_DIR = "first_frames"
-SHARD_GLOB = "shard-*"
 
-# index column -> the shard's tensor file it names (older shards: these unversioned names)
-DEFAULT_FILES = {"latents_file": "latents.safetensors",
-                 "embeds_file": "prompt_embeds.safetensors",
-                 "image_latents_file": "image_latents.safetensors"}
+# Where each clip comes from and how it scored: whole manifest rows and segments of long
+# videos alike (null scores: not measured). The loader and the exports pass these through.
+CLIP_COLUMNS = ("source_video", "start_s", "end_s", "caption_source", "motion_score",
+                "brightness", "sharpness", "aesthetic_score")
+
+# index column -> the shard's tensor file it names (with the version before the suffix)
+TENSOR_FILES = {"latents_file": "latents.safetensors",
+                "embeds_file": "prompt_embeds.safetensors",
+                "image_latents_file": "image_latents.safetensors"}
+
+
+def index_file(version: str) -> str:
+    """The versioned index the catalog names: one row per clip, naming the tensor files."""
+    return f"index.{version}.parquet"
 
 
 def tensor_files(version: str) -> dict[str, str]:
     """Versioned names of a shard's tensor files, by index column."""
     return {column: name.replace(".safetensors", f".{version}.safetensors")
-            for column, name in DEFAULT_FILES.items()}
-
-
-def shard_file(row: Mapping, column: str) -> str:
-    """The tensor file an index row points at (older shards: the unversioned name)."""
-    return row.get(column) or DEFAULT_FILES[column]
+            for column, name in TENSOR_FILES.items()}
 
 
 def first_frame_png_in_shard(version: str, position: int) -> str:

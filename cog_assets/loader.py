@@ -1,26 +1,47 @@
 """Reading a finished dataset back for training, with neither the VAE nor T5 loaded.
 
-Conventions are those of the CogVideoX trainers: a latent is a sample of the stored moments
-times the VAE scaling factor; I2V image latents are scaled the same way, or divided by it
-where the model has `invert_scale_latents` (1.5, as diffusers' I2V pipeline does); with a
-temporal patch of 2 (1.5) odd latent frame counts get copies of the first latent frame
-prepended, as CogVideo's finetune trainers do before the transformer.
+The dataset is what its catalog lists (`cog_assets.catalog`): shard folders the catalog does
+not name (another shard count, a shard that lost its last clip) are never read. Building a
+dataset checks every file it will read: present, of the published size, readable, holding the
+clips its index lists, no clip id in two shards; `verify=True` also compares each file's
+digest with the one recorded at publication. A bad shard is refused with an error naming the
+file, or skipped with a warning when `skip_bad_shards=True`.
+
+Conventions: a latent is a sample of the stored moments times the VAE scaling factor; with a
+temporal patch of 2 (1.5) odd latent frame counts get a copy of the first latent frame
+prepended, as CogVideo's finetune trainers do before the transformer. I2V image latents follow
+`image_latent_scaling` (the README's "Image-latent scaling"): `inference` (default) divides by
+the scaling factor where the VAE has `invert_scale_latents` (1.5), as diffusers' I2V pipeline
+conditions at inference, and multiplies elsewhere; `multiply` always multiplies, as the older
+cogvideox-factory and CogVideo finetune/ trainers do.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset, Sampler
 
-from cog_assets.layout import INDEX_FILE, SHARD_GLOB, shard_file
+from cog_assets.layout import CLIP_COLUMNS
+from cog_assets.catalog import CatalogFile, DatasetError, ShardEntry, load_catalog
+from cog_assets.choices import ImageLatentScaling
+from cog_assets.config import ModelSettings
+from cog_assets.keys import file_digest
 from cog_assets.profiles import ModelProfile, get_profile
 
+log = logging.getLogger(__name__)
+DEFAULT_SCALING = ModelSettings.model_fields["image_latent_scaling"].default
+
+
+class BadShardWarning(UserWarning):
+    """A shard was left out of a dataset because one of its files cannot be served."""
 
 def sample_from_moments(moments: torch.Tensor, generator: torch.Generator | None = None
                         ) -> torch.Tensor:
@@ -39,32 +60,65 @@ def pad_latent_frames(latent: torch.Tensor, temporal_patch: int) -> torch.Tensor
     return torch.cat([latent[:, :1].repeat(1, missing, 1, 1), latent], dim=1)
 
 
-class CogVideoXLatentDataset(Dataset):
-    """Clips of one or more finished shards: scaled latents, prompt embeddings and captions.
+def clip_fields(row: dict) -> dict:
+    """Where the clip comes from and its scores (layout.CLIP_COLUMNS), from its index row, in
+    values a default collate accepts: an unmeasured score (or a column an older shard lacks)
+    is NaN, a missing text is ""."""
+    fields = {}
+    for column in CLIP_COLUMNS:
+        value = row.get(column)
+        if column in ("source_video", "caption_source"):
+            fields[column] = value if value is not None else ""
+        else:
+            fields[column] = float("nan") if value is None else float(value)
+    return fields
 
-    `root` is the dataset directory holding `shard-*/` folders (or one shard folder). Each
-    item draws its latent sample with a generator seeded by (`seed`, item), so epochs can
-    vary the seed; `sample=False` takes the mean instead.
+
+class CogVideoXLatentDataset(Dataset):
+    """The clips of a finished dataset: scaled latents, prompt embeddings and captions.
+
+    `root` is the dataset directory (`<store>/datasets/<profile>`, holding `catalog.json`).
+    Each item draws its latent sample with a generator seeded by (`seed`, item), so epochs can
+    vary the seed; `sample=False` takes the mean instead. Raises DatasetError, naming the
+    file, when a listed shard cannot be served (unless `skip_bad_shards`) or a clip id is in
+    two shards.
     """
 
     def __init__(self, root: str | Path, profile: ModelProfile | str, seed: int = 0,
-                 sample: bool = True):
+                 sample: bool = True, *,
+                 image_latent_scaling: ImageLatentScaling | str = DEFAULT_SCALING,
+                 verify: bool = False, skip_bad_shards: bool = False):
         self.root = Path(root)
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         self.seed = seed
         self.sample = sample
-        shard_dirs = ([self.root] if (self.root / INDEX_FILE).is_file()
-                      else sorted(p for p in self.root.glob(SHARD_GLOB)
-                                  if (p / INDEX_FILE).is_file()))
-        if not shard_dirs:
-            raise FileNotFoundError(f"no {INDEX_FILE} under {self.root}")
-        frames = [pl.read_parquet(d / INDEX_FILE).with_columns(pl.lit(str(d)).alias("shard_dir"))
-                  for d in shard_dirs]
-        self.index = pl.concat(frames, how="diagonal_relaxed").sort("shard_dir", "clip_id")
+        self.image_latent_scaling = ImageLatentScaling(image_latent_scaling)
+        self.catalog = load_catalog(self.root)
+        self.skipped: dict[str, str] = {}  # shard -> why it was left out
+        indexes = []
+        for shard, entry in sorted(self.catalog.shards.items()):
+            try:
+                indexes.append(open_shard(self.root / shard, entry, verify))
+            except DatasetError as exc:
+                if not skip_bad_shards:
+                    raise
+                self.skipped[shard] = str(exc)
+                log.error("skipping shard %s: %s", shard, exc)
+                warnings.warn(f"skipping shard {shard} of {self.root}: {exc}", BadShardWarning,
+                              stacklevel=2)
+        self.index = (pl.concat(indexes, how="diagonal_relaxed").sort("shard_dir", "clip_id")
+                      if indexes else pl.DataFrame({"clip_id": [], "shard_dir": []},
+                                                   schema={"clip_id": pl.String,
+                                                           "shard_dir": pl.String}))
+        _refuse_duplicates(self.index)
         self._rows = self.index.to_dicts()
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    @property
+    def clip_ids(self) -> list[str]:
+        return [row["clip_id"] for row in self._rows]
 
     @property
     def buckets(self) -> list[str]:
@@ -73,9 +127,13 @@ class CogVideoXLatentDataset(Dataset):
 
     def _tensor(self, i: int, file_column: str, name_column: str) -> torch.Tensor:
         row = self._rows[i]
-        path = Path(row["shard_dir"]) / shard_file(row, file_column)
-        with safe_open(path, framework="pt") as handle:
-            return handle.get_tensor(row[name_column])
+        path = Path(row["shard_dir"]) / row[file_column]
+        try:
+            with safe_open(path, framework="pt") as handle:
+                return handle.get_tensor(row[name_column])
+        except (OSError, SafetensorError) as exc:
+            raise DatasetError(f"{path}: cannot read {row[name_column]!r} of clip "
+                               f"{row['clip_id']!r}: {exc}") from None
 
     def moments(self, i: int) -> torch.Tensor:
         return self._tensor(i, "latents_file", "clip_id")
@@ -97,12 +155,79 @@ class CogVideoXLatentDataset(Dataset):
             "clip_id": row["clip_id"], "caption": row["caption"], "bucket": row["bucket"],
             "latents": pad_latent_frames(latent, self.profile.temporal_patch),
             "prompt_embeds": self.prompt_embedding(i),
+            **clip_fields(row),
         }
         if row.get("has_image_latent"):
             image = self._draw(self._tensor(i, "image_latents_file", "clip_id"), generator)
-            item["image_latents"] = (image / scale if self.profile.invert_scale_latents
-                                     else image * scale)
+            item["image_latents"] = image * image_latent_factor(self.profile,
+                                                                self.image_latent_scaling)
         return item
+
+
+def image_latent_factor(profile: ModelProfile, scaling: ImageLatentScaling | str) -> float:
+    """What an image-latent sample is multiplied by for training under `scaling`."""
+    if ImageLatentScaling(scaling) == ImageLatentScaling.inference and \
+            profile.invert_scale_latents:
+        return 1.0 / profile.scaling_factor
+    return profile.scaling_factor
+
+
+def check_file(path: Path, published: CatalogFile, verify: bool) -> None:
+    """The file is there with its published size (and, with `verify`, its digest)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing (the catalog lists it)") from None
+    if size != published.bytes:
+        raise DatasetError(f"{path}: {size} bytes, the catalog records {published.bytes} "
+                           "(truncated or replaced)")
+    if verify:
+        actual = file_digest(path)
+        if actual != published.digest:
+            raise DatasetError(f"{path}: content differs from what was published (digest "
+                               f"{actual[:16]}…, the catalog records {published.digest[:16]}…)")
+
+
+def open_shard(shard_dir: Path, entry: ShardEntry, verify: bool) -> pl.DataFrame:
+    """The shard's index, after checking every file a reader of it opens."""
+    for published in [entry.index, *entry.files.values()]:
+        check_file(shard_dir / published.name, published, verify)
+    index_path = shard_dir / entry.index.name
+    try:
+        index = pl.read_parquet(index_path)
+    except Exception as exc:  # noqa: BLE001 - polars raises several kinds for a bad file
+        raise DatasetError(f"{index_path}: unreadable index: {exc}") from None
+    if len(index) != entry.clips:
+        raise DatasetError(f"{index_path}: {len(index)} clips, the catalog records {entry.clips}")
+    needs = {"latents_file": "clip_id", "embeds_file": "caption_sha256",
+             "image_latents_file": "clip_id"}
+    for column, published in entry.files.items():
+        path = shard_dir / published.name
+        rows = index.filter(pl.col(column) == published.name) if column in index.columns \
+            else index.clear()
+        if column == "image_latents_file":
+            rows = rows.filter(pl.col("has_image_latent"))
+        wanted = set(rows[needs[column]].to_list())
+        try:
+            with safe_open(path, framework="pt") as handle:
+                missing = wanted - set(handle.keys())
+        except (OSError, SafetensorError) as exc:
+            raise DatasetError(f"{path}: unreadable tensor file: {exc}") from None
+        if missing:
+            raise DatasetError(f"{path}: lacks {len(missing)} tensors its index lists, e.g. "
+                               f"{sorted(missing)[:3]}")
+    return index.with_columns(pl.lit(str(shard_dir)).alias("shard_dir"))
+
+
+def _refuse_duplicates(index: pl.DataFrame) -> None:
+    twice = index.filter(pl.col("clip_id").is_duplicated())
+    if twice.is_empty():
+        return
+    clip = twice["clip_id"][0]
+    where = sorted(twice.filter(pl.col("clip_id") == clip)["shard_dir"].to_list())
+    raise DatasetError(f"clip {clip!r} is listed by more than one shard: {', '.join(where)} "
+                       f"({twice['clip_id'].n_unique()} clip ids in all); the catalog serves "
+                       "each clip once: re-publish the dataset")
 
 
 class BucketBatchSampler(Sampler[list[int]]):

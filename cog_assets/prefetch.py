@@ -180,14 +180,17 @@ class _Worker:
 
 
 def prefetch_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | None = None,
-                 depth: int | None = None, timeout_s: float | None = None, ordered: bool = True,
+                 depth: int | None = None,
+                 timeout_s: float | Callable[[Any], float | None] | None = None,
+                 ordered: bool = True,
                  context: multiprocessing.context.BaseContext | None = None,
                  preload: Iterable[str] = ()) -> Iterator[Outcome]:
     """Yield an Outcome per item of `items` (read lazily) with `fn` run in worker processes.
 
     workers: processes (default os.cpu_count(); 0 runs `fn` here, one item at a time, with no
     timeout). depth: items in flight plus finished-but-unconsumed, at most (default 2 per
-    worker, never fewer than workers). timeout_s: per item, None for none. preload: modules
+    worker, never fewer than workers). timeout_s: per item, None for none, or a function of
+    the item giving its own limit (e.g. longer for longer videos). preload: modules
     the forkserver imports once for every worker (fn's own module always is), when this is
     the process's first use of it."""
     workers = default_workers() if workers is None else workers
@@ -196,6 +199,10 @@ def prefetch_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int
         return
     depth = max(workers, depth or 2 * workers)
     context = context or default_context([*preload, fn.__module__])
+
+    def limit_of(item: Any) -> float | None:
+        return timeout_s(item) if callable(timeout_s) else timeout_s
+
     source = enumerate(items)
     pool: list[_Worker] = []
     done: dict[int, Outcome] = {}
@@ -236,9 +243,10 @@ def prefetch_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int
             # 3. wait for a result, a death or the nearest deadline
             running = [w for w in pool if w.task is not None]
             wait_s = None
-            begun = [w.task[2] for w in running if w.task[2] is not None]
-            if timeout_s is not None and begun:  # tasks not taken yet have no deadline
-                wait_s = max(0.0, min(begun) + timeout_s - time.monotonic())
+            deadlines = [w.task[2] + limit_of(w.task[1]) for w in running
+                         if w.task[2] is not None and limit_of(w.task[1]) is not None]
+            if deadlines:  # tasks not taken yet have no deadline
+                wait_s = max(0.0, min(deadlines) - time.monotonic())
             ready = set(wait([w.conn for w in running] + [w.process.sentinel for w in running],
                              wait_s))
             now = time.monotonic()
@@ -270,9 +278,9 @@ def prefetch_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int
                     outcome = _crashed(worker, index, item,
                                        0.0 if started is None else now - started)
                     pool.remove(worker)
-                elif (timeout_s is not None and started is not None
-                      and now - started >= timeout_s):
-                    outcome = Outcome(index, item, error=TaskTimeout(timeout_s),
+                elif (limit_of(item) is not None and started is not None
+                      and now - started >= limit_of(item)):
+                    outcome = Outcome(index, item, error=TaskTimeout(limit_of(item)),
                                       seconds=now - started)
                     worker.task = None
                     worker.stop(kill=True)

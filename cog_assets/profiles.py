@@ -31,6 +31,7 @@ class ModelProfile:
     short_side: int | None = None  # I2V 1.5: the short side must be exactly this
     max_side: int | None = None
     temporal_patch: int = 1  # 1.5 patches latent frames in pairs: F' is padded to even
+    family: str = "cogvideox"  # "cogvideox1.5" for 1.5 and its tiny twins (trainer names)
     latent_channels: int = 16
     temporal_compression: int = 4
     spatial_compression: int = 8
@@ -55,6 +56,12 @@ class ModelProfile:
         """Every F of the profile's form (rule·k + 1) up to its maximum."""
         return list(range(self.frame_rule + 1, self.max_frames + 1, self.frame_rule))
 
+    def padded_latent_frames(self, num_frames: int | None = None) -> int:
+        """F' as the 1.5 transformer takes it: padded up to a multiple of the temporal patch
+        (by repeating the first latent frame, as CogVideo's trainers do)."""
+        frames = self.latent_frames(num_frames)
+        return frames + (-frames) % self.temporal_patch
+
     def video_tokens(self, num_frames: int, height: int, width: int) -> int:
         """Transformer tokens of one clip: F' · (H/16) · (W/16); with a temporal patch of 2
         (1.5) F' is first padded to even and halved."""
@@ -77,6 +84,20 @@ PROFILES: dict[str, ModelProfile] = {
             scaling_factor=0.7, invert_scale_latents=False, text_max_length=226, text_dim=32,
             dtype="float32", hub_id=None, max_frames=49, i2v=True,
         ),
+        # CogVideoX 1.5's twins: its frame rule (16k+1), fps, temporal patch, inverted latent
+        # scaling and I2V size rule (a fixed short side, a longest side) at toy width
+        ModelProfile(
+            name="tiny-1.5", height=64, width=96, num_frames=17, fps=16, frame_rule=16,
+            scaling_factor=0.7, invert_scale_latents=True, text_max_length=226, text_dim=32,
+            dtype="float32", hub_id=None, max_frames=49, temporal_patch=2,
+            family="cogvideox1.5",
+        ),
+        ModelProfile(
+            name="tiny-1.5-i2v", height=64, width=96, num_frames=17, fps=16, frame_rule=16,
+            scaling_factor=0.7, invert_scale_latents=True, text_max_length=226, text_dim=32,
+            dtype="float32", hub_id=None, max_frames=49, temporal_patch=2, i2v=True,
+            short_side=64, max_side=96, family="cogvideox1.5",
+        ),
         ModelProfile(
             name="cogvideox-2b", height=480, width=720, num_frames=49, fps=8, frame_rule=8,
             scaling_factor=1.15258426, invert_scale_latents=False, text_max_length=226,
@@ -97,13 +118,14 @@ PROFILES: dict[str, ModelProfile] = {
             name="cogvideox1.5-5b", height=768, width=1360, num_frames=81, fps=16, frame_rule=16,
             scaling_factor=0.7, invert_scale_latents=True, text_max_length=226,
             text_dim=4096, dtype="bfloat16", hub_id="THUDM/CogVideoX1.5-5B", max_frames=161,
-            temporal_patch=2,
+            temporal_patch=2, family="cogvideox1.5",
         ),
         ModelProfile(
             name="cogvideox1.5-5b-i2v", height=768, width=1360, num_frames=81, fps=16,
             frame_rule=16, scaling_factor=0.7, invert_scale_latents=True, text_max_length=226,
             text_dim=4096, dtype="bfloat16", hub_id="THUDM/CogVideoX1.5-5B-I2V", i2v=True,
             max_frames=161, temporal_patch=2, short_side=768, max_side=1360,
+            family="cogvideox1.5",
         ),
     ]
 }

@@ -42,6 +42,15 @@ class RejectReason(Choice):
     decode_timeout = "decode_timeout", (
         "decoding took longer than `decode_timeout_s`; its worker was stopped")
     decode_crash = "decode_crash", "the decoder process died (e.g. a segfault) on this clip"
+    # segments of long videos and their quality scores (split_scenes, the min_* thresholds)
+    segment_too_short = "segment_too_short", (
+        "a scene (or the rest of one cut into windows) is shorter than `min_clip_s`")
+    no_caption = "no_caption", (
+        "the segment has no caption: its source has none and no `segment_captions` row covers it")
+    low_motion = "low_motion", "`motion_score` (optical flow) is under `min_motion`: a static shot"
+    too_dark = "too_dark", "`brightness` (mean luma) is under `min_brightness`"
+    blurry = "blurry", "`sharpness` (variance of the Laplacian) is under `min_sharpness`"
+    low_aesthetic = "low_aesthetic", "`aesthetic_score` (CLIP + MLP head) is under `min_aesthetic`"
 
 
 def reasons_table() -> str:

@@ -205,13 +205,22 @@ def read_table(path: Path, sources: SourceSettings) -> list[ManifestRow]:
     return rows
 
 
+def segment_captions_path(sources: SourceSettings) -> Path | None:
+    """The segment-caption table (`segment_captions`): a caption source, not a manifest."""
+    if not sources.segment_captions:
+        return None
+    return Path(sources.data_root) / sources.segment_captions
+
+
 def read_manifests(sources: SourceSettings) -> list[ManifestRow]:
     """Every row of every manifest under the data root; later duplicates of a path are flagged."""
     root = Path(sources.data_root)
     if not root.is_dir():
         raise ManifestError(f"data root {root} is not a directory (data_root)")
     rows = read_two_file_layout(root)
-    tables = sorted({p for g in TABLE_GLOBS for p in root.glob(g) if p.is_file()})
+    captions = segment_captions_path(sources)
+    tables = sorted({p for g in TABLE_GLOBS for p in root.glob(g)
+                     if p.is_file() and p != captions})
     for table in tables:
         rows.extend(read_table(table, sources))
     if not rows:

@@ -18,6 +18,12 @@ the same content; different keys never collide. Plain files by path (a shard's f
 its tables) are written by that shard's run; each file is replaced whole, never seen half-written.
 Reads fetch a file in one request (`cat_file`), so a reader gets one version of it.
 
+Every artefact carries the digest of its data (`cog_assets.sealed_tensors`), recorded when it is
+written. `get_tensors` checks it on every read; `check_artifact` is what reuse asks: by default
+the size and header only (no data read), everything with `verify_reuse` (the per-run
+`verify_artifacts` setting) or `full=True`. A damaged artefact is moved to `quarantine/` (its key
+is then free to be computed again) and reported with its key and path, never handed out.
+
 Filesystem options (endpoint, credentials) come from `ContentStore(url, **storage_options)` or,
 for code that only has the URL (the Dagster resources), from fsspec's own configuration: e.g.
 `FSSPEC_S3_ENDPOINT_URL=http://minio:9000` or `FSSPEC_S3='{"endpoint_url": "..."}'`, and the
@@ -28,32 +34,73 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 import polars as pl
 import torch
 from fsspec.implementations.local import LocalFileSystem
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
-
 from cog_assets import layout
+from cog_assets.sealed_tensors import (
+    HEAD_READ,
+    DamagedTensors,
+    HeaderIncomplete,
+    parse_header,
+    seal,
+    unseal,
+)
+
+log = logging.getLogger(__name__)
 
 # fsspec protocols whose "rename" is a copy and a delete; an object written in one request is
 # atomic there.
 OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"})
 
 
+class CorruptArtifact(Exception):
+    """An artefact's bytes are not what was written; it has been moved to quarantine."""
+
+    def __init__(self, kind: str, key: str, path: str, reason: str, moved_to: str | None):
+        self.kind, self.key, self.path, self.reason, self.moved_to = (kind, key, path, reason,
+                                                                       moved_to)
+        where = f"; moved to {moved_to}" if moved_to else ""
+        super().__init__(f"{kind} artefact {key} at {path} is corrupt: {reason}{where}; "
+                         "the next run computes it again")
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    """What a check found: `problem` None means whole; `missing` that there is no file."""
+
+    kind: str
+    key: str
+    path: str
+    problem: str | None = None
+    missing: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def describe(self) -> str:
+        return f"{self.kind} artefact {self.key} at {self.path}: {self.problem}"
+
+
 class ContentStore:
     """Artefacts by (kind, key) plus plain files by path, under one fsspec URL."""
 
-    def __init__(self, url: str, **storage_options: Any):
-        """`storage_options` go to the fsspec filesystem (for S3 via s3fs: `key`, `secret`,
-        `endpoint_url`, `client_kwargs`, ...), on top of fsspec's configuration."""
+    def __init__(self, url: str, *, verify_reuse: bool = False, **storage_options: Any):
+        """`verify_reuse`: reuse checks read and digest-check an artefact's data (the
+        `verify_artifacts` setting), not only its size and header. `storage_options` go to
+        the fsspec filesystem (for S3 via s3fs: `key`, `secret`, `endpoint_url`,
+        `client_kwargs`, ...), on top of fsspec's configuration."""
         self.url = url
+        self.verify_reuse = verify_reuse
         self.storage_options = dict(storage_options)
         self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
         self.root = self.root.rstrip("/")
@@ -109,25 +156,76 @@ class ContentStore:
     # -- tensors -----------------------------------------------------------------------------
 
     def has(self, kind: str, key: str) -> bool:
+        """Whether a file is there (says nothing of its content: see check_artifact)."""
         return self.fs.exists(self.artifact_path(kind, key))
 
     def put_tensors(self, kind: str, key: str, tensors: Mapping[str, torch.Tensor],
                     metadata: Mapping[str, str] | None = None) -> str:
-        data = save_safetensors({k: v.contiguous() for k, v in tensors.items()},
-                                metadata=dict(metadata or {}))
+        """Write an artefact with the digest of its data recorded in its header."""
         path = self.artifact_path(kind, key)
-        self.write_bytes(path, data)
+        self.write_bytes(path, seal(tensors, metadata))
         return path
 
     def get_tensors(self, kind: str, key: str) -> dict[str, torch.Tensor]:
-        return load_safetensors(self.read_bytes(self.artifact_path(kind, key)))
+        """The artefact's tensors, digest-checked. A damaged one is quarantined and raised as
+        CorruptArtifact (naming key and path); a missing one is FileNotFoundError."""
+        path = self.artifact_path(kind, key)
+        data = self.read_bytes(path)
+        try:
+            return unseal(data)
+        except DamagedTensors as exc:
+            raise CorruptArtifact(kind, key, path, exc.reason,
+                                  self.quarantine(kind, key)) from None
+
+    def check_artifact(self, kind: str, key: str, full: bool | None = None) -> ArtifactCheck:
+        """Is the artefact there and whole? `full` (default: `verify_reuse`) reads the data
+        and compares its digest; otherwise only the header is read and the file's size
+        compared with the size the header describes."""
+        path = self.artifact_path(kind, key)
+        full = self.verify_reuse if full is None else full
+        try:
+            if full:
+                unseal(self.read_bytes(path))
+            else:
+                self._check_header(path)
+        except FileNotFoundError:
+            return ArtifactCheck(kind, key, path, "missing", missing=True)
+        except DamagedTensors as exc:
+            return ArtifactCheck(kind, key, path, exc.reason)
+        return ArtifactCheck(kind, key, path)
+
+    def _check_header(self, path: str) -> None:
+        size = self.fs.size(path)
+        head = self.fs.cat_file(path, start=0, end=min(size, HEAD_READ))
+        try:
+            parse_header(head, size)
+        except HeaderIncomplete as more:
+            parse_header(self.fs.cat_file(path, start=0, end=more.needed), size)
+
+    def quarantine(self, kind: str, key: str, suffix: str = ".safetensors") -> str | None:
+        """Move a damaged artefact out of its key's place; returns where it went (None if
+        another process moved or replaced it first)."""
+        source = self.artifact_path(kind, key, suffix)
+        target = self.path(layout.quarantine_path(kind, key))
+        try:
+            if isinstance(self.fs, LocalFileSystem):
+                self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+                os.replace(source, target)
+            else:
+                self.fs.mv(source, target)
+        except FileNotFoundError:
+            return None
+        log.warning("quarantined damaged %s artefact %s: %s -> %s", kind, key, source, target)
+        return target
 
     # -- tables ------------------------------------------------------------------------------
 
-    def write_table(self, path: str, frame: pl.DataFrame) -> None:
+    def write_table(self, path: str, frame: pl.DataFrame) -> bytes:
+        """Write `frame` as parquet; returns the bytes written (to digest them)."""
         buffer = io.BytesIO()
         frame.write_parquet(buffer)
         self.write_bytes(path, buffer.getvalue())
+        return buffer.getvalue()
 
     def read_table(self, path: str) -> pl.DataFrame:
         return pl.read_parquet(io.BytesIO(self.read_bytes(path)))

@@ -13,7 +13,7 @@ from cog_assets.buckets import Bucket
 from cog_assets.choices import Status
 from cog_assets.layout import ArtifactKind
 from cog_assets.profiles import ModelProfile
-from cog_assets.store import ContentStore
+from cog_assets.store import ContentStore, CorruptArtifact
 
 
 def _tensor_problems(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> list[str]:
@@ -30,13 +30,24 @@ def _tensor_problems(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) ->
 
 def latent_problems(latents: pl.DataFrame, store: ContentStore, profile: ModelProfile
                     ) -> list[str]:
-    """Moments are [2*16, (F-1)/4+1, H/8, W/8], floating point, finite."""
+    """Moments are [2*16, (F-1)/4+1, H/8, W/8], floating point, finite; for I2V the image
+    moments [2*16, 1, H/8, W/8] too. A damaged artefact is a problem naming key and path."""
     problems = []
     for row in latents.iter_rows(named=True):
         b = Bucket.parse(row["bucket"])
-        moments = store.get_tensors(ArtifactKind.latents, row["latent_key"])["moments"]
-        problems += _tensor_problems(row["clip_id"], moments,
-                                     profile.latent_shape(b.num_frames, b.height, b.width))
+        try:
+            stored = store.get_tensors(ArtifactKind.latents, row["latent_key"])
+        except CorruptArtifact as exc:
+            problems.append(f"{row['clip_id']}: {exc}")
+            continue
+        shape = profile.latent_shape(b.num_frames, b.height, b.width)
+        problems += _tensor_problems(row["clip_id"], stored["moments"], shape)
+        if profile.i2v:
+            if "image_moments" not in stored:
+                problems.append(f"{row['clip_id']}: no image moments (the profile is I2V)")
+            else:
+                problems += _tensor_problems(f"{row['clip_id']} (image)", stored["image_moments"],
+                                             (shape[0], 1, *shape[2:]))
     return problems
 
 
@@ -45,10 +56,14 @@ def embedding_problems(embeddings: pl.DataFrame, store: ContentStore, profile: M
     """Embeddings are [L, D] for the profile's text length and width, finite."""
     problems = []
     for row in embeddings.iter_rows(named=True):
-        embed = store.get_tensors(ArtifactKind.embeddings, row["embedding_key"]
-                                  )["prompt_embedding"]
-        problems += _tensor_problems(f"caption {row['caption_sha256'][:12]}", embed,
-                                     profile.text_shape())
+        name = f"caption {row['caption_sha256'][:12]}"
+        try:
+            embed = store.get_tensors(ArtifactKind.embeddings, row["embedding_key"]
+                                      )["prompt_embedding"]
+        except CorruptArtifact as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        problems += _tensor_problems(name, embed, profile.text_shape())
     return problems
 
 

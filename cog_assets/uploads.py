@@ -21,6 +21,7 @@ import polars as pl
 from cog_assets import layout
 from cog_assets.config import SourceSettings
 from cog_assets.keys import caption_sha256, file_sha256
+from cog_assets.segment_captions import captions_digest, read_segment_captions
 from cog_assets.sharding import shard_for
 from cog_assets.sources import read_manifests
 
@@ -108,9 +109,11 @@ def refresh_snapshot(previous: pl.DataFrame | None, lister: FileLister,
 
 def shard_fingerprints(sources: SourceSettings, snapshot: pl.DataFrame) -> dict[str, str]:
     """One hash per shard of everything that decides its output: each clip's id, caption,
-    first-frame image and the bytes of both (missing files count as such). A shard with a
-    file not hashed yet gets None: it is not compared until the hash is known."""
+    first-frame image and the bytes of both (missing files count as such), and what the
+    segment-caption table says about the video. A shard with a file not hashed yet gets None:
+    it is not compared until the hash is known."""
     hashes = dict(zip(snapshot["path"], snapshot["sha256"]))
+    segment_captions = read_segment_captions(sources)
     listed = set(snapshot["path"])
     per_shard: dict[str, list[str]] = {}
     pending: set[str] = set()
@@ -122,6 +125,8 @@ def shard_fingerprints(sources: SourceSettings, snapshot: pl.DataFrame) -> dict[
                  hashes.get(row.clip_id) or "missing",
                  (hashes.get(row.image_path) or "missing") if row.image_path else "",
                  row.issue_reason or ""]
+        if segment_captions:
+            parts.append(captions_digest(segment_captions, row.clip_id))
         per_shard.setdefault(shard, []).append("|".join(parts))
     return {shard: None if shard in pending
             else hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:24]

@@ -19,8 +19,8 @@ from cog_assets_tests.conftest import make_dataset
 pytestmark = pytest.mark.slow
 
 
-NAMES = ["raw_manifest", "validated_clips", "frame_tensors", "vae_latents", "t5_embeddings",
-         "training_dataset"]
+NAMES = ["raw_manifest", "scene_segments", "validated_clips", "frame_tensors", "vae_latents",
+         "t5_embeddings", "training_dataset"]
 
 
 def _requested(result) -> set[tuple[str, str]]:

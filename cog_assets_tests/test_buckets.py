@@ -43,3 +43,23 @@ def test_policy_assigns_by_duration_and_refuses_bad_buckets():
         FrameSettings(buckets=["480x720"])
     with pytest.raises(ValidationError, match="'cover', 'stretch' or 'crop'"):
         FrameSettings(resize="fit")
+
+
+@pytest.mark.parametrize("name, budget", [("cogvideox-5b-i2v", 17550),
+                                          ("cogvideox1.5-5b-i2v", 120000),
+                                          ("tiny-1.5-i2v", 200)])
+def test_budget_buckets_of_profiles_with_size_rules_keep_every_aspect_they_can(name, budget):
+    """A budget on a profile with a fixed size, or a fixed short side and longest side, builds
+    sizes within those rules instead of dropping the shapes that break them."""
+    from cog_assets.profiles import check_clip_shape
+
+    profile = get_profile(name)
+    buckets = budget_buckets(profile, budget)
+    for b in buckets:
+        check_clip_shape(profile, b.num_frames, b.height, b.width)  # raises on a broken rule
+        assert profile.video_tokens(b.num_frames, b.height, b.width) <= budget
+    if profile.short_side:
+        aspects = {round(b.height / b.width, 2) for b in buckets}
+        assert len(aspects) >= 5 and any(a > 1 for a in aspects) and any(a < 1 for a in aspects)
+    else:
+        assert {(b.height, b.width) for b in buckets} == {profile.fixed_size}

@@ -37,6 +37,22 @@ def test_backfill_writes_summary_and_exits_zero(tmp_path, data_root, monkeypatch
         assert len(instance.get_runs()) == len(shards)
 
 
+@pytest.mark.slow
+def test_backfill_export_prints_the_trainer_arguments_it_wrote(tmp_path, data_root, monkeypatch,
+                                                               capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    code = main(["backfill", "--data-root", str(data_root), "--store", str(tmp_path / "store"),
+                 "--shards", "1", "--device", "cpu", "--export"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for trainer in ("cogvideox-factory", "cogvideo-finetune"):
+        written = (tmp_path / "store" / "exports" / "tiny" / trainer / "trainer_args.txt")
+        assert f"{trainer}: trainer arguments" in printed
+        assert written.read_text() in printed
+    assert "--frame_buckets 9 --height_buckets 64 --width_buckets 96" in printed
+    assert "--mixed_precision no" in printed
+
+
 def test_backfill_exits_non_zero_and_names_the_failure(tmp_path, data_root, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     store = tmp_path / "store"

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from cog_assets.config import Settings
 from cog_assets.defs.runs import materialize_shards, run_exports
+from cog_assets.exports.naming import clip_stems
 from cog_assets_tests.conftest import make_dataset
 
 pytestmark = pytest.mark.slow
@@ -26,13 +27,16 @@ def test_exports_from_a_materialized_dataset(tmp_path):
     prompts = (factory / "prompts.txt").read_text().splitlines()
     assert len(videos) == len(prompts) == 3
     index = pl.concat([pl.read_parquet(s.index_path) for s in summaries.values()])
-    captions = set(index["caption"])
+    caption_of = {stem: caption for stem, caption in zip(
+        [clip_stems(index["clip_id"])[c] for c in index["clip_id"]], index["caption"])}
     for video, prompt in zip(videos, prompts):
         stem = video.split("/")[-1].split(".")[0]
         latents = torch.load(factory / "video_latents" / f"{stem}.pt", weights_only=True)
         embeds = torch.load(factory / "prompt_embeds" / f"{stem}.pt", weights_only=True)
         assert latents.shape == (32, 3, 8, 12) and embeds.shape == (226, 32)
-        assert prompt in captions
+        assert prompt == caption_of[stem]  # its own clip's caption, line by line
+    args = (factory / "trainer_args.txt").read_text()
+    assert "--load_tensors" in args and "--mixed_precision no" in args
     finetune = tmp_path / "store/exports/tiny/cogvideo-finetune/cache"
     embedded = list((finetune / "prompt_embeddings").glob("*.safetensors"))
     assert len(embedded) == 3

@@ -7,19 +7,21 @@ The reader below follows THUDM/CogVideo `finetune/datasets/utils.py` (`load_prom
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from cog_assets.exports import export_cogvideo_finetune
 from cog_assets.exports.cogvideo_finetune import sample_seed
 from cog_assets.loader import sample_from_moments
 from cog_assets.profiles import get_profile
-from cog_assets_tests.test_export_source import (
+from cog_assets_tests.fixtures.datasets import (
     CLIPS,
     FLAT,
     build_dataset,
@@ -27,7 +29,7 @@ from cog_assets_tests.test_export_source import (
 )
 
 TINY = get_profile("tiny")
-TINY_I2V = dataclasses.replace(TINY, name="tiny-i2v", i2v=True)
+TINY_I2V = get_profile("tiny-i2v")
 
 
 def read_lines(path: Path) -> list[str]:
@@ -125,36 +127,101 @@ def test_single_bucket_gets_plain_manifests_and_source_symlinks(tmp_path):
     assert all(i["prompt_embedding"].dtype == torch.bfloat16 for i in items)
 
 
-def test_i2v_copies_the_first_frame_pictures(tmp_path):
+def read_picture(path: Path, height: int, width: int) -> np.ndarray:
+    """The picture as CogVideo's I2V dataset decodes it (finetune/datasets/utils.py,
+    `preprocess_image_with_resize`: PIL, RGB, bilinear resize to the train resolution)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB").resize((width, height),
+                                                      Image.Resampling.BILINEAR))
+
+
+def test_i2v_pictures_are_the_shards_first_frames_decoded_by_pil(tmp_path):
     expected = build_dataset(tmp_path / "ds", image_latents=True)
-    pictures = {}
-    for _, clip_id, *_ in CLIPS:
-        pictures[clip_id] = tmp_path / "frames" / f"{len(pictures)}.png"
-        pictures[clip_id].parent.mkdir(exist_ok=True)
-        pictures[clip_id].write_bytes(f"png of {clip_id}".encode())
-    report = export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY_I2V,
-                                      images=pictures)
+    report = export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY_I2V)
     seen = []
     for run in report.trainer_args:
         assert run[run.index("--model_name") + 1] == "cogvideox-i2v"
         assert run[run.index("--model_type") + 1] == "i2v"
         resolution = run[run.index("--train_resolution") + 1]
         assert run[run.index("--image_column") + 1] == f"images_{resolution}.txt"
+        f, h, w = map(int, resolution.split("x"))
         for item in trainer_items(tmp_path / "out", "cogvideox-i2v", resolution,
                                   f"_{resolution}", i2v=True):
-            clip_id = item["image"].read_bytes().decode().removeprefix("png of ")
+            picture = read_picture(item["image"], h, w)
+            owners = [cid for cid, e in expected.items() if e.picture is not None
+                      and e.picture.shape == picture.shape and np.array_equal(e.picture, picture)]
+            assert len(owners) == 1
+            clip_id = owners[0]
             seen.append(clip_id)
             assert item["image"].stem == item["video"].stem
+            assert item["prompt"] == FLAT[expected[clip_id].caption]  # its own caption
             assert torch.equal(item["encoded_video"],
                                expected_draw(expected[clip_id].moments, 0, clip_id))
     assert sorted(seen) == sorted(expected)
 
 
-def test_i2v_without_pictures_is_refused_naming_the_clip(tmp_path):
-    build_dataset(tmp_path / "ds", image_latents=True)
+def test_i2v_pictures_given_by_the_caller_replace_the_shards(tmp_path):
+    expected = build_dataset(tmp_path / "ds", image_latents=True)
+    pictures = {}
+    for n, clip_id in enumerate(expected):
+        pictures[clip_id] = tmp_path / "pictures" / f"{n}.png"
+        pictures[clip_id].parent.mkdir(exist_ok=True)
+        Image.fromarray(np.full((48, 80, 3), n * 40, dtype=np.uint8)).save(pictures[clip_id])
+    export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY_I2V, images=pictures)
+    for resolution in ("9x64x96", "17x64x64"):
+        for item in trainer_items(tmp_path / "out", "cogvideox-i2v", resolution,
+                                  f"_{resolution}", i2v=True):
+            clip_id = next(c for c, e in expected.items()
+                           if torch.equal(item["encoded_video"], expected_draw(e.moments, 0, c)))
+            assert item["image"].read_bytes() == pictures[clip_id].read_bytes()
+
+
+def test_i2v_clip_without_a_picture_is_refused_naming_it(tmp_path):
+    build_dataset(tmp_path / "ds", image_latents=True, missing_image="clips/a.mp4")
     with pytest.raises(ValueError, match="'clips/a.mp4'.*picture"):
         export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY_I2V)
     assert not (tmp_path / "out").exists()
+
+
+def test_trainer_arguments_match_the_tensors_and_are_written_beside_the_export(tmp_path):
+    build_dataset(tmp_path / "ds")
+    report = export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY,
+                                      dtype=torch.bfloat16, id_token="BW_STYLE")
+    written = (tmp_path / "out" / "trainer_args.txt").read_text()
+    assert written == report.args_text() and report.args_file == tmp_path / "out" / (
+        "trainer_args.txt")
+    for run in report.trainer_args:
+        assert run[run.index("--mixed_precision") + 1] == "bf16"  # an fp32 run would fail
+        assert shlex.join(run) in written.splitlines()
+    assert "'BW_STYLE'" in written
+
+
+def test_15_profiles_use_the_15_trainers(tmp_path):
+    clips = [("shard-00000", "clips/a.mp4", "a red ball", 17, 64, 96)]
+    build_dataset(tmp_path / "ds", clips, profile=get_profile("tiny-1.5"))
+    report = export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out",
+                                      get_profile("tiny-1.5"))
+    (run,) = report.trainer_args
+    assert run[run.index("--model_name") + 1] == "cogvideox1.5-t2v"
+    latent = load_file(next((tmp_path / "out" / "cache" / "video_latent").rglob("*.safetensors"))
+                       )["encoded_video"]
+    assert latent.shape[1] == 5  # the trainer pads to even itself (compute_loss)
+
+
+def test_an_export_after_a_bucket_change_keeps_no_stale_manifest(tmp_path):
+    one_bucket = [c for c in CLIPS if c[3] == 9]
+    build_dataset(tmp_path / "ds", one_bucket)
+    export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY)
+    assert (tmp_path / "out" / "videos.txt").is_file()
+    build_dataset(tmp_path / "ds", CLIPS, seed=99)  # a second bucket: per-bucket manifests
+    export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "videos.txt" not in names and "prompts.txt" not in names, names
+    assert {"videos_9x64x96.txt", "videos_17x64x64.txt"} <= set(names)
+    listed = {line for p in (tmp_path / "out").glob("videos_*.txt")
+              for line in read_lines(p)}
+    on_disk = {f"videos/{p.name}" for p in (tmp_path / "out" / "videos").iterdir()}
+    assert listed == on_disk  # no video of the previous export left behind
 
 
 def test_f_that_is_no_train_resolution_is_refused_naming_the_clip(tmp_path):

@@ -1,105 +1,20 @@
-"""A small finished dataset built directly with safetensors, and tests of how exports read it.
-
-`build_dataset` is shared by the other `test_export_*` modules: two shards, clips of two buckets
-(9x64x96 and 17x64x64) with the tiny profile's 226x32 embeddings, clip ids with `/`, ids whose
-readable stems clash, a shared caption and captions with line breaks.
-"""
+"""How exports read a finished dataset: only what its catalog lists, checked, stems and prompt
+lines that survive the trainers' plain-text manifests, and atomic writes."""
 
 from __future__ import annotations
 
-import hashlib
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from safetensors.torch import save_file
 
-from cog_assets.exports.atomic import atomic_file, write_bytes
+from cog_assets.catalog import DatasetError
+from cog_assets.exports.atomic import atomic_file, fresh_folder, write_bytes
 from cog_assets.exports.naming import clip_stems, one_line
 from cog_assets.exports.source import read_clips
-from cog_assets.profiles import get_profile
-
-TINY = get_profile("tiny")
-
-# shard, clip id, caption, F, H, W
-CLIPS = [
-    ("shard-00000", "clips/a.mp4", "a red ball rolls", 9, 64, 96),
-    ("shard-00000", "clips/x_y.mp4", "  two lines\nof caption  ", 17, 64, 64),
-    ("shard-00001", "clips/x/y.mp4", "a red ball rolls", 9, 64, 96),
-    ("shard-00001", "clips/x.y.mp4", "a blue cube\r\nspins\n", 17, 64, 64),
-    ("shard-00001", "clips/sub dir/B.v2.mov", "a green cone", 9, 64, 96),
-]
-# what the trainers must read back for each caption above
-FLAT = {"a red ball rolls": "a red ball rolls", "  two lines\nof caption  ": "two lines of caption",
-        "a blue cube\r\nspins\n": "a blue cube spins", "a green cone": "a green cone"}
-
-
-@dataclass
-class Expected:
-    """The tensors a clip was built with, to compare exports against."""
-
-    caption: str
-    bucket: tuple[int, int, int]
-    moments: torch.Tensor
-    embedding: torch.Tensor
-    image_latent: torch.Tensor | None
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def build_dataset(root: Path, clips=CLIPS, *, image_latents: bool = False,
-                  missing_image: str | None = None) -> dict[str, Expected]:
-    """Write `root/shard-*/` (index, latents, prompt embeds, rejects) and return what is in it."""
-    gen = torch.Generator().manual_seed(1234)
-    expected: dict[str, Expected] = {}
-    embeddings: dict[str, torch.Tensor] = {}
-    shards: dict[str, list] = {}
-    for shard, clip_id, caption, f, h, w in clips:
-        shards.setdefault(shard, []).append((clip_id, caption, f, h, w))
-    for shard, members in shards.items():
-        folder = root / shard
-        folder.mkdir(parents=True)
-        latents, embeds, images, rows = {}, {}, {}, []
-        for clip_id, caption, f, h, w in members:
-            c, lf, lh, lw = TINY.latent_shape(f, h, w)
-            mean = torch.randn((c // 2, lf, lh, lw), generator=gen)
-            logvar = torch.rand((c // 2, lf, lh, lw), generator=gen) * 2 - 3
-            latents[clip_id] = torch.cat([mean, logvar])
-            key = sha256(caption)
-            if key not in embeddings:
-                embeddings[key] = torch.randn(TINY.text_shape(), generator=gen)
-            embeds[key] = embeddings[key]
-            image = None
-            if image_latents and clip_id != missing_image:
-                image = torch.randn((c, 1, lh, lw), generator=gen)
-                images[clip_id] = image
-            expected[clip_id] = Expected(caption, (f, h, w), latents[clip_id], embeddings[key],
-                                         image)
-            rows.append({"clip_id": clip_id, "caption": caption, "caption_sha256": key,
-                         "content_hash": sha256(clip_id), "bucket": f"{f}x{h}x{w}",
-                         "num_frames": f, "height": h, "width": w, "latent_key": "k",
-                         "embedding_key": "k", "has_image_latent": image is not None})
-        save_file(latents, folder / "latents.safetensors")
-        save_file(embeds, folder / "prompt_embeds.safetensors")
-        if images:
-            save_file(images, folder / "image_latents.safetensors")
-        index = pl.DataFrame(rows)
-        if not image_latents:
-            index = index.drop("has_image_latent")  # an older shard without the column
-        index.write_parquet(folder / "index.parquet")
-        pl.DataFrame({"clip_id": [], "reason": []}).write_parquet(folder / "rejects.parquet")
-    return expected
-
-
-def leftover_temp_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+from cog_assets_tests.fixtures.datasets import build_dataset, leftover_temp_files
 
 
 def test_read_clips_lists_every_clip_of_every_shard(tmp_path):
@@ -107,14 +22,14 @@ def test_read_clips_lists_every_clip_of_every_shard(tmp_path):
     clips = read_clips(tmp_path / "ds")
     assert sorted(c.clip_id for c in clips) == sorted(expected)
     assert {c.shard_dir.name for c in clips} == {"shard-00000", "shard-00001"}
-    assert all(c.has_image_latent is None for c in clips)
+    assert not any(c.has_image_latent for c in clips)
 
 
 def test_a_clip_id_in_two_shards_is_refused(tmp_path):
     clips = [("shard-00000", "clips/a.mp4", "one", 9, 64, 96),
              ("shard-00001", "clips/a.mp4", "two", 9, 64, 96)]
     build_dataset(tmp_path / "ds", clips)
-    with pytest.raises(ValueError, match="clips/a.mp4"):
+    with pytest.raises(DatasetError, match="'clips/a.mp4'.*shard-00000.*shard-00001"):
         read_clips(tmp_path / "ds")
 
 
@@ -163,3 +78,34 @@ def test_an_interrupted_write_leaves_neither_the_file_nor_a_temp(tmp_path):
             handle.write(b"new but partial")
             raise RuntimeError("killed")
     assert target.read_bytes() == b"old" and not leftover_temp_files(tmp_path)
+
+
+def test_a_shard_folder_the_catalog_does_not_list_is_not_read(tmp_path):
+    build_dataset(tmp_path / "ds")
+    stale = tmp_path / "old" 
+    build_dataset(stale, [("shard-00007", "clips/deleted.mp4", "gone", 9, 64, 96)])
+    (stale / "shard-00007").rename(tmp_path / "ds" / "shard-00007")  # a leftover folder
+    assert "clips/deleted.mp4" not in {c.clip_id for c in read_clips(tmp_path / "ds")}
+
+
+def test_a_tensor_file_changed_after_publication_is_refused_naming_it(tmp_path):
+    build_dataset(tmp_path / "ds")
+    latents = next((tmp_path / "ds" / "shard-00001").glob("latents.*.safetensors"))
+    data = bytearray(latents.read_bytes())
+    data[-7] ^= 0x01  # one bit inside the tensor data: same size, still parses
+    latents.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=rf"{latents}.*differs from what was published"):
+        read_clips(tmp_path / "ds")
+
+
+def test_a_failed_export_leaves_the_previous_version_whole(tmp_path):
+    out = tmp_path / "export"
+    with fresh_folder(out) as folder:
+        (folder / "videos.txt").write_text("old\n")
+    with pytest.raises(RuntimeError):
+        with fresh_folder(out) as folder:
+            (folder / "videos.txt").write_text("half of the new one\n")
+            raise RuntimeError("killed")
+    assert (out / "videos.txt").read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name != "export"] == [
+        Path(out.readlink()).name]  # only the live version: the failed one is gone

@@ -18,8 +18,8 @@ from cog_assets_tests.conftest import make_dataset
 
 pytestmark = pytest.mark.slow
 
-MATERIALIZED = ["raw_manifest", "validated_clips", "frame_tensors", "vae_latents",
-                "t5_embeddings", "training_dataset"]
+MATERIALIZED = ["raw_manifest", "scene_segments", "validated_clips", "frame_tensors",
+                "vae_latents", "t5_embeddings", "training_dataset"]
 
 
 @pytest.fixture
@@ -50,7 +50,8 @@ def test_changing_one_video_makes_exactly_its_shard_stale(materialized):
     observe_uploads(instance, settings)  # what the sensor records on its next tick
     assert _stale(instance, changed, settings) == {"raw_manifest"}
     resources = build_resources(settings)
-    for name, then_stale in [("raw_manifest", {"validated_clips"}),
+    for name, then_stale in [("raw_manifest", {"scene_segments"}),
+                             ("scene_segments", {"validated_clips"}),
                              ("validated_clips", {"frame_tensors", "t5_embeddings",
                                                   "training_dataset"}),
                              ("frame_tensors", {"vae_latents", "t5_embeddings",

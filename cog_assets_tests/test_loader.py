@@ -1,60 +1,76 @@
-"""The training-side reader: scaling conventions, 1.5 frame padding, bucket batches."""
+"""The training-side reader: only what the catalog lists, every file checked when it is built,
+scaling conventions, 1.5 frame padding, bucket batches."""
 
-import polars as pl
+import shutil
+import warnings
+
+import pytest
 import torch
-from safetensors.torch import save_file
 
+from cog_assets.catalog import DatasetError
 from cog_assets.loader import (
+    BadShardWarning,
     BucketBatchSampler,
     CogVideoXLatentDataset,
     pad_latent_frames,
 )
+from cog_assets_tests.fixtures.datasets import CLIPS, build_dataset
+
+ONE_15 = [("shard-00000", "a.mp4", "x", 81, 32, 48)]
 
 
-def _shard(tmp_path, latent_frames: int, image: bool = False):
-    shard = tmp_path / "shard-00000"
-    shard.mkdir()
-    moments = torch.randn(32, latent_frames, 4, 6)
-    moments[16:] = -4.0  # small logvar
-    save_file({"a.mp4": moments}, str(shard / "latents.safetensors"))
-    save_file({"h": torch.randn(226, 8)}, str(shard / "prompt_embeds.safetensors"))
-    columns = {"clip_id": ["a.mp4"], "caption": ["x"], "caption_sha256": ["h"],
-               "bucket": ["81x32x48"], "has_image_latent": [image]}
-    if image:
-        save_file({"a.mp4": moments[:, :1].clone()}, str(shard / "image_latents.safetensors"))
-    pl.DataFrame(columns).write_parquet(shard / "index.parquet")
-    return tmp_path, moments
+def _15(tmp_path, profile="cogvideox1.5-5b", image=False):
+    from cog_assets.profiles import get_profile
+
+    expected = build_dataset(tmp_path / "ds", ONE_15, profile=get_profile(profile),
+                             image_latents=image)
+    return tmp_path / "ds", expected["a.mp4"]
 
 
 def test_15_pads_odd_latent_frames_by_repeating_the_first(tmp_path):
-    root, moments = _shard(tmp_path, 21)
+    root, clip = _15(tmp_path)
     item = CogVideoXLatentDataset(root, "cogvideox1.5-5b", sample=False)[0]
     assert item["latents"].shape == (16, 22, 4, 6)
-    expected = moments[:16] * 0.7
+    expected = clip.moments[:16] * 0.7
     torch.testing.assert_close(item["latents"][:, 1:], expected)
     torch.testing.assert_close(item["latents"][:, 0], expected[:, 0])
 
 
 def test_10_keeps_latent_frames_and_scales_by_the_factor(tmp_path):
-    root, moments = _shard(tmp_path, 13)
-    item = CogVideoXLatentDataset(root, "cogvideox-2b", sample=False)[0]
-    torch.testing.assert_close(item["latents"], moments[:16] * 1.15258426)
+    from cog_assets.profiles import get_profile
+
+    expected = build_dataset(tmp_path / "ds", [("shard-00000", "a.mp4", "x", 49, 32, 48)],
+                             profile=get_profile("cogvideox-2b"))
+    item = CogVideoXLatentDataset(tmp_path / "ds", "cogvideox-2b", sample=False)[0]
+    torch.testing.assert_close(item["latents"], expected["a.mp4"].moments[:16] * 1.15258426)
 
 
-def test_invert_scale_latents_divides_image_latents(tmp_path):
-    root, moments = _shard(tmp_path, 21, image=True)
+def test_inference_scaling_divides_image_latents_where_the_vae_inverts(tmp_path):
+    root, clip = _15(tmp_path, "cogvideox1.5-5b-i2v", image=True)
     item = CogVideoXLatentDataset(root, "cogvideox1.5-5b-i2v", sample=False)[0]
-    torch.testing.assert_close(item["image_latents"], moments[:16, :1] / 0.7)
+    torch.testing.assert_close(item["image_latents"], clip.image_latent[:16] / 0.7)
+
+
+def test_legacy_multiply_scaling_is_available(tmp_path):
+    root, clip = _15(tmp_path, "cogvideox1.5-5b-i2v", image=True)
+    item = CogVideoXLatentDataset(root, "cogvideox1.5-5b-i2v", sample=False,
+                                  image_latent_scaling="multiply")[0]
+    torch.testing.assert_close(item["image_latents"], clip.image_latent[:16] * 0.7)
 
 
 def test_samples_are_seeded_and_near_the_mean(tmp_path):
-    root, moments = _shard(tmp_path, 13)
+    from cog_assets.profiles import get_profile
+
+    expected = build_dataset(tmp_path / "ds", [("shard-00000", "a.mp4", "x", 49, 32, 48)],
+                             profile=get_profile("cogvideox-5b"))
+    root, moments = tmp_path / "ds", expected["a.mp4"].moments
     a = CogVideoXLatentDataset(root, "cogvideox-5b", seed=1)[0]["latents"]
     b = CogVideoXLatentDataset(root, "cogvideox-5b", seed=1)[0]["latents"]
     c = CogVideoXLatentDataset(root, "cogvideox-5b", seed=2)[0]["latents"]
     assert torch.equal(a, b) and not torch.equal(a, c)
-    noise = a / 0.7 - moments[:16]
-    assert abs(noise.mean()) < 0.01 and abs(noise.std() - torch.exp(torch.tensor(-2.0))) < 0.01
+    mean, logvar = moments.chunk(2)
+    z = (a / 0.7 - mean) / torch.exp(0.5 * logvar)
+    assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05
 
 
 def test_pad_is_a_no_op_for_even_counts():
@@ -72,3 +88,71 @@ def test_bucket_batches_never_mix_buckets():
     sampler.set_epoch(1)
     assert list(sampler) != batches or len(batches) < 3
     assert all(len(b) == 2 for b in BucketBatchSampler(buckets, 2, drop_last=True))
+
+
+# -- what is served, and what is refused ------------------------------------------------------
+
+def test_serves_exactly_the_catalogs_clips(tmp_path):
+    build_dataset(tmp_path / "ds")
+    leftover = tmp_path / "other"
+    build_dataset(leftover, [("shard-00009", "clips/deleted.mp4", "gone", 9, 64, 96)])
+    shutil.move(leftover / "shard-00009", tmp_path / "ds" / "shard-00009")  # not listed
+    dataset = CogVideoXLatentDataset(tmp_path / "ds", "tiny")
+    assert sorted(dataset.clip_ids) == sorted(c[1] for c in CLIPS)
+
+
+def test_a_clip_in_two_shards_is_refused_naming_it_and_both_shards(tmp_path):
+    build_dataset(tmp_path / "ds", [("shard-00000", "clips/a.mp4", "one", 9, 64, 96),
+                                    ("shard-00001", "clips/a.mp4", "two", 9, 64, 96)])
+    with pytest.raises(DatasetError, match="'clips/a.mp4'.*shard-00000.*shard-00001"):
+        CogVideoXLatentDataset(tmp_path / "ds", "tiny")
+
+
+def _shard_file(root, shard, pattern):
+    return next((root / shard).glob(pattern))
+
+
+@pytest.mark.parametrize("damage", ["delete index", "delete latents", "truncate latents",
+                                    "garbage latents", "truncate index"])
+def test_a_damaged_shard_is_refused_when_built_naming_the_file(tmp_path, damage):
+    build_dataset(tmp_path / "ds")
+    what, name = damage.split()
+    path = _shard_file(tmp_path / "ds", "shard-00001",
+                       "index.*.parquet" if name == "index" else "latents.*.safetensors")
+    data = path.read_bytes()
+    if what == "delete":
+        path.unlink()
+    elif what == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    else:  # same size, not safetensors any more
+        path.write_bytes(b"\xff" * len(data))
+    with pytest.raises(DatasetError, match=str(path)):
+        CogVideoXLatentDataset(tmp_path / "ds", "tiny")
+
+
+def test_skip_bad_shards_serves_the_others_and_says_so(tmp_path):
+    build_dataset(tmp_path / "ds")
+    _shard_file(tmp_path / "ds", "shard-00001", "latents.*.safetensors").unlink()
+    with pytest.warns(BadShardWarning, match="shard-00001"):
+        dataset = CogVideoXLatentDataset(tmp_path / "ds", "tiny", skip_bad_shards=True)
+    assert sorted(dataset.clip_ids) == sorted(c[1] for c in CLIPS if c[0] == "shard-00000")
+    assert list(dataset.skipped) == ["shard-00001"]
+
+
+def test_verify_compares_every_file_with_its_published_digest(tmp_path):
+    build_dataset(tmp_path / "ds")
+    path = _shard_file(tmp_path / "ds", "shard-00000", "prompt_embeds.*.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10  # inside a tensor: same size, the header still parses
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(CogVideoXLatentDataset(tmp_path / "ds", "tiny")) == len(CLIPS)  # unverified
+    with pytest.raises(DatasetError, match=f"{path}.*differs from what was published"):
+        CogVideoXLatentDataset(tmp_path / "ds", "tiny", verify=True)
+
+
+def test_a_folder_without_a_catalog_is_refused_saying_what_to_pass(tmp_path):
+    build_dataset(tmp_path / "ds")
+    with pytest.raises(DatasetError, match="no catalog.*shard folder"):
+        CogVideoXLatentDataset(tmp_path / "ds" / "shard-00000", "tiny")

@@ -11,6 +11,7 @@ import torch
 from dagster import AssetKey, instance_for_test
 
 from cog_assets.config import Settings
+from cog_assets.contact_sheet import LABEL_LINE, THUMB_HEIGHT
 from cog_assets.defs.definitions import build_definitions
 from cog_assets.defs.runs import materialize_shards
 from cog_assets.loader import CogVideoXLatentDataset
@@ -42,13 +43,13 @@ def run_twice(tmp_path_factory):
         yield settings, first, second, sheet
 
 
-def test_definitions_load_with_six_assets_and_checks():
+def test_definitions_load_with_seven_assets_and_checks():
     defs = build_definitions(Settings())
     graph = defs.resolve_asset_graph()
     names = {key.path[-1] for key in graph.materializable_asset_keys
              if graph.get(key).group_name == "cogvideox"}
-    assert names == {"raw_manifest", "validated_clips", "frame_tensors", "vae_latents",
-                     "t5_embeddings", "training_dataset"}
+    assert names == {"raw_manifest", "scene_segments", "validated_clips", "frame_tensors",
+                     "vae_latents", "t5_embeddings", "training_dataset"}
     assert AssetKey("uploads") in graph.observable_asset_keys  # the raw files, observed
     assert len(list(graph.asset_check_keys)) == 4
     for gpu_step in ("vae_latents", "t5_embeddings"):
@@ -152,7 +153,7 @@ def test_frame_tensors_show_a_small_contact_sheet(run_twice):
     assert len(jpeg) < 48_000
     assert Path(sheet["contact_sheet_path"]).read_bytes() == jpeg  # the same, as a file
     image = Image.open(io.BytesIO(jpeg)).convert("L")
-    assert image.height >= 72 + 14 and image.width >= 72
-    # each frame is labelled with its clip id: white text on the black band under it
-    band = np.asarray(image)[72:86]
+    assert image.height >= THUMB_HEIGHT + LABEL_LINE and image.width >= THUMB_HEIGHT
+    # each frame is labelled with its clip id: light text on the black band under it
+    band = np.asarray(image)[THUMB_HEIGHT:THUMB_HEIGHT + LABEL_LINE]
     assert (band > 200).sum() > 20

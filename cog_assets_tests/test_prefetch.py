@@ -61,6 +61,11 @@ def misbehave(x: int) -> int:
     return x
 
 
+def take_a_second_and_a_half(item: int) -> float:
+    time.sleep(1.5)
+    return 1.5
+
+
 def stuck_or_crashing_decoder(task: ClipTask) -> dict:
     """The real decoder, except that clip_01 never finishes and clip_02 segfaults."""
     name = Path(task.path).name
@@ -106,6 +111,17 @@ def test_stuck_task_is_stopped_a_crash_is_isolated_and_errors_come_back():
     bug = by_index[5].error
     assert isinstance(bug, ValueError) and "five is a bug" in str(bug)
     assert "misbehave" in str(bug.__cause__)  # the worker's traceback comes along
+
+
+def test_each_item_can_have_its_own_time_limit():
+    """A limit per item (a scan of a long video gets longer than one of a short one): the
+    same 1.5 s task is stopped under a 0.5 s limit and finishes under a 30 s one."""
+    limits = {0: 0.5, 1: 30.0}
+    items = [0, 1]
+    outcomes = {o.index: o for o in prefetch_map(take_a_second_and_a_half, items, workers=2,
+                                                 timeout_s=lambda item: limits[item])}
+    assert isinstance(outcomes[0].error, TaskTimeout) and outcomes[0].error.limit_s == 0.5
+    assert outcomes[1].ok and outcomes[1].value == 1.5
 
 
 def test_the_time_limit_starts_when_a_worker_takes_the_task():

@@ -42,8 +42,8 @@ MODULE = "cog_assets.definitions"
 REPOSITORY = "__repository__"
 GROUP = "cogvideox"
 SHARD_COUNT = 2
-ASSETS = ("raw_manifest", "validated_clips", "frame_tensors", "vae_latents", "t5_embeddings",
-          "training_dataset")
+ASSETS = ("raw_manifest", "scene_segments", "validated_clips", "frame_tensors", "vae_latents",
+          "t5_embeddings", "training_dataset")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SERVER_START_S = 120
@@ -323,7 +323,7 @@ def _chromium() -> str:
     return path
 
 
-def test_lineage_page_shows_the_six_assets(ui_run, tmp_path):
+def test_lineage_page_shows_the_seven_assets(ui_run, tmp_path):
     executable = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is "
                                    "not installed: pip install -e '.[test]'")

@@ -1,8 +1,11 @@
 """The asset graph, one partition per shard:
 
-uploads ─► raw_manifest ─► validated_clips ─► frame_tensors ─► vae_latents ─┐
-                                 │                                          ├─► training_dataset
-                                 └──────────────────────────► t5_embeddings ─┘
+uploads ─► raw_manifest ─► scene_segments ─► validated_clips ─► frame_tensors ─► vae_latents
+                                                   │                                      │
+                                                   └──► t5_embeddings ──────────► training_dataset
+
+scene_segments cuts long source videos into scored clips (split_scenes, quality thresholds);
+with those off it passes every manifest row through as one clip.
 
 Each asset calls one plain stage function with the settings of its resources and reports
 counts, timings, paths and a data version derived from the keys of what it produced.
@@ -27,13 +30,19 @@ from dagster import (
 from cog_assets import layout
 from cog_assets.choices import Status
 from cog_assets.contact_sheet import contact_sheet, markdown_image
-from cog_assets.defs.metadata import reason_counts, table_metadata
+from cog_assets.defs.metadata import (
+    reason_counts,
+    score_histograms,
+    score_medians,
+    table_metadata,
+)
 from cog_assets.defs.partitions import shards_partitions
 from cog_assets.defs.resources import (
     DeviceResource,
     FramesResource,
     LimitsResource,
     ModelResource,
+    SegmentsResource,
     SourcesResource,
     StoreResource,
     frame_policy,
@@ -41,13 +50,16 @@ from cog_assets.defs.resources import (
 )
 from cog_assets.keys import data_version_of
 from cog_assets.layout import ArtifactKind
-from cog_assets.stages.dataset import build_index, collect_rejects, write_shard
+from cog_assets.segments import SCORE_COLUMNS
+from cog_assets.stages.dataset import build_index, collect_rejects, finish_shard
 from cog_assets.stages.embeddings import encode_captions
 from cog_assets.stages.frames import extract_frames
 from cog_assets.stages.latents import encode_latents
-from cog_assets.stages.manifest import build_manifest
+from cog_assets.stages.manifest import build_manifest, discover_shards
+from cog_assets.stages.segments import STAGE as SEGMENTS_STAGE
+from cog_assets.stages.segments import split_segments
 from cog_assets.stages.validation import rejects_of, validate_clips
-from cog_assets.store import ContentStore
+from cog_assets.store import ContentStore, CorruptArtifact
 from cog_assets.uploads import UploadState, current_fingerprints
 
 GROUP = "cogvideox"
@@ -85,13 +97,36 @@ def raw_manifest(context: AssetExecutionContext, sources: SourcesResource,
     })
 
 
+@asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"polars", "opencv"})
+def scene_segments(context: AssetExecutionContext, raw_manifest: pl.DataFrame,
+                   sources: SourcesResource, segments: SegmentsResource, limits: LimitsResource,
+                   store: StoreResource) -> Output[pl.DataFrame]:
+    """Source videos cut at scene changes into clips (source_video, start_s, end_s), each
+    scored (motion, brightness, sharpness, aesthetics) and judged by the thresholds."""
+    table, stats, per_source = split_segments(raw_manifest, sources.settings(),
+                                              segments.settings(), limits.settings(),
+                                              store.open())
+    dropped = table.filter(pl.col("issue_stage") == SEGMENTS_STAGE)
+    keys = [f"{r['clip_id']}|{r['content_hash']}|{r['caption_sha256']}|{r['issue_reason']}"
+            f"|{r['scan_key']}" for r in table.iter_rows(named=True)]
+    metadata = {"clips": len(table), "dropped": len(dropped),
+                "dropped_by_reason": reason_counts(dropped.rename({"issue_reason": "reason"})),
+                **stats.as_metadata(), **score_medians(table, SCORE_COLUMNS)}
+    if len(per_source):
+        metadata["segments_per_source"] = table_metadata(per_source)
+    histograms = score_histograms(table, SCORE_COLUMNS)
+    if histograms:
+        metadata["score_distributions"] = MetadataValue.md(histograms)
+    return Output(table, data_version=DataVersion(data_version_of(keys)), metadata=metadata)
+
+
 @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"polars"})
-def validated_clips(context: AssetExecutionContext, raw_manifest: pl.DataFrame,
+def validated_clips(context: AssetExecutionContext, scene_segments: pl.DataFrame,
                     sources: SourcesResource, frames: FramesResource, limits: LimitsResource,
                     model: ModelResource) -> Output[pl.DataFrame]:
-    """The probe of every row (codec, size after rotation, fps, duration) and its verdict."""
+    """The probe of every clip (codec, size after rotation, fps, duration) and its verdict."""
     started = time.perf_counter()
-    table = validate_clips(raw_manifest, sources.data_root, frame_policy(model, frames),
+    table = validate_clips(scene_segments, sources.data_root, frame_policy(model, frames),
                            limits.settings(), runtime(model).token_counter())
     rejects = rejects_of(table)
     keys = [f"{r['clip_id']}|{r['content_hash']}|{r['accepted']}|{r['reason']}"
@@ -115,23 +150,42 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
                                   decode_timeout_s=limits.decode_timeout_s)
     buckets = {b: n for b, n in table.group_by("bucket").len().iter_rows()}
     metadata = {"clips": len(table), "buckets": buckets, **stats.as_metadata()}
-    metadata.update(_contact_sheet(content, table, context.partition_key))
+    metadata.update(_contact_sheet(content, table, validated_clips, context.partition_key))
     return Output(table, data_version=DataVersion(data_version_of(table["frames_key"])),
                   metadata=metadata)
 
 
-def _contact_sheet(content: ContentStore, frames: pl.DataFrame, shard: str,
-                   clips: int = 8) -> dict:
-    """The middle sampled frame of up to `clips` clips, labelled with their clip ids: inline
-    (behind the UI's "[Show Markdown]") and as a JPEG in the store, whose path is shown."""
-    shown = frames.filter(pl.col("status") != Status.rejected).head(clips)
-    if shown.is_empty():
-        return {}
-    images = []
-    for key in shown["frames_key"]:
-        tensor = content.get_tensors(ArtifactKind.frames, key)["frames"]
+def _short(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2g}"
+
+
+SHEET_SCORES = {"motion_score": "motion", "brightness": "bright", "sharpness": "sharp",
+                "aesthetic_score": "aesth"}
+
+
+def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.DataFrame,
+                   shard: str, clips: int = 8) -> dict:
+    """The middle sampled frame of up to `clips` clips, labelled with clip id and scores:
+    inline (behind the UI's "[Show Markdown]": Dagster has no inline image metadata) and as a
+    JPEG in the store, whose path is shown."""
+    shown = frames.filter(pl.col("status") != Status.rejected).head(clips).select(
+        "clip_id", "frames_key")
+    scores = [c for c in SHEET_SCORES if c in validated.columns]
+    shown = shown.join(validated.filter(pl.col("accepted")).select("clip_id", *scores),
+                       on="clip_id", how="left")
+    images, labels = [], []
+    for row in shown.iter_rows(named=True):
+        try:
+            tensor = content.get_tensors(ArtifactKind.frames, row["frames_key"])["frames"]
+        except CorruptArtifact:  # quarantined and logged: the next run decodes it again
+            continue
         images.append(tensor[len(tensor) // 2].numpy())
-    jpeg = contact_sheet(images, shown["clip_id"].to_list())
+        measured = " ".join(f"{SHEET_SCORES[c]} {_short(row[c])}" for c in scores
+                            if row[c] is not None)
+        labels.append([row["clip_id"], measured] if measured else [row["clip_id"]])
+    if not images:
+        return {}
+    jpeg = contact_sheet(images, labels=labels)
     path = content.path(layout.contact_sheet_path(shard))
     content.write_bytes(path, jpeg)
     return {"contact_sheet": MetadataValue.md(markdown_image(jpeg)),
@@ -176,29 +230,42 @@ def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
 @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"parquet", "safetensors"})
 def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFrame,
                      frame_tensors: pl.DataFrame, vae_latents: pl.DataFrame,
-                     t5_embeddings: pl.DataFrame, model: ModelResource,
-                     store: StoreResource) -> Output[pl.DataFrame]:
-    """The finished shard: index.parquet + latents/prompt_embeds safetensors + rejects.parquet."""
+                     t5_embeddings: pl.DataFrame, sources: SourcesResource,
+                     model: ModelResource, store: StoreResource) -> Output[pl.DataFrame]:
+    """The finished shard (versioned index and tensor files, rejects.parquet), published in
+    the dataset's catalog; a shard with no clips left in the data root is retired instead."""
     started = time.perf_counter()
     content = store.open()
+    settings = sources.settings()
     index = build_index(validated_clips, frame_tensors, vae_latents, t5_embeddings)
     rejects = collect_rejects(validated_clips, frame_tensors)
-    shard_dir = content.path(layout.shard_dir(model.profile, context.partition_key))
-    index, paths = write_shard(content, shard_dir, index, rejects)
+    dataset_dir = content.path(layout.dataset_dir(model.profile))
+    shard_dir = f"{dataset_dir}/{context.partition_key}"
+    finished = finish_shard(content, dataset_dir, model.profile, context.partition_key,
+                            settings.shard_count, discover_shards(settings), index, rejects)
+    index, paths = finished.index, finished.paths
     keys = [*index["latent_key"], *index["embedding_key"], *rejects["clip_id"]]
-    return Output(index, data_version=DataVersion(data_version_of(keys)), metadata={
+    metadata = {
         "clips": len(validated_clips), "accepted": len(index), "rejected": len(rejects),
         "rejects_by_reason": reason_counts(rejects), "rejects": table_metadata(rejects),
-        "index_path": MetadataValue.path(content.local_path(paths[layout.INDEX_FILE])),
-        "rejects_path": MetadataValue.path(content.local_path(paths[layout.REJECTS_FILE])),
         "dataset_dir": MetadataValue.path(content.local_path(shard_dir)),
+        "catalog_path": MetadataValue.path(content.local_path(
+            f"{dataset_dir}/{layout.CATALOG_FILE}")),
         "buckets": {b: n for b, n in index.group_by("bucket").len().iter_rows()},
         "seconds": round(time.perf_counter() - started, 3),
-    })
+    }
+    if finished.entry is None:
+        metadata["retired"] = "no clip of the data root falls in this shard any more"
+    else:
+        metadata.update(
+            index_version=finished.entry.version,
+            index_path=MetadataValue.path(content.local_path(paths[layout.INDEX_FILE])),
+            rejects_path=MetadataValue.path(content.local_path(paths[layout.REJECTS_FILE])))
+    return Output(index, data_version=DataVersion(data_version_of(keys)), metadata=metadata)
 
 
 def shard_assets(gpu_op_tags: dict) -> list[AssetsDefinition]:
-    """The six materializable assets of a shard, in graph order."""
+    """The seven materializable assets of a shard, in graph order."""
     vae_latents, t5_embeddings = gpu_assets(gpu_op_tags)
-    return [raw_manifest, validated_clips, frame_tensors, vae_latents, t5_embeddings,
-            training_dataset]
+    return [raw_manifest, scene_segments, validated_clips, frame_tensors, vae_latents,
+            t5_embeddings, training_dataset]

@@ -1,12 +1,12 @@
 """Export assets: the finished shards rewritten in the layouts popular trainers load as is.
 
-Unpartitioned, downstream of every shard of `training_dataset`; no model is loaded.
+Unpartitioned, downstream of every shard of `training_dataset`; no model is loaded. Each reads
+the shards the dataset's catalog lists and writes `trainer_args.txt` beside its files.
 """
 
 
 from pathlib import Path
 
-import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -28,7 +28,6 @@ from cog_assets.exports import (
     export_cogvideo_finetune,
     export_cogvideox_factory,
 )
-from cog_assets.exports.source import shard_dirs
 from cog_assets.profiles import get_profile
 
 EXPORTS_GROUP = "exports"
@@ -47,17 +46,21 @@ def _local_dirs(store: StoreResource, model: ModelResource, trainer: str) -> tup
 def _result(report: ExportReport) -> MaterializeResult:
     return MaterializeResult(metadata={
         "clips": report.clips, "files": len(report.files), "out_dir": str(report.out_dir),
-        "trainer_args": "\n".join(" ".join(args) for args in report.trainer_args) or "none",
+        "trainer_args": report.args_text(),
+        "trainer_args_file": str(report.args_file),
     })
 
 
 @asset(deps=[TRAINING_DATASET], group_name=EXPORTS_GROUP, kinds={"pytorch"})
 def cogvideox_factory_export(context: AssetExecutionContext, model: ModelResource,
-                             store: StoreResource) -> MaterializeResult:
+                             sources: SourcesResource, store: StoreResource
+                             ) -> MaterializeResult:
     """cogvideox-factory `--load_tensors`: videos.txt, prompts.txt, video_latents/,
     prompt_embeds/ (and image_latents/ for I2V) as .pt files."""
     dataset_dir, out_dir = _local_dirs(store, model, "cogvideox-factory")
-    return _result(export_cogvideox_factory(dataset_dir, out_dir, get_profile(model.profile)))
+    return _result(export_cogvideox_factory(
+        dataset_dir, out_dir, get_profile(model.profile),
+        image_latent_scaling=model.image_latent_scaling, id_token=sources.id_token))
 
 
 @asset(deps=[TRAINING_DATASET], group_name=EXPORTS_GROUP, kinds={"safetensors"})
@@ -67,16 +70,10 @@ def cogvideo_finetune_export(context: AssetExecutionContext, model: ModelResourc
     """CogVideo `finetune/` data root with its cache already full: video latents sampled and
     scaled, prompt embeddings under the sha256 of each prompt, videos linked to the sources."""
     dataset_dir, out_dir = _local_dirs(store, model, "cogvideo-finetune")
-    profile = get_profile(model.profile)
-    images = None
-    if profile.i2v:  # that trainer re-encodes the first-frame picture: give it ours
-        images = {}
-        for shard in shard_dirs(dataset_dir):
-            index = pl.read_parquet(shard / layout.INDEX_FILE)
-            images.update({r["clip_id"]: shard / r["first_frame_png"]
-                           for r in index.iter_rows(named=True) if r.get("first_frame_png")})
-    return _result(export_cogvideo_finetune(dataset_dir, out_dir, profile, seed=frames.seed,
-                                            videos_root=sources.data_root, images=images))
+    return _result(export_cogvideo_finetune(
+        dataset_dir, out_dir, get_profile(model.profile), seed=frames.seed,
+        videos_root=sources.data_root, image_latent_scaling=model.image_latent_scaling,
+        id_token=sources.id_token))
 
 
 EXPORT_ASSETS = [cogvideox_factory_export, cogvideo_finetune_export]

@@ -25,6 +25,7 @@ from cog_assets.config import (
     FrameSettings,
     MediaLimits,
     ModelSettings,
+    SegmentSettings,
     Settings,
     SourceSettings,
     StoreSettings,
@@ -68,6 +69,10 @@ class LimitsResource(_resource_of(MediaLimits)):
     """Limits that protect a shard from hostile or absurd files."""
 
 
+class SegmentsResource(_resource_of(SegmentSettings)):
+    """Long videos: scene splitting into clips, quality scores and their thresholds."""
+
+
 class ModelResource(_resource_of(ModelSettings)):
     """Which CogVideoX model the dataset is for, and where its weights are."""
 
@@ -80,12 +85,12 @@ class StoreResource(_resource_of(StoreSettings)):
     """The content-addressed store: a local directory or any fsspec URL."""
 
     def open(self) -> ContentStore:
-        return ContentStore(self.url)
+        return ContentStore(self.url, verify_reuse=self.verify_artifacts)
 
 
 RESOURCE_CLASSES: dict[str, type[ConfigurableResource]] = {
     "sources": SourcesResource, "frames": FramesResource, "limits": LimitsResource,
-    "model": ModelResource, "device": DeviceResource, "store": StoreResource,
+    "segments": SegmentsResource, "model": ModelResource, "device": DeviceResource, "store": StoreResource,
 }
 assert RESOURCE_CLASSES.keys() == RESOURCE_GROUPS.keys()
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from dagster import AssetRecordsFilter, DagsterInstance, execute_job
 
+from cog_assets import catalog, layout
 from cog_assets.config import Settings, SettingsError
 from cog_assets.decode_ahead import DecodeAhead
 from cog_assets.defs.definitions import build_definitions, reconstructable_job
@@ -75,6 +76,7 @@ class ShardSummary:
     failed_checks: list[str] = field(default_factory=list)
     fingerprint: str | None = None  # of the shard's uploads when it ran
     resumed: bool = False  # skipped: done by the run this one resumed
+    corrupt: list[str] = field(default_factory=list)  # damaged artefacts found and replaced
     up_to_date: bool = False  # skipped: its last materialization matches (no run started)
     decoded_ahead: int = 0  # of `computed`: frames decoded while the previous shard ran
     why: list[str] = field(default_factory=list)  # why it ran (the freshness rule's reasons)
@@ -105,8 +107,8 @@ def _read_dataset_metadata(summary: ShardSummary, metadata) -> None:
     summary.accepted = int(meta["accepted"])
     summary.rejected = int(meta["rejected"])
     summary.rejects_by_reason = dict(meta.get("rejects_by_reason") or {})
-    summary.index_path = str(meta["index_path"])
-    summary.rejects_path = str(meta["rejects_path"])
+    summary.index_path = str(meta["index_path"]) if "index_path" in meta else None
+    summary.rejects_path = str(meta["rejects_path"]) if "rejects_path" in meta else None
 
 
 def summarise(shard: str, result) -> ShardSummary:
@@ -117,6 +119,8 @@ def summarise(shard: str, result) -> ShardSummary:
         meta = {k: _metadata_value(v) for k, v in materialization.metadata.items()}
         summary.computed += int(meta.get("computed", 0))
         summary.reused += int(meta.get("reused", 0))
+        summary.corrupt += [line for line in str(meta.get("corrupt_artifacts") or "").split("\n")
+                            if line]
         if materialization.asset_key == DATASET_KEY:
             _read_dataset_metadata(summary, materialization.metadata)
     for evaluation in result.get_asset_check_evaluations():
@@ -272,7 +276,21 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
         summary.fingerprint = fingerprints.get(shard)
         state = states.get(shard)
         summary.why = (state.reasons if state else []) or (["forced"] if force else [])
+    reconcile_catalog(settings)
     return {shard: (done.get(shard) or summaries[shard]) for shard in wanted}
+
+
+def reconcile_catalog(settings: Settings) -> None:
+    """Retire from the dataset's catalog the shards that have no clips in the data root any
+    more or belong to another shard count (shards a backfill does not run)."""
+    store = ContentStore(settings.store.url)
+    dataset_dir = store.path(layout.dataset_dir(settings.model.profile))
+    try:
+        if store.exists(f"{dataset_dir}/{layout.CATALOG_FILE}"):
+            catalog.reconcile(store, dataset_dir, settings.model.profile,
+                              discover_shards(settings.sources), settings.sources.shard_count)
+    except OSError as exc:
+        logging.getLogger(__name__).warning("could not reconcile the catalog: %s", exc)
 
 
 def write_summary_json(path: str, summaries: dict[str, ShardSummary]) -> None:

@@ -3,12 +3,18 @@
 Trainers take a file's existence as proof it is complete (CogVideo's cache is consulted by
 `path.exists()`), so every file is written to a hidden temporary name in the same directory,
 flushed to disk and only then renamed over its final name.
+
+A whole export is written into a fresh folder and swapped in at once (`fresh_folder`): the
+export's path is a link to its current version, replaced by one rename, so no file of an
+earlier export (an old manifest, a stem that no longer exists) survives a new one.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -69,3 +75,26 @@ def symlink(path: Path, target: Path) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+@contextmanager
+def fresh_folder(out: Path) -> Iterator[Path]:
+    """An empty folder to write a new version of `out` into. If the block finishes, `out`
+    becomes a link to it in one rename and the previous version is removed; if not, the new
+    folder is removed and `out` is as it was. `out` must not be a path inside the folder."""
+    out = Path(os.path.abspath(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    version = out.parent / f".{out.name}.{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    version.mkdir()
+    try:
+        yield version
+    except BaseException:
+        shutil.rmtree(version, ignore_errors=True)
+        raise
+    previous = out.parent / os.readlink(out) if out.is_symlink() else None
+    if out.exists() and not out.is_symlink():  # a plain folder from an older cog-assets
+        previous = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:8]}"
+        os.replace(out, previous)
+    symlink(out, Path(version.name))  # relative: the store can move
+    if previous is not None and previous.resolve() != version.resolve():
+        shutil.rmtree(previous, ignore_errors=True)

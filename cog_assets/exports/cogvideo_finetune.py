@@ -25,14 +25,26 @@ Conventions, all from THUDM/CogVideo:
   name a trainer registered under in `finetune/models/*/lora_trainer.py`
   (`cogvideox-t2v`, `cogvideox-i2v`, `cogvideox1.5-t2v`, `cogvideox1.5-i2v`).
 - `finetune/models/cogvideox_i2v/lora_trainer.py` (`compute_loss`): the I2V trainer encodes
-  the conditioning *picture* from `--image_column` at every step; no image latent is cached.
-  An I2V export therefore needs `images` (clip id -> first-frame picture), copied to
-  `images/<stem><suffix>`.
+  the conditioning *picture* from `--image_column` at every step and multiplies its latent by
+  the scaling factor (also for 1.5, whatever `image_latent_scaling` says); no image latent is
+  cached. An I2V export therefore copies each clip's first-frame picture (the PNG the shard
+  holds, or `images`) to `images/<stem><suffix>`.
+- `compute_loss` of every trainer: with `patch_size_t` (1.5) the trainer itself prepends
+  copies of the first latent frame, so `encoded_video` keeps the clip's own F'.
+- `finetune/trainer.py` (`__move_components_to_device`) casts every component, T5 included,
+  whole to the training dtype, so CogVideo's own cache holds embeddings of a T5 whose `wo`
+  layers ran in bf16/fp16. The embeddings exported here come from T5 as transformers loads it
+  (`wo` kept in fp32, as diffusers' pipelines and cogvideox-factory's prepare_dataset.py
+  run it); `bench/bench_t5_precision.py` measures the difference.
+- `finetune/schemas/args.py`: `--mixed_precision` defaults to `no` (an fp32 transformer, which
+  fails on bf16/fp16 tensors); the arguments written beside the export set it to the dtype of
+  the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,20 +52,26 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as safetensors_bytes
 
+from cog_assets.choices import ImageLatentScaling
 from cog_assets.exports import atomic
+from cog_assets.exports.clip_table import CLIP_TABLE, write_clip_table
 from cog_assets.exports.naming import clip_stems
 from cog_assets.exports.refusals import check_clip_tensors, prompt_line
-from cog_assets.exports.report import ExportReport
+from cog_assets.exports.report import (
+    TRAINER_ARGS_FILE,
+    ExportReport,
+    mixed_precision,
+    trainer_args_text,
+)
 from cog_assets.exports.source import ClipRecord, ShardTensors, read_clips
 from cog_assets.keys import caption_sha256
-from cog_assets.loader import sample_from_moments
+from cog_assets.loader import DEFAULT_SCALING, image_latent_factor, sample_from_moments
 from cog_assets.profiles import ModelProfile
 
 
 def default_model_name(profile: ModelProfile) -> str:
     """The `--model_name` CogVideo registers for this profile's model family and task."""
-    family = "cogvideox1.5" if profile.name.startswith("cogvideox1.5") else "cogvideox"
-    return f"{family}-{'i2v' if profile.i2v else 't2v'}"
+    return f"{profile.family}-{'i2v' if profile.i2v else 't2v'}"
 
 
 def sample_seed(seed: int, clip_id: str) -> int:
@@ -69,20 +87,31 @@ def encoded_video(moments: torch.Tensor, profile: ModelProfile, seed: int, clip_
     return (sample_from_moments(moments, generator) * profile.scaling_factor).to(dtype)
 
 
+def _pictures(clips: list[ClipRecord], images: Mapping[str, str | Path] | None,
+              profile: ModelProfile) -> dict[str, Path | None]:
+    """Each clip's first-frame picture: `images` where given, else the shard's own PNG."""
+    if not profile.i2v:
+        return {}
+    given = dict(images or {})
+    return {clip.clip_id: (Path(given[clip.clip_id]) if clip.clip_id in given
+                           else clip.first_frame_png) for clip in clips}
+
+
 def _check_clip(clip: ClipRecord, videos_root: Path | None,
-                images: Mapping[str, str | Path] | None, profile: ModelProfile) -> None:
+                images: Mapping[str, Path | None], profile: ModelProfile) -> None:
     if (clip.num_frames - 1) % 8:
         raise ValueError(f"{clip.where()}: F={clip.num_frames} cannot be a CogVideo "
                          "--train_resolution, which needs (F-1) % 8 == 0 "
                          "(finetune/schemas/args.py)")
-    if videos_root is not None and not (videos_root / clip.clip_id).is_file():
-        raise ValueError(f"{clip.where()}: source video {videos_root / clip.clip_id} not found")
+    if videos_root is not None and not (videos_root / clip.source_video).is_file():
+        raise ValueError(f"{clip.where()}: source video {videos_root / clip.source_video} "
+                         "not found")
     if profile.i2v:
-        picture = None if images is None else images.get(clip.clip_id)
+        picture = images.get(clip.clip_id)
         if picture is None or not Path(picture).is_file():
             raise ValueError(f"{clip.where()}: CogVideo's I2V trainer encodes the first-frame "
-                             "picture at every step; pass images={clip_id: picture path} "
-                             f"(got {picture!r})")
+                             "picture at every step, and the shard holds none for this clip; "
+                             f"pass images={{clip_id: picture path}} (got {picture!r})")
 
 
 def _check_prompts(clips: list[ClipRecord], lines: list[str]) -> None:
@@ -100,83 +129,128 @@ def export_cogvideo_finetune(dataset_dir: str | Path, out_dir: str | Path, profi
                              seed: int = 0, model_name: str | None = None, *,
                              dtype: torch.dtype | None = None,
                              videos_root: str | Path | None = None,
-                             images: Mapping[str, str | Path] | None = None) -> ExportReport:
+                             images: Mapping[str, str | Path] | None = None,
+                             image_latent_scaling: ImageLatentScaling | str = DEFAULT_SCALING,
+                             id_token: str | None = None) -> ExportReport:
     """Write `out_dir` as a CogVideo `finetune/` `--data_root` whose cache is already full.
 
     `dtype` defaults to the profile's training dtype (what the trainer's own cache would hold).
     `videos_root` (the pipeline's data root) makes `videos/<stem>.mp4` symlinks to the sources
-    instead of empty placeholders. Every clip is checked before anything is written; the
-    manifests are written last, each file by atomic rename.
+    instead of empty placeholders. I2V pictures are the shards' first-frame PNGs unless
+    `images` names others. Every clip is checked before anything is written; the export is
+    written to a fresh folder that then replaces `out_dir` whole.
     """
-    out = Path(out_dir).resolve()
+    out = Path(os.path.abspath(out_dir))
     model = model_name or default_model_name(profile)
     torch_dtype = dtype or getattr(torch, profile.dtype)
     source_root = None if videos_root is None else Path(videos_root).resolve()
     clips = read_clips(dataset_dir)
     stems = clip_stems(clip.clip_id for clip in clips)
-    written: list[Path] = []
+    pictures = _pictures(clips, images, profile)
+    relative: list[str] = []
     with ShardTensors() as tensors:
         lines = [prompt_line(clip) for clip in clips]
         for clip in clips:
-            _check_clip(clip, source_root, images, profile)
+            _check_clip(clip, source_root, pictures, profile)
             check_clip_tensors(clip, tensors, profile)
         _check_prompts(clips, lines)
-        cache = out / "cache"
-        embedded: set[str] = set()
-        for clip, line in zip(clips, lines):
-            stem = stems[clip.clip_id]
-            latent = encoded_video(tensors.moments(clip), profile, seed, clip.clip_id, torch_dtype)
-            written.append(atomic.write_bytes(
-                cache / "video_latent" / model / clip.bucket / f"{stem}.safetensors",
-                safetensors_bytes({"encoded_video": latent.contiguous()})))
-            if line not in embedded:
-                embedded.add(line)
-                embedding = tensors.embedding(clip).to(torch_dtype).contiguous()
-                written.append(atomic.write_bytes(
-                    cache / "prompt_embeddings" / f"{caption_sha256(line)}.safetensors",
-                    safetensors_bytes({"prompt_embedding": embedding})))
-            video = out / "videos" / f"{stem}.mp4"
-            if source_root is None:
-                written.append(atomic.write_bytes(video, b""))
-            else:
-                written.append(atomic.symlink(video, source_root / clip.clip_id))
-            if profile.i2v:
-                assert images is not None  # checked above
-                picture = Path(images[clip.clip_id])
-                with atomic.atomic_file(out / "images" / f"{stem}{picture.suffix}") as handle:
-                    with open(picture, "rb") as source:
-                        shutil.copyfileobj(source, handle)
-                written.append(out / "images" / f"{stem}{picture.suffix}")
-    written_lists, runs = _write_manifests(out, clips, lines, stems, images, profile, model)
-    return ExportReport(out_dir=out, clips=len(clips), files=tuple(written + written_lists),
-                        trainer_args=runs)
+        runs = _runs(out, clips, profile, model, torch_dtype)
+        notes = _notes(clips, profile, torch_dtype, image_latent_scaling, id_token)
+        with atomic.fresh_folder(out) as folder:
+            embedded: set[str] = set()
+            for clip, line in zip(clips, lines):
+                stem = stems[clip.clip_id]
+                latent = encoded_video(tensors.moments(clip), profile, seed, clip.clip_id,
+                                       torch_dtype)
+                name = f"cache/video_latent/{model}/{clip.bucket}/{stem}.safetensors"
+                atomic.write_bytes(folder / name,
+                                   safetensors_bytes({"encoded_video": latent.contiguous()}))
+                relative.append(name)
+                if line not in embedded:
+                    embedded.add(line)
+                    embedding = tensors.embedding(clip).to(torch_dtype).contiguous()
+                    name = f"cache/prompt_embeddings/{caption_sha256(line)}.safetensors"
+                    atomic.write_bytes(folder / name,
+                                       safetensors_bytes({"prompt_embedding": embedding}))
+                    relative.append(name)
+                video = folder / "videos" / f"{stem}.mp4"
+                if source_root is None:
+                    atomic.write_bytes(video, b"")
+                else:
+                    atomic.symlink(video, source_root / clip.source_video)
+                relative.append(f"videos/{stem}.mp4")
+                if profile.i2v:
+                    picture = Path(pictures[clip.clip_id])
+                    name = f"images/{stem}{picture.suffix}"
+                    with atomic.atomic_file(folder / name) as handle:
+                        with open(picture, "rb") as source:
+                            shutil.copyfileobj(source, handle)
+                    relative.append(name)
+            relative += _write_manifests(folder, clips, lines, stems, pictures, profile)
+            write_clip_table(folder, clips, stems)
+            relative.append(CLIP_TABLE)
+            atomic.write_bytes(folder / TRAINER_ARGS_FILE,
+                               trainer_args_text(runs, notes).encode("utf-8"))
+            relative.append(TRAINER_ARGS_FILE)
+    return ExportReport(out_dir=out, clips=len(clips), files=tuple(out / r for r in relative),
+                        trainer_args=runs, notes=notes, args_file=out / TRAINER_ARGS_FILE)
 
 
-def _write_manifests(out: Path, clips: list[ClipRecord], lines: list[str], stems: dict[str, str],
-                     images: Mapping[str, str | Path] | None, profile: ModelProfile, model: str
-                     ) -> tuple[list[Path], tuple[tuple[str, ...], ...]]:
-    """One manifest set per bucket (one `--train_resolution` each), plain names if only one."""
+def _by_bucket(clips: list[ClipRecord]) -> dict[str, list[int]]:
     by_bucket: dict[str, list[int]] = {}
     for i, clip in enumerate(clips):
         by_bucket.setdefault(clip.bucket, []).append(i)
-    written: list[Path] = []
-    runs = []
-    for bucket, members in sorted(by_bucket.items()):
-        suffixes = [f"_{bucket}"] + ([""] if len(by_bucket) == 1 else [])
-        for suffix in suffixes:
+    return dict(sorted(by_bucket.items()))
+
+
+def _write_manifests(folder: Path, clips: list[ClipRecord], lines: list[str],
+                     stems: dict[str, str], pictures: Mapping[str, Path | None],
+                     profile: ModelProfile) -> list[str]:
+    """One manifest set per bucket (one `--train_resolution` each), plain names if only one."""
+    by_bucket = _by_bucket(clips)
+    written: list[str] = []
+    for bucket, members in by_bucket.items():
+        for suffix in [f"_{bucket}"] + ([""] if len(by_bucket) == 1 else []):
             if profile.i2v:
-                assert images is not None
-                written.append(atomic.write_lines(out / f"images{suffix}.txt", [
-                    f"images/{stems[clips[i].clip_id]}{Path(images[clips[i].clip_id]).suffix}"
-                    for i in members]))
-            written.append(atomic.write_lines(out / f"prompts{suffix}.txt",
-                                              [lines[i] for i in members]))
-            written.append(atomic.write_lines(out / f"videos{suffix}.txt", [
-                f"videos/{stems[clips[i].clip_id]}.mp4" for i in members]))
+                atomic.write_lines(folder / f"images{suffix}.txt", [
+                    f"images/{stems[clips[i].clip_id]}{Path(pictures[clips[i].clip_id]).suffix}"
+                    for i in members])
+                written.append(f"images{suffix}.txt")
+            atomic.write_lines(folder / f"prompts{suffix}.txt", [lines[i] for i in members])
+            atomic.write_lines(folder / f"videos{suffix}.txt", [
+                f"videos/{stems[clips[i].clip_id]}.mp4" for i in members])
+            written += [f"prompts{suffix}.txt", f"videos{suffix}.txt"]
+    return written
+
+
+def _runs(out: Path, clips: list[ClipRecord], profile: ModelProfile, model: str,
+          dtype: torch.dtype) -> tuple[tuple[str, ...], ...]:
+    runs = []
+    for bucket in _by_bucket(clips):
         run = ["--data_root", str(out), "--caption_column", f"prompts_{bucket}.txt",
                "--video_column", f"videos_{bucket}.txt", "--model_name", model,
-               "--model_type", "i2v" if profile.i2v else "t2v", "--train_resolution", bucket]
+               "--model_type", "i2v" if profile.i2v else "t2v", "--train_resolution", bucket,
+               "--mixed_precision", mixed_precision(dtype)]
         if profile.i2v:
             run += ["--image_column", f"images_{bucket}.txt"]
         runs.append(tuple(run))
-    return written, tuple(runs)
+    return tuple(runs)
+
+
+def _notes(clips: list[ClipRecord], profile: ModelProfile, dtype: torch.dtype,
+           scaling: ImageLatentScaling | str, id_token: str | None) -> tuple[str, ...]:
+    notes = [f"CogVideo finetune/ data root with its cache filled: {len(clips)} clips "
+             f"({profile.name}), one train.py run per --train_resolution below (plus your "
+             "--model_path, --training_type and training arguments)",
+             f"cache tensors are {str(dtype).removeprefix('torch.')}: --mixed_precision "
+             f"{mixed_precision(dtype)}",
+             "prompt embeddings come from T5 with its wo layers in fp32 (as transformers loads "
+             "it); CogVideo's own cache would cast T5 whole to the training dtype"]
+    if id_token:
+        notes.append(f"id token {id_token!r} begins every prompt and its T5 embedding; begin "
+                     "--validation_prompts with it too")
+    if profile.i2v and image_latent_factor(profile, scaling) != profile.scaling_factor:
+        notes.append("image_latent_scaling=inference cannot apply here: CogVideo's I2V trainer "
+                     "encodes the picture itself and multiplies its latent by the scaling "
+                     "factor (finetune/models/cogvideox_i2v/lora_trainer.py)")
+    return tuple(notes)

@@ -1,7 +1,9 @@
-"""Reading a finished dataset (one or more `shard-*` folders) for an export.
+"""Reading a finished dataset for an export: exactly the shards its catalog lists.
 
-Exports check every clip before writing anything, so shapes are read from the safetensors
-headers first and tensors are loaded only when written; each tensor file is opened once.
+Every file an export reads is checked against the size and digest recorded when its shard was
+published (a damaged or stale file is refused, naming it, before anything is written); shapes
+are then read from the safetensors headers first and tensors loaded only when written; each
+tensor file is opened once.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import torch
 from safetensors import safe_open
 
 from cog_assets.buckets import Bucket
-from cog_assets.layout import DEFAULT_FILES, INDEX_FILE, SHARD_GLOB, shard_file
+from cog_assets.catalog import DatasetError, load_catalog
+from cog_assets.layout import CLIP_COLUMNS
+from cog_assets.loader import check_file, open_shard
+
+SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
+                      "F64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -30,11 +36,18 @@ class ClipRecord:
     height: int
     width: int
     shard_dir: Path
-    has_image_latent: bool | None  # None: an older shard without the column
+    has_image_latent: bool
     files: tuple[tuple[str, str], ...] = ()  # (index column, tensor file name) of the shard
+    first_frame_png: Path | None = None  # I2V: the clean first frame the latents were made of
+    extra: tuple[tuple[str, Any], ...] = ()  # the index's CLIP_COLUMNS the shard has
+
+    @property
+    def source_video(self) -> str:
+        """The video file the clip was cut from (itself unless it is a scene of a longer one)."""
+        return dict(self.extra).get("source_video") or self.clip_id
 
     def file(self, column: str) -> Path:
-        return self.shard_dir / dict(self.files).get(column, DEFAULT_FILES[column])
+        return self.shard_dir / dict(self.files)[column]
 
     @property
     def bucket(self) -> str:
@@ -44,36 +57,35 @@ class ClipRecord:
         return f"clip {self.clip_id!r} ({self.shard_dir.name})"
 
 
-def shard_dirs(dataset_dir: str | Path) -> list[Path]:
-    """The shard folders of a dataset directory, or the folder itself if it is one shard."""
-    root = Path(dataset_dir)
-    if (root / INDEX_FILE).is_file():
-        return [root]
-    dirs = sorted(p for p in root.glob(SHARD_GLOB) if (p / INDEX_FILE).is_file())
-    if not dirs:
-        raise FileNotFoundError(f"no shard-*/{INDEX_FILE} under {root}")
-    return dirs
-
-
 def read_clips(dataset_dir: str | Path) -> list[ClipRecord]:
-    """Every clip of the dataset, ordered by shard then clip id; a clip id twice is an error."""
+    """Every clip of the catalog's shards, ordered by shard then clip id, each file checked
+    against its published digest; a clip id in two shards is an error naming both."""
+    root = Path(dataset_dir)
+    catalog = load_catalog(root)
     clips: list[ClipRecord] = []
-    seen: dict[str, Path] = {}
-    for shard in shard_dirs(dataset_dir):
-        index = pl.read_parquet(shard / INDEX_FILE).sort("clip_id")
-        flagged = "has_image_latent" in index.columns
+    seen: dict[str, str] = {}
+    for shard, entry in sorted(catalog.shards.items()):
+        shard_dir = root / shard
+        index = open_shard(shard_dir, entry, verify=True).sort("clip_id")
+        for png in entry.first_frames:
+            check_file(shard_dir / png.name, png, verify=True)
+        columns = [c for c in ("latents_file", "embeds_file", "image_latents_file")
+                   if c in index.columns]
         for row in index.iter_rows(named=True):
             clip_id = row["clip_id"]
             if clip_id in seen:
-                raise ValueError(f"clip {clip_id!r} is listed in both {seen[clip_id].name} "
-                                 f"and {shard.name}")
+                raise DatasetError(f"clip {clip_id!r} is listed in both {seen[clip_id]} and "
+                                   f"{shard} of {root}")
             seen[clip_id] = shard
             clips.append(ClipRecord(
                 clip_id=clip_id, caption=row["caption"], caption_sha256=row["caption_sha256"],
                 num_frames=int(row["num_frames"]), height=int(row["height"]),
-                width=int(row["width"]), shard_dir=shard,
-                has_image_latent=(bool(row["has_image_latent"]) if flagged else None),
-                files=tuple((c, shard_file(row, c)) for c in DEFAULT_FILES),
+                width=int(row["width"]), shard_dir=shard_dir,
+                has_image_latent=bool(row.get("has_image_latent")),
+                files=tuple((c, row[c]) for c in columns if row[c]),
+                first_frame_png=(shard_dir / row["first_frame_png"]
+                                 if row.get("first_frame_png") else None),
+                extra=tuple((c, row[c]) for c in CLIP_COLUMNS if c in row),
             ))
     return clips
 
@@ -107,6 +119,12 @@ class ShardTensors:
             return None
         return tuple(opened[0].get_slice(key).get_shape())
 
+    def dtype(self, path: Path, key: str) -> torch.dtype:
+        opened = self._open(path)
+        if opened is None or key not in opened[1]:
+            raise KeyError(f"{key!r} not in {path}")
+        return SAFETENSORS_DTYPES[opened[0].get_slice(key).get_dtype()]
+
     def tensor(self, path: Path, key: str) -> torch.Tensor:
         opened = self._open(path)
         if opened is None or key not in opened[1]:
@@ -116,6 +134,9 @@ class ShardTensors:
     # the three tensor files of a shard, addressed by clip
     def moments_shape(self, clip: ClipRecord) -> tuple[int, ...] | None:
         return self.shape(clip.file("latents_file"), clip.clip_id)
+
+    def moments_dtype(self, clip: ClipRecord) -> torch.dtype:
+        return self.dtype(clip.file("latents_file"), clip.clip_id)
 
     def moments(self, clip: ClipRecord) -> torch.Tensor:
         return self.tensor(clip.file("latents_file"), clip.clip_id)
@@ -127,7 +148,7 @@ class ShardTensors:
         return self.tensor(clip.file("embeds_file"), clip.caption_sha256)
 
     def image_latent_shape(self, clip: ClipRecord) -> tuple[int, ...] | None:
-        if clip.has_image_latent is False:
+        if not clip.has_image_latent:
             return None
         return self.shape(clip.file("image_latents_file"), clip.clip_id)
 

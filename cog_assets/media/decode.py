@@ -24,7 +24,8 @@ from .probe import VideoProbe, probe_video
 from .resize import resize_geometry
 from .sampling import PTS_EPSILON_S, sample_timestamps, select_streaming
 
-__all__ = ["FrameSpec", "ClipTask", "read_clip_frames", "half_frame", "decode_clip_task"]
+__all__ = ["FrameSpec", "ClipTask", "read_clip_frames", "half_frame", "decode_clip_task",
+           "segment_sampling_span"]
 
 
 @dataclass(frozen=True)
@@ -190,22 +191,36 @@ def _decode_into(
             raise MediaError(RejectReason.decode_error, f"{path}: no video frames could be decoded")
 
 
+def segment_sampling_span(start_s: float, end_s: float) -> float:
+    """How long a segment is for sampling: a little short of its end, so that no sampled
+    time picks the first frame of the next scene (frames are picked within PTS_EPSILON_S)."""
+    return max(0.0, end_s - start_s - 2 * PTS_EPSILON_S)
+
+
 def read_clip_frames(path: str | os.PathLike, spec: FrameSpec, *,
-                     probe: VideoProbe | None = None, threads: int = 0) -> np.ndarray:
+                     probe: VideoProbe | None = None, threads: int = 0,
+                     segment: tuple[float, float] | None = None) -> np.ndarray:
     """uint8 RGB [num_frames, height, width, 3] sampled at `spec.fps`, resized per spec.
 
     Seeks to the keyframe before the window, decodes until the last wanted frame
     is settled, and converts only frames that are picked. Durations get half a
     source frame of tolerance; `threads` is the decoder's thread count (0: FFmpeg's
-    choice). Raises MediaError; a file whose data ends before the window does
-    ("truncated") is never padded with copies.
+    choice). `segment` (start_s, end_s) samples inside that stretch of the source only
+    (a scene of a long video), with no tolerance past its end. Raises MediaError; a file
+    whose data ends before the window does ("truncated") is never padded with copies.
     """
     probe = probe or probe_video(path)
-    duration = probe.duration_s
-    if duration is None:
-        duration = _scan_duration(path, probe.fps)
-    wanted = sample_timestamps(duration, spec.num_frames, spec.fps, spec.start, spec.seed,
-                               short_clips=spec.short_clips, tolerance_s=half_frame(probe))
+    if segment is not None:
+        start_s, end_s = segment
+        wanted = [start_s + t for t in sample_timestamps(
+            segment_sampling_span(start_s, end_s), spec.num_frames, spec.fps, spec.start,
+            spec.seed, short_clips=spec.short_clips)]
+    else:
+        duration = probe.duration_s
+        if duration is None:
+            duration = _scan_duration(path, probe.fps)
+        wanted = sample_timestamps(duration, spec.num_frames, spec.fps, spec.start, spec.seed,
+                                   short_clips=spec.short_clips, tolerance_s=half_frame(probe))
     convert = _converter(probe, spec.height, spec.width, spec.resize)
     out = np.empty((spec.num_frames, spec.height, spec.width, 3), dtype=np.uint8)
     args = (path, out, wanted, convert, probe.fps, half_frame(probe))
@@ -224,12 +239,13 @@ class ClipTask:
     spec: FrameSpec
     image_path: str | None = None  # I2V: a supplied still replaces the clip's first frame
     threads: int = 0
+    segment: tuple[float, float] | None = None  # (start_s, end_s) of a scene; None: the file
 
 
 def decode_clip_task(task: ClipTask) -> dict[str, np.ndarray]:
     """{"frames": [F,H,W,3]} plus, for I2V, {"first_frame": [H,W,3]} (the supplied image if any)."""
     spec = task.spec
-    frames = read_clip_frames(task.path, spec, threads=task.threads)
+    frames = read_clip_frames(task.path, spec, threads=task.threads, segment=task.segment)
     out = {"frames": frames}
     if spec.i2v:
         if task.image_path:

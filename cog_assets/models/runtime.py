@@ -28,6 +28,7 @@ from cog_assets.models.text_encoder import (
     count_tokens,
     load_text_encoder,
     load_tokenizer,
+    precision_of,
 )
 from cog_assets.models.vae import load_vae
 from cog_assets.models.weights import WeightsSource
@@ -151,7 +152,7 @@ class ModelRuntime:
                            self.device.vae_tiling)
 
     def text_identity(self) -> TextIdentity:
-        return TextIdentity(self.weights.identity("text_encoder"), dtype_name(self.torch_dtype),
+        return TextIdentity(self.weights.identity("text_encoder"), precision_of(self.torch_dtype),
                             self.profile.text_max_length)
 
     @contextmanager

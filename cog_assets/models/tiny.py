@@ -7,8 +7,14 @@ special tokens), so every code path that runs on real weights runs here too.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import string
-
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -74,12 +80,37 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_text_encoder(vocab_size: int, d_model: int) -> T5EncoderModel:
     """T5 v1.1 layout (gated-gelu, no bias) at d_model=32, two layers."""
-    torch.manual_seed(TINY_SEED)
     from transformers import T5Config, T5EncoderModel
 
+    torch.manual_seed(TINY_SEED)
     config = T5Config(
         vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
         feed_forward_proj="gated-gelu", relative_attention_num_buckets=8,
         relative_attention_max_distance=32, tie_word_embeddings=False,
     )
     return T5EncoderModel(config).eval()
+
+
+@cache
+def tiny_text_encoder_dir(vocab_size: int, d_model: int) -> Path:
+    """The seeded tiny T5 saved in diffusers/transformers layout (once per process), so it is
+    loaded by `T5EncoderModel.from_pretrained` like real weights: same dtype handling."""
+    folder = Path(tempfile.mkdtemp(prefix="cog-assets-tiny-t5-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    with quiet_transformers():
+        tiny_text_encoder(vocab_size, d_model).save_pretrained(folder)
+    return folder
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No progress bars for the toy models' save and load (they take milliseconds)."""
+    from transformers.utils import logging as transformers_logging
+
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from typing import TYPE_CHECKING
 
 from cog_assets.models.tiny import tiny_vae
 from cog_assets.models.weights import WeightsSource

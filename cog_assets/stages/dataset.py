@@ -1,23 +1,34 @@
 """training_dataset: a shard a trainer reads without the VAE or T5 loaded.
 
-Per shard: `index.parquet` (one row per clip), `latents.safetensors` (moments by clip id),
-`prompt_embeds.safetensors` (embeddings by caption sha256) and `rejects.parquet` (every row
-that did not make it, with its reason); for I2V also `image_latents.safetensors` (first-frame
-moments by clip id) and `first_frames/<n>.png`. Tensor files are written before the index, each
-atomically, so an index never names a tensor its files lack.
+Per shard, every served file named by a version that hashes the shard's content:
+`index.<v>.parquet` (one row per clip), `latents.<v>.safetensors` (moments by clip id),
+`prompt_embeds.<v>.safetensors` (embeddings by caption sha256); for I2V also
+`image_latents.<v>.safetensors` (first-frame moments by clip id) and `first_frames/<v>/<n>.png`.
+Beside them `index.parquet` (a copy of the latest index, for people and tools) and
+`rejects.parquet` (every row that did not make it, with its reason).
+
+The files are written first, then the shard's catalog entry (their sizes and digests) is
+published, and only then are the previous version's files removed: a reader that follows the
+catalog sees the old version whole or the new one whole, also when a run fails or is killed.
 """
 
 from __future__ import annotations
 
-import polars as pl
-from safetensors.torch import save as save_safetensors
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-from cog_assets import layout
-from cog_assets.choices import Status
+import polars as pl
+
+from cog_assets import catalog, layout
+from cog_assets.catalog import CatalogFile, ShardEntry
+from cog_assets.choices import CaptionSource, Status
 from cog_assets.keys import data_version_of
-from cog_assets.layout import INDEX_FILE, REJECTS_FILE, ArtifactKind
+from cog_assets.layout import CLIP_COLUMNS, INDEX_FILE, REJECTS_FILE, ArtifactKind
+from cog_assets.sealed_tensors import seal
 from cog_assets.stages.common import REJECT_COLUMNS
-from cog_assets.store import ContentStore
+from cog_assets.stages.validation import VALIDATED_SCHEMA
+from cog_assets.store import ContentStore, CorruptArtifact
+from cog_assets.verify import png_problem
 
 
 def collect_rejects(validated: pl.DataFrame, frames: pl.DataFrame) -> pl.DataFrame:
@@ -30,9 +41,22 @@ def collect_rejects(validated: pl.DataFrame, frames: pl.DataFrame) -> pl.DataFra
 
 def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataFrame,
                 embeddings: pl.DataFrame) -> pl.DataFrame:
-    """Join the stage tables into one row per trainable clip."""
-    clips = validated.filter(pl.col("accepted")).select(
-        "clip_id", "caption", "caption_sha256", "content_hash", "fps", "duration_s")
+    """Join the stage tables into one row per trainable clip.
+
+    Every clip says where it comes from: `source_video` with `start_s`/`end_s` (a whole file:
+    0 to its duration) and `caption_source`, plus its quality scores (null: not measured)."""
+    accepted = validated.filter(pl.col("accepted"))
+    for column in CLIP_COLUMNS:  # tables written before scene splitting existed
+        if column not in accepted.columns:
+            accepted = accepted.with_columns(pl.lit(None, dtype=VALIDATED_SCHEMA[column])
+                                             .alias(column))
+    clips = accepted.with_columns(
+        pl.col("source_video").fill_null(pl.col("clip_id")),
+        pl.col("start_s").fill_null(0.0),
+        pl.col("end_s").fill_null(pl.col("duration_s")),
+        pl.col("caption_source").fill_null(CaptionSource.manifest),
+    ).select("clip_id", "caption", "caption_sha256", "content_hash", "fps", "duration_s",
+             *CLIP_COLUMNS)
     return (
         clips.join(frames.filter(pl.col("status") != Status.rejected)
                    .select("clip_id", "frames_key", "bucket", "num_frames", "height", "width"),
@@ -43,20 +67,49 @@ def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataF
     )
 
 
-def write_shard(store: ContentStore, shard_dir: str, index: pl.DataFrame,
-                rejects: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str]]:
-    """Gather the shard's tensors from the store into its finished files.
+def shard_version(index: pl.DataFrame) -> str:
+    """A version for the shard's files that changes whenever what they hold does (which clip,
+    which latent, which caption, which bucket), and only then."""
+    rows = index.select("clip_id", "latent_key", "embedding_key", "caption_sha256", "bucket")
+    return data_version_of("|".join(map(str, row)) for row in rows.iter_rows())[:16]
 
-    The tensor files (and first-frame PNGs) get names versioned by their content and the
-    index, written last, names them: until the new index replaces the old one atomically, a
-    reader sees the previous shard whole, also when this write fails or is killed half-way.
-    Files no index names any more are removed afterwards.
-    Returns the index as written and the paths of its files (by file name for the index and
-    rejects, by index column for the tensor files).
-    """
-    version = data_version_of([*index["latent_key"], *index["embedding_key"]])[:16]
+
+@dataclass(frozen=True)
+class FinishedShard:
+    """A shard as published: its index (with file columns), paths and catalog entry."""
+
+    index: pl.DataFrame
+    paths: dict[str, str]  # INDEX_FILE, REJECTS_FILE, the versioned index and tensor files
+    entry: ShardEntry | None  # None: the shard was retired (no clips in the data root)
+
+
+def finish_shard(store: ContentStore, dataset_dir: str, profile: str, shard: str,
+                 shard_count: int, live: Iterable[str], index: pl.DataFrame,
+                 rejects: pl.DataFrame) -> FinishedShard:
+    """Write the shard's files, publish them in the catalog, then drop the previous version.
+
+    `live` are the shards the data root has clips in now; a shard not among them (its last
+    clip deleted) is retired instead: out of the catalog, its folder removed."""
+    live = set(live)
+    shard_dir = f"{dataset_dir}/{shard}"
+    if shard not in live:
+        catalog.reconcile(store, dataset_dir, profile, live, shard_count)
+        return FinishedShard(index, {}, None)
+    written = write_shard(store, shard_dir, shard, shard_count, index, rejects)
+    catalog.publish_shard(store, dataset_dir, profile, written.entry, live)
+    remove_other_versions(store, shard_dir, written.entry)
+    return written
+
+
+def write_shard(store: ContentStore, shard_dir: str, shard: str, shard_count: int,
+                index: pl.DataFrame, rejects: pl.DataFrame) -> FinishedShard:
+    """Gather the shard's tensors from the store (each digest-checked) into its files.
+
+    Returns the index as written, the paths of its files and the catalog entry that serves
+    them; nothing is published yet."""
+    version = shard_version(index)
     names = layout.tensor_files(version)
-    latents, image_latents, pngs = {}, {}, []
+    latents, image_latents, pngs, png_files = {}, {}, [], []
     for n, row in enumerate(index.iter_rows(named=True)):
         stored = store.get_tensors(ArtifactKind.latents, row["latent_key"])
         latents[row["clip_id"]] = stored["moments"]
@@ -64,8 +117,9 @@ def write_shard(store: ContentStore, shard_dir: str, index: pl.DataFrame,
         if "image_moments" in stored:
             image_latents[row["clip_id"]] = stored["image_moments"]
             png = layout.first_frame_png_in_shard(version, n)
-            store.write_bytes(f"{shard_dir}/{png}", store.read_bytes(
-                store.path(layout.first_frame_png(row["frames_key"]))))
+            data = first_frame_png(store, row["frames_key"])
+            store.write_bytes(f"{shard_dir}/{png}", data)
+            png_files.append(CatalogFile.of(png, data))
         pngs.append(png)
     embeds = {}
     for row in index.unique("caption_sha256").iter_rows(named=True):
@@ -79,25 +133,47 @@ def write_shard(store: ContentStore, shard_dir: str, index: pl.DataFrame,
         pl.lit(names["image_latents_file"] if image_latents else None, dtype=pl.String
                ).alias("image_latents_file"))
     tensors = {"latents_file": latents, "embeds_file": embeds, "image_latents_file": image_latents}
-    paths = {INDEX_FILE: f"{shard_dir}/{INDEX_FILE}", REJECTS_FILE: f"{shard_dir}/{REJECTS_FILE}"}
+    index_name = layout.index_file(version)
+    paths = {INDEX_FILE: f"{shard_dir}/{INDEX_FILE}", REJECTS_FILE: f"{shard_dir}/{REJECTS_FILE}",
+             index_name: f"{shard_dir}/{index_name}"}
+    files = {}
     for column, content in tensors.items():
         if content or column != "image_latents_file":
             paths[column] = f"{shard_dir}/{names[column]}"
-            store.write_bytes(paths[column], save_safetensors(content))
-    store.write_table(paths[INDEX_FILE], index)
-    store.write_table(paths[REJECTS_FILE], rejects)
-    _remove_unreferenced(store, shard_dir, set(names.values()), version)
-    return index, paths
+            data = seal(content)
+            store.write_bytes(paths[column], data)
+            files[column] = CatalogFile.of(names[column], data)
+    index_bytes = store.write_table(paths[index_name], index)
+    rejects_bytes = store.write_table(paths[REJECTS_FILE], rejects)
+    store.write_bytes(paths[INDEX_FILE], index_bytes)
+    entry = ShardEntry(shard=shard, shard_count=shard_count, version=version, clips=len(index),
+                       index=CatalogFile.of(index_name, index_bytes), files=files,
+                       rejects=CatalogFile.of(REJECTS_FILE, rejects_bytes),
+                       first_frames=tuple(png_files))
+    return FinishedShard(index, paths, entry)
 
 
-def _remove_unreferenced(store: ContentStore, shard_dir: str, current: set[str],
-                         version: str) -> None:
+def first_frame_png(store: ContentStore, frames_key: str) -> bytes:
+    """The I2V first-frame PNG the frames step wrote, checked by its own chunk CRCs and zlib
+    checksum; a damaged one is quarantined (the next run decodes its clip again)."""
+    path = store.path(layout.first_frame_png(frames_key))
+    data = store.read_bytes(path)
+    problem = png_problem(data)
+    if problem is not None:
+        moved = store.quarantine(ArtifactKind.first_frame, frames_key, ".png")
+        raise CorruptArtifact(ArtifactKind.first_frame, frames_key, path, problem, moved)
+    return data
+
+
+def remove_other_versions(store: ContentStore, shard_dir: str, entry: ShardEntry) -> None:
+    """Drop the files of the shard's previous versions once the catalog no longer names them."""
+    current = {f.name for f in entry.served()} | {INDEX_FILE, REJECTS_FILE}
     for path in store.fs.ls(shard_dir, detail=False):
         name = path.rstrip("/").rsplit("/", 1)[-1]
-        if name.endswith(".safetensors") and name not in current:
+        if name.endswith((".safetensors", ".parquet")) and name not in current:
             store.fs.rm(path)
     frames_dir = f"{shard_dir}/{layout.FIRST_FRAMES_DIR}"
     if store.exists(frames_dir):
         for path in store.fs.ls(frames_dir, detail=False):
-            if path.rstrip("/").rsplit("/", 1)[-1] != version:
+            if path.rstrip("/").rsplit("/", 1)[-1] != entry.version:
                 store.fs.rm(path, recursive=True)

@@ -12,7 +12,7 @@ from cog_assets.choices import Status
 from cog_assets.keys import artifact_key
 from cog_assets.layout import ArtifactKind
 from cog_assets.models.text_encoder import TextEncoder
-from cog_assets.stages.common import Reuse
+from cog_assets.stages.common import Reuse, reusable
 from cog_assets.store import ContentStore
 
 EMBEDDINGS_VERSION = "t5-last-hidden-v1"
@@ -52,7 +52,8 @@ def encode_captions(validated: pl.DataFrame, store: ContentStore, identity: Text
         record = {**row, "embedding_key": identity.key(row["caption_sha256"]),
                   "status": Status.reused}
         records.append(record)
-        if store.has(ArtifactKind.embeddings, record["embedding_key"]):
+        # the shard is built from the embeddings in this run: their full check costs one read
+        if reusable(store, ArtifactKind.embeddings, record["embedding_key"], stats, full=True):
             stats.reused += 1
         else:
             todo.append(record)

@@ -30,7 +30,7 @@ from cog_assets.prefetch import (
     prefetch_map,
 )
 from cog_assets.reasons import RejectReason
-from cog_assets.stages.common import Reuse
+from cog_assets.stages.common import Reuse, reusable
 from cog_assets.store import ContentStore
 
 # Bump when the decoder's output bytes change for the same inputs.
@@ -44,10 +44,13 @@ FRAMES_SCHEMA = {
 }
 
 
-def frames_key(spec: FrameSpec, content_hash: str, first_frame: str | None = None) -> str:
-    """The key of one clip's frames: its bytes, the supplied I2V image and the spec."""
+def frames_key(spec: FrameSpec, content_hash: str, first_frame: str | None = None,
+               segment: tuple[float, float] | None = None) -> str:
+    """The key of one clip's frames: its bytes, the supplied I2V image and the spec, and for a
+    segment of a longer video its (start_s, end_s)."""
+    window = {} if segment is None else {"segment": list(segment)}
     return artifact_key(ArtifactKind.frames, content=content_hash, first_frame=first_frame,
-                        version=FRAMES_VERSION, **asdict(spec))
+                        version=FRAMES_VERSION, **window, **asdict(spec))
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -118,24 +121,26 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
             record.update(bucket=row["bucket"], num_frames=spec.num_frames, height=spec.height,
                           width=spec.width, reason=None, message=None)
             records.append(record)
+            segment = None if row.get("start_s") is None else (row["start_s"], row["end_s"])
             try:
                 key = frames_key(spec, row["content_hash"], _image_hash(root, row)
-                                 if policy.profile.i2v else None)
+                                 if policy.profile.i2v else None, segment)
             except MediaError as exc:
                 _reject(record, stats, exc.reason, f"{row['clip_id']}: {exc.message}")
                 continue
             record["frames_key"] = key
             if key in pending:  # the same bytes again: decoded once, found in the store after
                 pending[key].add(record, stats, decode_timeout_s)
-            elif store.has(ArtifactKind.frames, key):
+            elif _frames_reusable(store, key, policy.profile.i2v, stats):
                 record["status"] = Status.reused
                 stats.reused += 1
             else:
                 pending[key] = _Pending([record])
                 keys.append(key)
                 image = row.get("image_path")
-                yield ClipTask(str(root / row["clip_id"]), spec,
-                               str(root / image) if image else None, decoder_threads)
+                video = row.get("source_video") or row["clip_id"]
+                yield ClipTask(str(root / video), spec, str(root / image) if image else None,
+                               decoder_threads, segment)
 
     outcomes = prefetch_map(decode, scan(), workers=workers, depth=prefetch,
                             timeout_s=decode_timeout_s, ordered=False,
@@ -180,6 +185,14 @@ class _Pending:
             stats.reused += 1
         else:
             _reject(record, stats, *_failure(self.error, record["clip_id"], timeout_s))
+
+
+def _frames_reusable(store: ContentStore, key: str, i2v: bool, stats: Reuse) -> bool:
+    """Frames are the big artefacts a run with existing latents never reads: reuse checks their
+    size and header (everything with verify_artifacts); an I2V clip also needs its PNG."""
+    if not reusable(store, ArtifactKind.frames, key, stats):
+        return False
+    return not i2v or store.exists(store.path(layout.first_frame_png(key)))
 
 
 def _store_frames(store: ContentStore, key: str, arrays: dict[str, np.ndarray],

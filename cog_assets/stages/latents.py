@@ -22,7 +22,7 @@ from cog_assets.choices import Status
 from cog_assets.keys import artifact_key
 from cog_assets.layout import ArtifactKind
 from cog_assets.models.vae import frames_to_vae_input
-from cog_assets.stages.common import Reuse
+from cog_assets.stages.common import Reuse, reusable
 from cog_assets.store import ContentStore
 
 if TYPE_CHECKING:
@@ -69,7 +69,8 @@ def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdent
         record = {"clip_id": row["clip_id"], "frames_key": row["frames_key"],
                   "latent_key": key, "bucket": row["bucket"], "status": Status.reused}
         records[row["clip_id"]] = record
-        if store.has(ArtifactKind.latents, key):
+        # the shard is built from the moments in this run: their full check costs one read
+        if reusable(store, ArtifactKind.latents, key, stats, full=True):
             stats.reused += 1
         else:
             todo.setdefault(row["bucket"], []).append(record)

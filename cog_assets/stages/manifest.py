@@ -31,10 +31,16 @@ def discover_shards(sources: SourceSettings) -> list[str]:
 KnownHashes = Mapping[str, tuple[int, int, str]]
 
 
-def _describe(root: Path, row: ManifestRow, known: KnownHashes) -> dict:
+def with_id_token(caption: str, id_token: str | None) -> str:
+    """The caption T5 encodes and the exports write: the trigger word, a space, the caption."""
+    return f"{id_token} {caption}" if id_token and caption.strip() else caption
+
+
+def _describe(root: Path, row: ManifestRow, known: KnownHashes, id_token: str | None) -> dict:
+    caption = with_id_token(row.caption, id_token)
     record = {
-        "clip_id": row.clip_id, "source": row.source, "caption": row.caption,
-        "caption_sha256": caption_sha256(row.caption), "image_path": row.image_path,
+        "clip_id": row.clip_id, "source": row.source, "caption": caption,
+        "caption_sha256": caption_sha256(caption), "image_path": row.image_path,
         "size_bytes": None, "mtime_ns": None, "content_hash": None,
         "issue_reason": row.issue_reason, "issue_message": row.issue_message,
     }
@@ -59,4 +65,5 @@ def build_manifest(sources: SourceSettings, shard: str, known: KnownHashes | Non
     rows = [r for r in read_manifests(sources)
             if shard_for(r.clip_id, sources.shard_count) == shard]
     root = Path(sources.data_root)
-    return pl.DataFrame([_describe(root, r, known or {}) for r in rows], schema=MANIFEST_SCHEMA)
+    return pl.DataFrame([_describe(root, r, known or {}, sources.id_token) for r in rows],
+                        schema=MANIFEST_SCHEMA)

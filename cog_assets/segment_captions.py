@@ -1,0 +1,121 @@
+"""Captions for segments of long videos: the `segment_captions` table, matched by overlap.
+
+The table (`.jsonl`, `.csv` or `.parquet`, named by the `segment_captions` setting, relative
+to the data root) has one row per captioned stretch of a video: its path (a video column, as
+in manifests), `start_s`, `end_s` and a caption column. A segment takes the caption of the row
+that overlaps it most, provided that row covers at least half of the segment; a row with an
+empty caption captions nothing. A malformed table or row stops the run with a ManifestError
+naming the file and line: a caption is never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from cog_assets.config import SourceSettings
+from cog_assets.sources import (
+    DEFAULT_CAPTION_COLUMNS,
+    DEFAULT_VIDEO_COLUMNS,
+    ManifestError,
+    RootGuard,
+    segment_captions_path,
+)
+
+MIN_COVER = 0.5  # a row must cover at least this share of a segment to caption it
+TIME_COLUMNS = ("start_s", "end_s")
+
+
+@dataclass(frozen=True)
+class SegmentCaption:
+    start_s: float
+    end_s: float
+    caption: str
+    source: str  # "<table>:<line>"
+
+
+def _column(frame: pl.DataFrame, wanted: str | None, candidates: tuple[str, ...], what: str,
+            path: Path) -> str:
+    names = (wanted,) if wanted else candidates
+    for name in names:
+        if name in frame.columns:
+            return name
+    raise ManifestError(f"{path}: no {what} column (looked for {', '.join(names)}); columns: "
+                        f"{frame.columns}")
+
+
+def _seconds(value, path: Path, line: int, column: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ManifestError(f"{path}:{line}: {column} is {value!r}, not a number of seconds"
+                            ) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ManifestError(f"{path}:{line}: {column} is {value!r}; it must be >= 0")
+    return seconds
+
+
+def read_segment_captions(sources: SourceSettings) -> dict[str, list[SegmentCaption]]:
+    """The table's rows by video (its path relative to the data root); {} when unset."""
+    path = segment_captions_path(sources)
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise ManifestError(f"segment_captions table {path} does not exist")
+    try:
+        if path.suffix == ".csv":
+            frame = pl.read_csv(path, infer_schema=False)
+        elif path.suffix == ".jsonl":
+            frame = pl.read_ndjson(path)
+        elif path.suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        else:
+            raise ManifestError(f"segment_captions table {path}: use .jsonl, .csv or .parquet")
+    except ManifestError:
+        raise
+    except Exception as exc:  # polars raises several exception types for malformed files
+        raise ManifestError(f"{path}: cannot be read as a table: {exc}") from exc
+    video_col = _column(frame, sources.video_column, DEFAULT_VIDEO_COLUMNS, "video", path)
+    caption_col = _column(frame, sources.caption_column, DEFAULT_CAPTION_COLUMNS, "caption", path)
+    for name in TIME_COLUMNS:
+        _column(frame, name, (name,), name, path)
+    guard = RootGuard(Path(sources.data_root))
+    first_line = 2 if path.suffix == ".csv" else 1
+    by_video: dict[str, list[SegmentCaption]] = {}
+    for i, row in enumerate(frame.iter_rows(named=True)):
+        line = i + first_line
+        video, why = guard.resolve(str(row[video_col] or ""))
+        if video is None:
+            raise ManifestError(f"{path}:{line}: {why}")
+        start = _seconds(row["start_s"], path, line, "start_s")
+        end = _seconds(row["end_s"], path, line, "end_s")
+        if end <= start:
+            raise ManifestError(f"{path}:{line}: end_s {end:g} is not after start_s {start:g}")
+        caption = str(row[caption_col] or "").strip()
+        by_video.setdefault(video, []).append(
+            SegmentCaption(start, end, caption, f"{path.name}:{line}"))
+    return by_video
+
+
+def match_caption(captions: list[SegmentCaption], start_s: float, end_s: float
+                  ) -> SegmentCaption | None:
+    """The row overlapping [start_s, end_s) most, if it covers at least MIN_COVER of it."""
+    best, best_overlap = None, 0.0
+    for row in captions:
+        if not row.caption:
+            continue
+        overlap = min(row.end_s, end_s) - max(row.start_s, start_s)
+        if overlap > best_overlap:
+            best, best_overlap = row, overlap
+    if best is None or best_overlap < MIN_COVER * (end_s - start_s):
+        return None
+    return best
+
+
+def captions_digest(captions: Mapping[str, list[SegmentCaption]], video: str) -> str:
+    """What the table says about one video, as text for the upload fingerprint."""
+    return ";".join(f"{c.start_s:g}-{c.end_s:g}:{c.caption}" for c in captions.get(video, []))

@@ -166,3 +166,16 @@ def test_changed_settings_make_the_sensor_run_every_shard_once(materialized):
                                                                     "shard-00001"]
     assert all("has a new code version" in r.tags["cog_assets/why"] for r in result.run_requests)
     assert t.shards_requested() == []
+
+
+@pytest.mark.slow
+def test_a_materialized_shard_that_lost_every_clip_is_run_to_retire_it(materialized):
+    t, root = materialized
+    gone = {"clips/clip_00.mp4", "clips/clip_02.mp4"}  # all of shard-00000 (2 shards)
+    assert {shard_for(v, 2) for v in gone} == {"shard-00000"}
+    videos = (root / "videos.txt").read_text().splitlines()
+    prompts = (root / "prompts.txt").read_text().splitlines()
+    kept = [(v, p) for v, p in zip(videos, prompts) if v not in gone]
+    (root / "videos.txt").write_text("".join(f"{v}\n" for v, _ in kept))
+    (root / "prompts.txt").write_text("".join(f"{p}\n" for _, p in kept))
+    assert t.shards_requested() == ["shard-00000"]

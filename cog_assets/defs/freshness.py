@@ -108,7 +108,8 @@ def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
                                         if cause.dependency else "")
                                      for cause in causes)
         index = f"{store.path(layout.shard_dir(profile, shard))}/{layout.INDEX_FILE}"
-        if not state.reasons and not store.exists(index):
+        live = state.fingerprint != EMPTY_SHARD  # a retired shard has no index to check
+        if not state.reasons and live and not store.exists(index):
             state.reasons.append(f"its finished index {index} is missing from the store")
         states[shard] = state
     return states

@@ -30,7 +30,8 @@ from cog_assets.sources import ManifestError
 
 
 def _instance(dagster_home: str | None):
-    """The persistent instance under DAGSTER_HOME (created with the directory if needed)."""
+    """The persistent instance under DAGSTER_HOME (created with the directory if needed),
+    with the pool slots of runs whose process is gone given back (logged)."""
     from dagster import DagsterInstance
 
     home = Path(dagster_home or os.environ.get("DAGSTER_HOME") or "").expanduser()
@@ -49,7 +50,11 @@ def _instance(dagster_home: str | None):
     config = home / "dagster.yaml"
     if not config.exists():
         shutil.copyfile(Path(__file__).with_name("dagster.yaml"), config)
-    return DagsterInstance.get()
+    instance = DagsterInstance.get()
+    from cog_assets.defs.dead_runs import release_dead_runs
+
+    release_dead_runs(instance)  # a run killed before it could end holds no slot we wait for
+    return instance
 
 
 def _print_summaries(summaries) -> None:
@@ -149,13 +154,24 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     settings = load_settings(overrides=overrides_from_args(args))
     previous = None
     if args.resume:
-        if not args.summary_json or not Path(args.summary_json).is_file():
+        if not args.summary_json:
             raise SettingsError("--resume needs --summary-json pointing at the earlier summary")
-        previous = json.loads(Path(args.summary_json).read_text())["shards"]
+        if Path(args.summary_json).is_file():
+            previous = json.loads(Path(args.summary_json).read_text())["shards"]
+        else:  # killed before its first shard ended: nothing finished to skip
+            print(f"no summary at {args.summary_json} yet: nothing to resume, running every "
+                  "shard")
     instance = _instance(args.dagster_home)
     shards = select_shards(register_shards(instance, settings), args.shard, args.shard_range)
+
+    def after_each_shard(so_far) -> None:  # a backfill killed now can --resume from here
+        if args.summary_json:
+            write_summary_json(args.summary_json, so_far,
+                               pending=[s for s in shards if s not in so_far])
+
     summaries = materialize_shards(settings, instance, shards, parallel=args.parallel,
-                                   resume_from=previous, force=args.force)
+                                   resume_from=previous, force=args.force,
+                                   on_shard=after_each_shard)
     _print_summaries(summaries)
     if args.summary_json:
         write_summary_json(args.summary_json, summaries)
@@ -235,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     backfill = sub.add_parser("backfill", help="materialize every shard of a data root")
     run = backfill.add_argument_group("what to run")
-    run.add_argument("--summary-json", help="write a machine-readable summary here")
+    run.add_argument("--summary-json", help="write a machine-readable summary here (after "
+                     "every shard, atomically, so --resume works after a kill)")
     run.add_argument("--shard", action="append", metavar="KEY",
                      help="only this shard (repeatable), e.g. shard-00003")
     run.add_argument("--shard-range", metavar="FIRST:LAST",

@@ -93,6 +93,14 @@ class SourceSettings(_Group):
     id_token: Optional[str] = setting(
         None, "trigger word put before every caption, as cogvideox-factory's --id_token: T5 "
         "encodes it and the exports' prompts carry it")
+    manifests: list[str] = setting(
+        [], "table manifests to read, as globs under the data root, e.g. meta/*.csv (default: "
+        "every top-level *.csv, *.jsonl and *.parquet; one without caption and video columns "
+        "is skipped with a warning, while a file a glob names must be a manifest)")
+    settle_s: float = setting(
+        0.0, "seconds a video must have been left unchanged before it is read; a younger one "
+        "is deferred to a later run (files that change while being hashed or read always are)",
+        ge=0)
 
     _data_root_absolute = field_validator("data_root")(_absolute)
 
@@ -105,6 +113,19 @@ class SourceSettings(_Group):
             raise ValueError("must be a non-empty word on one line, without leading or "
                              "trailing spaces (one space joins it to each caption)")
         return token
+
+    @field_validator("manifests", mode="before")
+    @classmethod
+    def _globs(cls, value: Any) -> list[str]:
+        """Relative globs that stay inside the data root, from a list or one comma-separated
+        string."""
+        items = value.split(",") if isinstance(value, str) else list(value or [])
+        globs = [str(item).strip() for item in items if str(item).strip()]
+        for glob in globs:
+            if glob.startswith(("/", "\\")) or ".." in glob.replace("\\", "/").split("/"):
+                raise ValueError(f"{glob!r} must be relative to the data root and not climb "
+                                 "out of it with '..'")
+        return globs
 
 
 class FrameSettings(_Group):
@@ -150,6 +171,9 @@ class MediaLimits(_Group):
     decode_timeout_s: float = setting(
         300.0, "seconds one clip may take to decode (a scene scan: per minute of footage); a "
         "slower decode is stopped and the clip rejected as decode_timeout", gt=0)
+    probe_timeout_s: float = setting(
+        60.0, "seconds reading one file's headers may take; a slower probe is stopped and the "
+        "file rejected as probe_timeout", gt=0)
 
 
 class SegmentSettings(_Group):

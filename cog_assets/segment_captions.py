@@ -10,6 +10,7 @@ naming the file and line: a caption is never guessed.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from pathlib import Path
 import polars as pl
 
 from cog_assets.config import SourceSettings
+from cog_assets.media.errors import MediaError
 from cog_assets.sources import (
     DEFAULT_CAPTION_COLUMNS,
     DEFAULT_VIDEO_COLUMNS,
     ManifestError,
     RootGuard,
+    _manifest_bytes,
     segment_captions_path,
 )
 
@@ -67,16 +70,19 @@ def read_segment_captions(sources: SourceSettings) -> dict[str, list[SegmentCapt
     if not path.is_file():
         raise ManifestError(f"segment_captions table {path} does not exist")
     try:
+        data = io.BytesIO(_manifest_bytes(path, Path(sources.data_root)))
         if path.suffix == ".csv":
-            frame = pl.read_csv(path, infer_schema=False)
+            frame = pl.read_csv(data, infer_schema=False)
         elif path.suffix == ".jsonl":
-            frame = pl.read_ndjson(path)
+            frame = pl.read_ndjson(data)
         elif path.suffix == ".parquet":
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(data)
         else:
             raise ManifestError(f"segment_captions table {path}: use .jsonl, .csv or .parquet")
     except ManifestError:
         raise
+    except MediaError as exc:  # a symlink out of the root, a FIFO, ...
+        raise ManifestError(f"segment_captions table {path}: {exc.message}") from None
     except Exception as exc:  # polars raises several exception types for malformed files
         raise ManifestError(f"{path}: cannot be read as a table: {exc}") from exc
     video_col = _column(frame, sources.video_column, DEFAULT_VIDEO_COLUMNS, "video", path)
@@ -88,8 +94,10 @@ def read_segment_captions(sources: SourceSettings) -> dict[str, list[SegmentCapt
     by_video: dict[str, list[SegmentCaption]] = {}
     for i, row in enumerate(frame.iter_rows(named=True)):
         line = i + first_line
-        video, why = guard.resolve(str(row[video_col] or ""))
-        if video is None:
+        cell = row[video_col]
+        video, reason, why = guard.check(None if cell is None else str(cell), f"{path.name}:{line}",
+                                         must_exist=False)
+        if reason is not None:
             raise ManifestError(f"{path}:{line}: {why}")
         start = _seconds(row["start_s"], path, line, "start_s")
         end = _seconds(row["end_s"], path, line, "end_s")

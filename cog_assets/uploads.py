@@ -20,7 +20,10 @@ import polars as pl
 
 from cog_assets import layout
 from cog_assets.config import SourceSettings
-from cog_assets.keys import caption_sha256, file_sha256
+from cog_assets.keys import caption_sha256
+from cog_assets.media.errors import MediaError
+from cog_assets.media.safe_open import hash_at_rest
+from cog_assets.reasons import RejectReason
 from cog_assets.segment_captions import captions_digest, read_segment_captions
 from cog_assets.sharding import shard_for
 from cog_assets.sources import read_manifests
@@ -35,33 +38,47 @@ class FileLister(Protocol):
     def stat_all(self) -> pl.DataFrame:
         """Every file as (path relative to the root, size, mtime_ns)."""
 
-    def sha256(self, path: str) -> str:
-        """The content hash of one file."""
+    def sha256(self, path: str) -> str | None:
+        """The content hash of one file; None while it is not at rest (try again later)."""
 
 
 @dataclass(frozen=True)
 class LocalLister:
     root: Path
+    settle_s: float = 0.0
 
-    def _walk(self, directory: str) -> Iterator[tuple[str, int, int]]:
+    def _walk(self, directory: str, real_root: str) -> Iterator[tuple[str, int, int]]:
         with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    yield from self._walk(entry.path)
-                elif entry.is_file():
-                    stat = entry.stat()
+                    yield from self._walk(entry.path, real_root)
+                elif entry.is_file(follow_symlinks=False):
+                    stat = entry.stat(follow_symlinks=False)
                     yield entry.path, stat.st_size, stat.st_mtime_ns
+                elif entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if target.startswith(real_root + os.sep) and os.path.isfile(target):
+                        stat = os.stat(target)
+                        yield entry.path, stat.st_size, stat.st_mtime_ns
 
     def stat_all(self) -> pl.DataFrame:
         root = str(self.root)
         prefix = len(root.rstrip("/")) + 1
-        rows = [(p[prefix:].replace(os.sep, "/"), s, m) for p, s, m in self._walk(root)]
+        rows = [(p[prefix:].replace(os.sep, "/"), s, m)
+                for p, s, m in self._walk(root, os.path.realpath(root))]
         return pl.DataFrame(rows, schema=list(SNAPSHOT_SCHEMA)[:3], orient="row")
 
-    def sha256(self, path: str) -> str:
-        return file_sha256(str(self.root / path))
+    def sha256(self, path: str) -> str | None:
+        try:
+            return hash_at_rest(self.root / path, self.root, self.settle_s)[1]
+        except MediaError as exc:
+            if exc.reason == RejectReason.deferred:  # still being written: a later tick
+                return None
+            # gone, unreadable, or no longer a regular file inside the root: a state of its
+            # own, so the shard's run (which rejects the row) is not held back for it
+            return f"refused:{exc.reason}"
 
 
 @dataclass
@@ -70,7 +87,7 @@ class ScanResult:
     hashed: int  # files whose bytes were read this tick
     changed_files: list[str]  # new or different bytes
     deleted_files: list[str]
-    pending: int = 0  # files left to hash on a later tick (hash budget spent)
+    pending: int = 0  # files left to hash on a later tick (hash budget spent, or in flux)
 
 
 def refresh_snapshot(previous: pl.DataFrame | None, lister: FileLister,
@@ -204,7 +221,7 @@ class UploadTick:
 def current_fingerprints(state: UploadState, sources: SourceSettings) -> dict[str, str]:
     """Fingerprints now, re-using the latest saved hashes; saves nothing (for observations)."""
     files, _ = state.load(state.latest_generation())
-    scan = refresh_snapshot(files, LocalLister(Path(sources.data_root)))
+    scan = refresh_snapshot(files, LocalLister(Path(sources.data_root), sources.settle_s))
     return shard_fingerprints(sources, scan.snapshot)
 
 
@@ -216,7 +233,8 @@ def scan_uploads(state: UploadState, generation: int | None, sources: SourceSett
     Shards with files still to hash keep their previous fingerprint in the saved state and
     are reported on the tick that finishes hashing them."""
     previous_files, previous_fps = state.load(generation)
-    scan = refresh_snapshot(previous_files, lister or LocalLister(Path(sources.data_root)),
+    scan = refresh_snapshot(previous_files,
+                            lister or LocalLister(Path(sources.data_root), sources.settle_s),
                             hash_budget_s)
     fingerprints = shard_fingerprints(sources, scan.snapshot)
     saved = {s: fp if fp is not None else previous_fps.get(s) for s, fp in fingerprints.items()}

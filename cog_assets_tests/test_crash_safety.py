@@ -7,7 +7,12 @@ Real `cog-assets backfill` processes (DAGSTER_HOME in tmp, tiny profile, one sha
 - two runs of the same shard at once on one store both succeed (or one fails cleanly) and the
   finished dataset reads back consistently;
 - an I/O error while writing (a read-only store, or the last file of the shard refused) fails
-  the step with a clear message and leaves the previous finished dataset as it was.
+  the step with a clear message and leaves the previous finished dataset as it was;
+- killed inside any one stage (the GPU steps included, which hold the instance's only `gpu`
+  pool slot), a rerun with the same DAGSTER_HOME frees what the dead run held, says so, and
+  finishes with the dataset an uninterrupted run makes;
+- killed between shards, `--resume` skips the shards the summary (written after every shard)
+  already has.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import pytest
 from cog_assets.loader import CogVideoXLatentDataset
 from cog_assets_tests.conftest import make_dataset
 from cog_assets_tests.fixtures.pipeline import (
+    StepWatch,
     audit_store,
     backfill_here,
+    kill_inside_step,
     read_shard,
     start_backfill,
 )
@@ -257,3 +264,81 @@ def test_io_error_on_the_last_file_of_the_shard_keeps_the_previous_dataset(
     dataset = CogVideoXLatentDataset(store / "datasets" / "tiny", "tiny")
     for i in range(len(dataset)):
         dataset[i]
+
+
+# -- (d) SIGKILL inside each stage, then a rerun in the same instance --------------------------
+
+STAGES = ["raw_manifest", "validated_clips", "frame_tensors", "t5_embeddings", "vae_latents",
+          "training_dataset"]
+GPU_STAGES = {"t5_embeddings", "vae_latents"}  # pool `gpu`: one slot in the shipped yaml
+KILL_ATTEMPTS = 3  # a stage that ends before the kill lands is tried again
+# Not a performance bound: a rerun that waits on the dead run's slot never ends at all.
+RERUN_LIMIT_S = 600
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The dataset (with one undecodable file) and what a run that is never killed makes."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    data = make_dataset(tmp / "data", 4, broken=True)
+    code, summary, output = backfill_here(data, tmp / "store", tmp / "home", tmp / "run")
+    assert code == 0, output[-4000:]
+    return data, read_shard(_shard_dir(tmp / "store"))
+
+
+def _same_dataset(store: Path, expected: dict) -> None:
+    shard = read_shard(_shard_dir(store))
+    assert shard["index"].equals(expected["index"])
+    assert shard["rejects"].equals(expected["rejects"])
+    for name in ("latents", "embeds"):
+        assert shard[name].keys() == expected[name].keys()
+        assert all(shard[name][k].equal(expected[name][k]) for k in shard[name]), name
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_killed_inside_a_stage_the_rerun_frees_the_dead_runs_slot_and_finishes(
+        uninterrupted, tmp_path, stage):
+    data, expected = uninterrupted
+    store, home = tmp_path / "store", tmp_path / "home"
+    for attempt in range(KILL_ATTEMPTS):
+        watch = StepWatch(home)
+        run = start_backfill(data, store, home, tmp_path / f"killed-{attempt}")
+        if kill_inside_step(run, home, stage, watch=watch):
+            break
+    else:
+        pytest.fail(f"{stage} ended before every one of {KILL_ATTEMPTS} kills landed")
+    _assert_no_half_written_files(store)
+    rerun = start_backfill(data, store, home, tmp_path / "rerun")
+    code = rerun.wait(RERUN_LIMIT_S)
+    output = rerun.output()
+    assert code == 0, output[-4000:]
+    slots = 1 if stage in GPU_STAGES else 0
+    assert "its process" in output and "is gone; marked failed" in output, output[-4000:]
+    assert f"freed {slots} pool slot" in output, output[-4000:]
+    _same_dataset(store, expected)
+    _assert_no_half_written_files(store)
+
+
+def test_resume_after_a_kill_skips_the_shards_the_summary_already_has(tmp_path):
+    """Two shards; killed while the second runs: the summary written after the first lets
+    `--resume` skip it; the rerun computes the second only."""
+    data = make_dataset(tmp_path / "data", 6, broken=False)
+    store, home = tmp_path / "store", tmp_path / "home"
+    run = start_backfill(data, store, home, tmp_path / "killed", "--shards", "2")
+    deadline = time.monotonic() + RERUN_LIMIT_S
+    while not run.summary.exists() and run.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.summary.exists(), run.output()[-4000:]
+    partial = run.summary_json()
+    assert kill_inside_step(run, home, "frame_tensors", watch=StepWatch(home, unfinished_only=True))
+    [first] = partial["shards"]
+    assert partial["shards"][first]["success"] and partial["success"] is False
+    [second] = partial["pending"]
+    work = tmp_path / "killed"  # resume from the same summary file
+    resumed = start_backfill(data, store, home, work, "--shards", "2", "--resume")
+    assert resumed.wait(RERUN_LIMIT_S) == 0, resumed.output()[-4000:]
+    summary = resumed.summary_json()
+    assert summary["success"] and summary["pending"] == []
+    assert summary["shards"][first]["resumed"] and not summary["shards"][second]["resumed"]
+    assert summary["shards"][second]["success"]
+    assert summary["shards"][first]["accepted"] + summary["shards"][second]["accepted"] == 6

@@ -47,7 +47,7 @@ def test_probe_errors(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(np.random.default_rng(0).bytes(4096))
     cases = {empty: "empty_file", junk: "unreadable", _wav(tmp_path / "a.wav"): "no_video_stream",
-             tmp_path / "missing.mp4": "unreadable"}
+             tmp_path / "missing.mp4": "missing_file"}
     for path, reason in cases.items():
         with pytest.raises(MediaError) as info:
             probe_video(path)

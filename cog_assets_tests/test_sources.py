@@ -101,3 +101,147 @@ def test_manifest_reuses_hashes_the_sensor_already_took(tmp_path):
                            known=known).sort("clip_id")
     assert frame["content_hash"].to_list() == [
         "hash-from-the-sensor", hashlib.sha256(b"not really a video").hexdigest()]
+
+
+# -- hostile manifests: row-level errors stay row-level (issue 12) ----------------------------
+
+def _reasons(rows):
+    return [(r.source, r.issue_reason) for r in rows]
+
+
+def test_invalid_utf8_rejects_only_its_row(tmp_path):
+    _touch(tmp_path, "a.mp4", "b.mp4", "c.mp4")
+    (tmp_path / "videos.txt").write_bytes(b"a.mp4\nb\xff.mp4\nc.mp4\n")
+    (tmp_path / "prompts.txt").write_bytes(b"fine\ncaf\xe9 latin-1\nalso fine\n")
+    rows = _read(tmp_path)
+    assert _reasons(rows) == [("videos.txt:1", None), ("videos.txt:2", "not_utf8"),
+                              ("videos.txt:3", None)]
+    assert "videos.txt:2" in rows[1].issue_message and "UTF-8" in rows[1].issue_message
+
+
+def test_invalid_utf8_caption_in_a_csv_rejects_only_its_row(tmp_path):
+    _touch(tmp_path, "a.mp4", "b.mp4")
+    (tmp_path / "m.csv").write_bytes(b"video,caption\na.mp4,caf\xe9\nb.mp4,fine\n")
+    assert _reasons(_read(tmp_path)) == [("m.csv:2", "not_utf8"), ("m.csv:3", None)]
+
+
+def test_a_malformed_jsonl_line_rejects_only_that_line(tmp_path):
+    _touch(tmp_path, "a.mp4", "b.mp4", "c.mp4")
+    (tmp_path / "m.jsonl").write_bytes(
+        b'{"video": "a.mp4", "caption": "one"}\n'
+        b'{"video": "b.mp4", "caption": \n'
+        b'["not", "an", "object"]\n'
+        b'\n'
+        b'{"video": ["c.mp4"], "caption": "a list is no path"}\n'
+        b'{"video": null, "caption": "no video"}\n'
+        b'{"video": "c.mp4", "caption": 42}\n')
+    rows = _read(tmp_path)
+    assert _reasons(rows) == [
+        ("m.jsonl:1", None), ("m.jsonl:2", "malformed_row"), ("m.jsonl:3", "malformed_row"),
+        ("m.jsonl:5", "malformed_row"), ("m.jsonl:6", "null_path"), ("m.jsonl:7", None)]
+    assert rows[-1].caption == "42"
+
+
+def test_csv_line_numbers_count_the_lines_of_multi_line_captions(tmp_path):
+    _touch(tmp_path, "a.mp4", "b.mp4", "c.mp4")
+    (tmp_path / "m.csv").write_text(
+        'video,caption\n'
+        'a.mp4,"a caption\nover three\nlines"\n'
+        'b.mp4,"then ""quoted"""\n'
+        '\n'
+        'c.mp4,after a blank line\n')
+    rows = _read(tmp_path)
+    assert [(r.clip_id, r.source) for r in rows] == [
+        ("a.mp4", "m.csv:2"), ("b.mp4", "m.csv:5"), ("c.mp4", "m.csv:7")]
+    assert rows[0].caption == "a caption\nover three\nlines" and rows[1].caption == 'then "quoted"'
+
+
+def test_a_broken_csv_record_rejects_its_lines_only(tmp_path):
+    _touch(tmp_path, "a.mp4", "b.mp4", "c.mp4")
+    (tmp_path / "m.csv").write_text('video,caption\na.mp4,"ok"x\nb.mp4,two,extra\nc.mp4,fine\n')
+    assert _reasons(_read(tmp_path)) == [("m.csv:2", "malformed_row"),
+                                         ("m.csv:3", "malformed_row"), ("m.csv:4", None)]
+
+
+def test_null_empty_nul_and_non_file_paths_say_what_is_true(tmp_path):
+    import os
+
+    _touch(tmp_path, "a.mp4", "sub/b.mp4")
+    (tmp_path / "folder.mp4").mkdir()
+    os.mkfifo(tmp_path / "pipe.mp4")
+    (tmp_path / "m.csv").write_bytes(
+        b"video,caption\n"
+        b",empty cell\n"
+        b"sub\x00dir/a.mp4,a NUL in a directory part\n"
+        b"folder.mp4,a directory\n"
+        b"pipe.mp4,a FIFO\n"
+        b"sub/../a.mp4,inside the root after all\n"
+        b"sub/../../a.mp4,out of it\n"
+        b"a.mp4,the same file again\n")
+    rows = _read(tmp_path)
+    assert _reasons(rows) == [
+        ("m.csv:2", "null_path"), ("m.csv:3", "invalid_path"), ("m.csv:4", "not_a_file"),
+        ("m.csv:5", "not_a_file"), ("m.csv:6", None), ("m.csv:7", "path_outside_root"),
+        ("m.csv:8", "duplicate_path")]
+    assert rows[4].clip_id == "a.mp4"
+    assert "FIFO" in rows[3].issue_message and "directory" in rows[2].issue_message
+    assert "climbs out" in rows[5].issue_message
+
+
+def test_a_table_that_is_not_a_manifest_is_skipped_with_a_warning(tmp_path, caplog):
+    _touch(tmp_path, "a.mp4")
+    (tmp_path / "videos.txt").write_text("a.mp4\n")
+    (tmp_path / "prompts.txt").write_text("a caption\n")
+    (tmp_path / "scores.csv").write_text("clip,score\na.mp4,0.9\n")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with caplog.at_level("WARNING", logger="cog_assets.sources"):
+        rows = _read(tmp_path)
+    assert [r.clip_id for r in rows] == ["a.mp4"]
+    warned = caplog.text
+    assert "scores.csv" in warned and "no caption column" in warned
+    assert "broken.parquet" in warned
+
+
+def test_the_manifests_setting_selects_tables_and_refuses_a_named_non_manifest(tmp_path):
+    _touch(tmp_path, "a.mp4", "b.mp4")
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "clips.csv").write_text("path,text\nb.mp4,bee\n")
+    (tmp_path / "top.csv").write_text("video,caption\na.mp4,ay\n")
+    rows = _read(tmp_path, manifests=["meta/*.csv"])
+    assert [(r.clip_id, r.source) for r in rows] == [("b.mp4", "meta/clips.csv:2")]
+    (tmp_path / "meta" / "scores.csv").write_text("clip,score\nb.mp4,1\n")
+    with pytest.raises(ManifestError, match=r"scores.csv \(named by the manifests setting\)"):
+        _read(tmp_path, manifests=["meta/*.csv"])
+    with pytest.raises(ValueError, match="climb out"):
+        SourceSettings(data_root=str(tmp_path), manifests=["../*.csv"])
+
+
+def test_manifests_are_never_read_through_a_symlink_out_of_the_root(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _touch(root, "a.mp4")
+    _touch(outside, "x.mp4")
+    (outside / "prompts.txt").write_text("a secret caption\n")
+    (outside / "m.csv").write_text("video,caption\na.mp4,read from outside\n")
+    (root / "videos.txt").write_text("a.mp4\n")
+    (root / "prompts.txt").symlink_to(outside / "prompts.txt")
+    with pytest.raises(ManifestError, match="prompts.txt cannot be read.*outside the data root"):
+        _read(root)
+    (root / "prompts.txt").unlink()
+    (root / "prompts.txt").write_text("the real caption\n")
+    (root / "linked.csv").symlink_to(outside / "m.csv")
+    rows = _read(root)
+    assert [(r.clip_id, r.caption) for r in rows] == [("a.mp4", "the real caption")]
+
+
+def test_a_fifo_named_like_a_manifest_is_not_read(tmp_path):
+    import os
+
+    _touch(tmp_path, "a.mp4")
+    os.mkfifo(tmp_path / "videos.txt")  # reading it would block forever
+    (tmp_path / "prompts.txt").write_text("a caption\n")
+    with pytest.raises(ManifestError, match="FIFO"):
+        _read(tmp_path)
+    (tmp_path / "videos.txt").unlink()
+    (tmp_path / "videos.txt").write_text("a.mp4\n")
+    os.mkfifo(tmp_path / "pipe.csv")
+    assert [r.clip_id for r in _read(tmp_path)] == ["a.mp4"]

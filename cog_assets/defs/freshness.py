@@ -7,6 +7,7 @@ staleness, the one the UI shows and its "Materialize stale" selects from:
   versions) equals the one its latest materialization recorded;
 - no input's data version moved since, `uploads` included: its observation carries the
   shard's upload fingerprint, brought up to date here first (`record_uploads`);
+- its last run deferred no row (a file still being written is read by a later run);
 - and the finished index is still in the store (a deleted store is not "up to date").
 
 The backfill skips such shards without starting a run, the sensor requests runs for exactly
@@ -81,6 +82,15 @@ def record_uploads(instance: DagsterInstance, fingerprints: Mapping[str, str]) -
     return moved
 
 
+def _deferred_rows(record) -> int:
+    """Rows the last training_dataset materialization left for later (files in flux)."""
+    if record is None or record.event_log_entry.asset_materialization is None:
+        return 0
+    by_reason = record.event_log_entry.asset_materialization.metadata.get("rejects_by_reason")
+    value = getattr(by_reason, "value", by_reason) or {}
+    return int(value.get("deferred", 0)) if isinstance(value, dict) else 0
+
+
 def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
                     fingerprints: Mapping[str, str], store: ContentStore, profile: str,
                     shards: Iterable[str] | None = None) -> dict[str, ShardFreshness]:
@@ -97,6 +107,10 @@ def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
         if last is None and state.fingerprint == EMPTY_SHARD:
             states[shard] = state  # never had a dataset and has no clip: nothing to do
             continue
+        deferred = _deferred_rows(last)
+        if deferred:
+            state.reasons.append(f"{deferred} rows were deferred (still being written) by its "
+                                 "last run")
         for name in SHARD_ASSETS:
             status = resolver.get_status(AssetKey(name), shard)
             if status == StaleStatus.MISSING:

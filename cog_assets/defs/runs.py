@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,7 @@ from dagster import AssetRecordsFilter, DagsterInstance, execute_job
 from cog_assets import catalog, layout
 from cog_assets.config import Settings, SettingsError
 from cog_assets.decode_ahead import DecodeAhead
+from cog_assets.defs.dead_runs import run_process_tags
 from cog_assets.defs.definitions import build_definitions, reconstructable_job
 from cog_assets.defs.freshness import (
     DATASET_KEY,
@@ -70,6 +73,7 @@ class ShardSummary:
     computed: int = 0
     reused: int = 0
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    deferred: int = 0  # rows still being written: the shard is not done until they are read
     index_path: str | None = None
     rejects_path: str | None = None
     failure: str | None = None
@@ -107,6 +111,7 @@ def _read_dataset_metadata(summary: ShardSummary, metadata) -> None:
     summary.accepted = int(meta["accepted"])
     summary.rejected = int(meta["rejected"])
     summary.rejects_by_reason = dict(meta.get("rejects_by_reason") or {})
+    summary.deferred = int(summary.rejects_by_reason.get("deferred", 0))
     summary.index_path = str(meta["index_path"]) if "index_path" in meta else None
     summary.rejects_path = str(meta["rejects_path"]) if "rejects_path" in meta else None
 
@@ -166,7 +171,8 @@ def run_shard(settings: Settings, instance: DagsterInstance, shard: str,
               run_config: dict) -> ShardSummary:
     """One shard's `prepare_shards` run on the settings' executor, recorded in `instance`."""
     with execute_job(reconstructable_job(settings), instance=instance, run_config=run_config,
-                     tags={"dagster/partition": shard}, raise_on_error=False) as result:
+                     tags={"dagster/partition": shard, **run_process_tags()},
+                     raise_on_error=False) as result:
         return summarise(shard, result)
 
 
@@ -203,8 +209,11 @@ def judge_shards(settings: Settings, instance: DagsterInstance, shards: list[str
 
 
 def run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[str],
-                    run_config: dict, decode_ahead: bool = True) -> dict[str, ShardSummary]:
-    """One run per shard in this process; the next shard's frames decode meanwhile."""
+                    run_config: dict, decode_ahead: bool = True,
+                    on_done: Callable[[str, ShardSummary], None] | None = None
+                    ) -> dict[str, ShardSummary]:
+    """One run per shard in this process; the next shard's frames decode meanwhile.
+    `on_done(shard, summary)` is called as each shard ends."""
     if shards:
         import_model_code_in_background()
     ahead = DecodeAhead(settings) if decode_ahead and len(shards) > 1 else None
@@ -220,6 +229,8 @@ def run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[
                 summary.computed += decoded.computed
                 summary.reused = max(0, summary.reused - decoded.computed)
             summaries[shard] = summary
+            if on_done is not None:
+                on_done(shard, summary)
     finally:
         if ahead:
             ahead.close()
@@ -229,7 +240,8 @@ def run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[
 def materialize_shards(settings: Settings, instance: DagsterInstance,
                        shards: Iterable[str] | None = None, log_level: str = "WARNING",
                        parallel: int = 1, resume_from: dict[str, dict] | None = None,
-                       force: bool = False, decode_ahead: bool = True
+                       force: bool = False, decode_ahead: bool = True,
+                       on_shard: Callable[[dict[str, ShardSummary]], None] | None = None
                        ) -> dict[str, ShardSummary]:
     """Run the whole asset graph for each shard that needs it (all of the data root's by
     default).
@@ -241,9 +253,11 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
     persistent one under DAGSTER_HOME, which the workers open too); otherwise the shards run
     one after the other in this process, which loads each model once for all of them, and
     with `decode_ahead` the next shard's frames are decoded while this one's run encodes
-    (cog_assets.decode_ahead). `resume_from` (a previous
-    summary's "shards") skips shards that succeeded there and whose uploads have not changed
-    since. The console shows `log_level` and above; the instance keeps every event.
+    (cog_assets.decode_ahead). `resume_from` (a previous summary's "shards") skips shards
+    that succeeded there, with no deferred rows, and whose uploads have not changed since.
+    `on_shard` is called with the summaries so far each time a shard ends (to write them
+    where a killed backfill can resume from). The console shows `log_level` and above; the
+    instance keeps every event for the UI.
     """
     all_shards = register_shards(instance, settings)
     try:
@@ -254,7 +268,7 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
     wanted = list(all_shards if shards is None else shards)
     done = {}
     for shard, previous in (resume_from or {}).items():
-        if (shard in wanted and previous.get("success")
+        if (shard in wanted and previous.get("success") and not previous.get("deferred")
                 and previous.get("fingerprint") == fingerprints.get(shard)):
             done[shard] = ShardSummary(**{**previous, "resumed": True})
     states = judge_shards(settings, instance, [s for s in wanted if s not in done],
@@ -264,20 +278,27 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
                      if state.up_to_date and s not in done})
     todo = [s for s in wanted if s not in done]
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    if parallel > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=parallel,
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {shard: pool.submit(_run_shard_in_worker, settings, shard, run_config)
-                       for shard in todo}
-            summaries = {shard: future.result() for shard, future in futures.items()}
-    else:
-        summaries = run_in_sequence(settings, instance, todo, run_config, decode_ahead)
-    for shard, summary in summaries.items():
+    finished = dict(done)
+
+    def record(shard: str, summary: ShardSummary) -> None:
         summary.fingerprint = fingerprints.get(shard)
         state = states.get(shard)
         summary.why = (state.reasons if state else []) or (["forced"] if force else [])
+        finished[shard] = summary
+        if on_shard is not None:
+            on_shard({key: finished[key] for key in wanted if key in finished})
+
+    if parallel > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=parallel,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_shard_in_worker, settings, shard, run_config): shard
+                       for shard in todo}
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+    else:
+        run_in_sequence(settings, instance, todo, run_config, decode_ahead, record)
     reconcile_catalog(settings)
-    return {shard: (done.get(shard) or summaries[shard]) for shard in wanted}
+    return {shard: finished[shard] for shard in wanted}
 
 
 def reconcile_catalog(settings: Settings) -> None:
@@ -293,13 +314,29 @@ def reconcile_catalog(settings: Settings) -> None:
         logging.getLogger(__name__).warning("could not reconcile the catalog: %s", exc)
 
 
-def write_summary_json(path: str, summaries: dict[str, ShardSummary]) -> None:
+def write_summary_json(path: str, summaries: dict[str, ShardSummary],
+                       pending: Iterable[str] = ()) -> None:
+    """The machine-readable summary, replaced atomically (a reader, or a `--resume` after a
+    kill, never sees half a file). `pending`: shards of this backfill not finished yet."""
+    pending = list(pending)
     payload = {
-        "success": all(s.success for s in summaries.values()),
+        "success": all(s.success for s in summaries.values()) and not pending,
+        "pending": pending,
         "shards": {key: s.as_dict() for key, s in summaries.items()},
     }
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, delete=False,
+                                         prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        if os.path.exists(handle.name):
+            os.unlink(handle.name)
+        raise
 
 
 def run_exports(settings: Settings, instance: DagsterInstance, log_level: str = "WARNING"):

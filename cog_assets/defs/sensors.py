@@ -10,6 +10,7 @@ from dagster import (
     sensor,
 )
 
+from cog_assets.defs.dead_runs import release_dead_runs
 from cog_assets.defs.freshness import EMPTY_SHARD, graph_identity, shard_freshness
 from cog_assets.defs.jobs import prepare_shards_job
 from cog_assets.defs.partitions import SHARDS_PARTITION
@@ -44,7 +45,12 @@ def upload_sensor(context: SensorEvaluationContext, sources: SourcesResource,
     state those saved and judges every shard: nothing is launched when nothing changed. So
     does a tick after the definitions' code versions changed. Run keys carry the shard's
     fingerprint, the identity and its last success, so the same work is never launched twice.
+
+    Each tick first gives back the pool slots of runs whose process is gone (killed runs of
+    the UI, the sensor or a backfill: `release_dead_runs`, logged), so no run waits on a slot
+    no one will free.
     """
+    release_dead_runs(context.instance, context.log)  # or new runs wait for their slots
     cursor = json.loads(context.cursor) if context.cursor else {}
     settings = sources.settings()
     state = UploadState(store.open(), settings)

@@ -21,6 +21,7 @@ from cog_assets.reasons import RejectReason
 
 from .errors import MediaError
 from .probe import VideoProbe, probe_video
+from .safe_open import FileStamp, open_media
 from .resize import resize_geometry
 from .sampling import PTS_EPSILON_S, sample_timestamps, select_streaming
 
@@ -54,13 +55,10 @@ class _Overshot(Exception):
 
 @contextmanager
 def _open_video(
-    path: str | os.PathLike, threads: int = 0
+    path: str | os.PathLike, threads: int = 0, root: str | os.PathLike | None = None,
+    expect: FileStamp | None = None,
 ) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as e:
-        raise MediaError(RejectReason.unreadable, f"PyAV cannot open {path}: {e}") from e
-    with container:
+    with open_media(path, root=root, expect=expect) as container:
         if not container.streams.video:
             raise MediaError(RejectReason.no_video_stream, f"{path} has no video stream")
         stream = container.streams.video[0]
@@ -78,9 +76,11 @@ def _origin(stream: av.VideoStream) -> float | None:
     return float(stream.start_time * stream.time_base)
 
 
-def _scan_duration(path: str | os.PathLike, fallback_fps: float) -> float:
+def _scan_duration(path: str | os.PathLike, fallback_fps: float,
+                   root: str | os.PathLike | None = None, expect: FileStamp | None = None
+                   ) -> float:
     """Duration when headers lack it: end of the last packet (demux only, no decoding)."""
-    with _open_video(path) as (container, stream):
+    with _open_video(path, root=root, expect=expect) as (container, stream):
         tb = stream.time_base
         first = end = None
         try:
@@ -131,8 +131,10 @@ def _decode_into(
     tolerance_s: float,
     seek: bool,
     threads: int,
+    root: str | os.PathLike | None = None,
+    expect: FileStamp | None = None,
 ) -> None:
-    with _open_video(path, threads) as (container, stream):
+    with _open_video(path, threads, root, expect) as (container, stream):
         origin = _origin(stream)
         seeked = seek and origin is not None and wanted[0] > 0
         if seeked:
@@ -199,17 +201,21 @@ def segment_sampling_span(start_s: float, end_s: float) -> float:
 
 def read_clip_frames(path: str | os.PathLike, spec: FrameSpec, *,
                      probe: VideoProbe | None = None, threads: int = 0,
-                     segment: tuple[float, float] | None = None) -> np.ndarray:
+                     segment: tuple[float, float] | None = None,
+                     root: str | os.PathLike | None = None,
+                     expect: FileStamp | None = None) -> np.ndarray:
     """uint8 RGB [num_frames, height, width, 3] sampled at `spec.fps`, resized per spec.
 
     Seeks to the keyframe before the window, decodes until the last wanted frame
     is settled, and converts only frames that are picked. Durations get half a
     source frame of tolerance; `threads` is the decoder's thread count (0: FFmpeg's
     choice). `segment` (start_s, end_s) samples inside that stretch of the source only
-    (a scene of a long video), with no tolerance past its end. Raises MediaError; a file
-    whose data ends before the window does ("truncated") is never padded with copies.
+    (a scene of a long video), with no tolerance past its end. The file is opened by
+    `open_media` (a regular file inside `root`, a single-file container, unchanged since
+    `expect`). Raises MediaError; a file whose data ends before the window does
+    ("truncated") is never padded with copies.
     """
-    probe = probe or probe_video(path)
+    probe = probe or probe_video(path, root=root, expect=expect)
     if segment is not None:
         start_s, end_s = segment
         wanted = [start_s + t for t in sample_timestamps(
@@ -218,16 +224,16 @@ def read_clip_frames(path: str | os.PathLike, spec: FrameSpec, *,
     else:
         duration = probe.duration_s
         if duration is None:
-            duration = _scan_duration(path, probe.fps)
+            duration = _scan_duration(path, probe.fps, root, expect)
         wanted = sample_timestamps(duration, spec.num_frames, spec.fps, spec.start, spec.seed,
                                    short_clips=spec.short_clips, tolerance_s=half_frame(probe))
     convert = _converter(probe, spec.height, spec.width, spec.resize)
     out = np.empty((spec.num_frames, spec.height, spec.width, 3), dtype=np.uint8)
     args = (path, out, wanted, convert, probe.fps, half_frame(probe))
     try:
-        _decode_into(*args, seek=True, threads=threads)
+        _decode_into(*args, seek=True, threads=threads, root=root, expect=expect)
     except _Overshot:
-        _decode_into(*args, seek=False, threads=threads)
+        _decode_into(*args, seek=False, threads=threads, root=root, expect=expect)
     return out
 
 
@@ -240,19 +246,22 @@ class ClipTask:
     image_path: str | None = None  # I2V: a supplied still replaces the clip's first frame
     threads: int = 0
     segment: tuple[float, float] | None = None  # (start_s, end_s) of a scene; None: the file
+    root: str | None = None  # the data root nothing may be read from outside of
+    stamp: str | None = None  # FileStamp.text() of the video when it was hashed
 
 
 def decode_clip_task(task: ClipTask) -> dict[str, np.ndarray]:
     """{"frames": [F,H,W,3]} plus, for I2V, {"first_frame": [H,W,3]} (the supplied image if any)."""
     spec = task.spec
-    frames = read_clip_frames(task.path, spec, threads=task.threads, segment=task.segment)
+    frames = read_clip_frames(task.path, spec, threads=task.threads, segment=task.segment,
+                              root=task.root, expect=FileStamp.parse(task.stamp))
     out = {"frames": frames}
     if spec.i2v:
         if task.image_path:
             from .image import read_image  # PIL only where images are used
 
             out["first_frame"] = read_image(task.image_path, spec.height, spec.width,
-                                            spec.resize)
+                                            spec.resize, root=task.root)
         else:
             out["first_frame"] = frames[0].copy()
     return out

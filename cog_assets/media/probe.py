@@ -1,8 +1,14 @@
-"""Cheap per-clip metadata: what a viewer would see, without decoding the clip."""
+"""Cheap per-clip metadata: what a viewer would see, from the headers alone.
+
+Nothing is decoded: the display rotation is read from the stream's side data, so the limits
+(pixels, duration) are checked on metadata before any frame of a hostile file is decoded.
+`probe_task` is the picklable entry point the validation stage runs in isolated workers.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +17,12 @@ import av
 from cog_assets.reasons import RejectReason
 
 from .errors import MediaError
+from .safe_open import FileStamp, display_rotation_ccw, open_media
 
 __all__ = ["VideoProbe", "probe_video", "clockwise_rotation"]
+
+# How far (degrees) a display matrix may be from a quarter turn and still count as one.
+QUARTER_TURN_TOLERANCE = 1.0
 
 
 @dataclass(frozen=True)
@@ -34,11 +44,26 @@ class VideoProbe:
 def clockwise_rotation(ccw_degrees: float) -> int:
     """Turn FFmpeg's display-matrix angle into clockwise degrees snapped to 0/90/180/270.
 
-    FFmpeg (and PyAV's `VideoFrame.rotation`) report the counter-clockwise angle
-    the matrix applies; e.g. a phone portrait clip stores -90, which a viewer shows
-    by turning the coded landscape frame 90 degrees clockwise.
+    FFmpeg reports the counter-clockwise angle the matrix applies; e.g. a phone portrait clip
+    stores -90, which a viewer shows by turning the coded landscape frame 90 degrees
+    clockwise.
     """
     return int(round(-ccw_degrees / 90.0)) % 4 * 90
+
+
+def _rotation(container: av.container.InputContainer, stream: av.VideoStream, name: str) -> int:
+    """The clip's clockwise quarter turn; a rotation that cannot be read, or that is no
+    quarter turn, rejects the clip (`unknown_rotation`): assuming 0 would train on a phone's
+    portrait clip lying on its side."""
+    angle = display_rotation_ccw(container, stream.index)
+    if angle is None:
+        raise MediaError(RejectReason.unknown_rotation,
+                         f"{name}: the display matrix of its video stream cannot be read")
+    if abs(angle - 90.0 * round(angle / 90.0)) > QUARTER_TURN_TOLERANCE:
+        raise MediaError(RejectReason.unknown_rotation,
+                         f"{name}: the display matrix turns the picture by {angle:g} degrees, "
+                         "not a quarter turn, so it cannot be shown upright")
+    return clockwise_rotation(angle)
 
 
 def display_size(coded_width: int, coded_height: int, sar: float, rotation: int) -> tuple[int, int]:
@@ -46,17 +71,6 @@ def display_size(coded_width: int, coded_height: int, sar: float, rotation: int)
     w = max(1, round(coded_width * sar))
     h = coded_height
     return (h, w) if rotation in (90, 270) else (w, h)
-
-
-def _first_frame_rotation(container: av.container.InputContainer, stream: av.VideoStream) -> int:
-    # PyAV 18 cannot read stream-level side data, but FFmpeg copies the display
-    # matrix onto every decoded frame; one frame is the cheap way to get it.
-    try:
-        for frame in container.decode(stream):
-            return clockwise_rotation(frame.rotation)
-    except (av.error.FFmpegError, ValueError):
-        pass  # a broken first frame is decode's problem; probing stays lenient
-    return 0
 
 
 def _tag_seconds(value: str | None) -> float | None:
@@ -79,19 +93,21 @@ def _video_duration(container: av.container.InputContainer, stream: av.VideoStre
     return container.duration / av.time_base if container.duration else None
 
 
-def probe_video(path: str | os.PathLike) -> VideoProbe:
-    """Read stream headers (and at most the first frame, for rotation)."""
-    p = Path(path)
-    try:
-        if p.stat().st_size == 0:
-            raise MediaError(RejectReason.empty_file, f"{p} has zero bytes")
-    except OSError as e:
-        raise MediaError(RejectReason.unreadable, f"cannot stat {p}: {e}") from e
-    try:
-        container = av.open(str(p))
-    except (av.error.FFmpegError, ValueError, OSError) as e:
-        raise MediaError(RejectReason.unreadable, f"PyAV cannot open {p}: {e}") from e
-    with container:
+def probe_video(path: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                expect: FileStamp | None = None,
+                before_decoding: Callable[[VideoProbe], None] | None = None) -> VideoProbe:
+    """Read the stream headers through `open_media` (a regular file inside `root`, a single-file
+    container, unchanged since `expect` when given). FFmpeg's stream analysis decodes the first
+    frames to fill in what headers omit (the pixel format); `before_decoding` (e.g. the size
+    and duration limits) is called, and may raise, with a first probe that decoded nothing."""
+    if before_decoding is not None:
+        before_decoding(_read_probe(Path(path), root, expect, headers_only=True))
+    return _read_probe(Path(path), root, expect, headers_only=False)
+
+
+def _read_probe(p: Path, root: str | os.PathLike | None, expect: FileStamp | None,
+                headers_only: bool) -> VideoProbe:
+    with open_media(p, root=root, expect=expect, headers_only=headers_only) as container:
         if not container.streams.video:
             kinds = ", ".join(s.type for s in container.streams) or "none"
             raise MediaError(RejectReason.no_video_stream, f"{p} has no video stream (streams: {kinds})")
@@ -105,7 +121,7 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         duration = _video_duration(container, stream)
         has_audio = bool(container.streams.audio)
-        rotation = _first_frame_rotation(container, stream)
+        rotation = _rotation(container, stream, p.name)
         width, height = display_size(cc.width, cc.height, sar, rotation)
         return VideoProbe(
             codec=cc.name,

@@ -32,6 +32,7 @@ from cog_assets.reasons import RejectReason
 
 from . import quality
 from .decode import _open_video, _origin
+from .safe_open import FileStamp
 from .errors import MediaError
 from .sampling import PTS_EPSILON_S
 
@@ -83,6 +84,8 @@ class ScanTask:
     spec: ScanSpec
     threads: int = 0  # the decoder's threads (0: FFmpeg's choice)
     time_limit_s: float | None = None  # the worker pool stops a scan that takes longer
+    root: str | None = None  # the data root nothing may be read from outside of
+    stamp: str | None = None  # FileStamp.text() of the video when it was hashed
 
 
 @dataclass
@@ -216,7 +219,8 @@ def scan_source(task: ScanTask) -> SourceScan:
                 samples[row][5] = float(value)
             pictures.clear()
 
-    with _open_video(task.path, task.threads) as (container, stream):
+    with _open_video(task.path, task.threads, task.root, FileStamp.parse(task.stamp)
+                     ) as (container, stream):
         decoded = _Decoded(container, stream, task.fps, task.path)
         try:
             for t, shown, frame in decoded:

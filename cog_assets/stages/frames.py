@@ -18,10 +18,11 @@ from PIL import Image
 from cog_assets import layout
 from cog_assets.choices import Status
 from cog_assets.frame_policy import FramePolicy
-from cog_assets.keys import artifact_key, file_sha256
+from cog_assets.keys import artifact_key
 from cog_assets.layout import ArtifactKind
 from cog_assets.media.decode import ClipTask, FrameSpec, decode_clip_task
 from cog_assets.media.errors import MediaError
+from cog_assets.media.safe_open import hash_at_rest
 from cog_assets.prefetch import (
     TaskTimeout,
     WorkerCrash,
@@ -63,11 +64,10 @@ def _image_hash(root: Path, row: dict) -> str | None:
     """The supplied first-frame image's content hash (I2V with images.txt), else None."""
     if not row.get("image_path"):
         return None
-    path = root / row["image_path"]
-    if not path.is_file():
-        raise MediaError(RejectReason.missing_file,
-                         f"first-frame image {row['image_path']} does not exist")
-    return file_sha256(str(path))
+    try:
+        return hash_at_rest(root / row["image_path"], root)[1]
+    except MediaError as exc:
+        raise MediaError(exc.reason, f"first-frame image: {exc.message}") from None
 
 
 def _failure(exc: BaseException, clip_id: str, timeout_s: float | None
@@ -140,7 +140,8 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
                 image = row.get("image_path")
                 video = row.get("source_video") or row["clip_id"]
                 yield ClipTask(str(root / video), spec, str(root / image) if image else None,
-                               decoder_threads, segment)
+                               decoder_threads, segment, root=str(root),
+                               stamp=row.get("file_stamp"))
 
     outcomes = prefetch_map(decode, scan(), workers=workers, depth=prefetch,
                             timeout_s=decode_timeout_s, ordered=False,

@@ -1,4 +1,11 @@
-"""raw_manifest: every (video, caption) row of one shard with its size, mtime and content hash."""
+"""raw_manifest: every (video, caption) row of one shard with its size, mtime and content hash.
+
+A video is hashed only at rest: one changed more recently than `settle_s`, or that changes
+while it is hashed, is `deferred` (a reject row saying so; it is retried on a later run, and
+the upload sensor, which hashes the same way, only counts it once it has settled). The file's
+stamp (inode, size, mtime, ctime) is kept with the hash, so that the stages reading the file
+later refuse bytes other than those hashed.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +15,17 @@ from pathlib import Path
 import polars as pl
 
 from cog_assets.config import SourceSettings
-from cog_assets.keys import caption_sha256, file_sha256
-from cog_assets.reasons import RejectReason
+from cog_assets.keys import caption_sha256
+from cog_assets.media.errors import MediaError
+from cog_assets.media.safe_open import hash_at_rest
 from cog_assets.sharding import shard_for
 from cog_assets.sources import ManifestRow, read_manifests
 
 MANIFEST_SCHEMA = {
     "clip_id": pl.String, "source": pl.String, "caption": pl.String,
     "caption_sha256": pl.String, "image_path": pl.String, "size_bytes": pl.Int64,
-    "mtime_ns": pl.Int64, "content_hash": pl.String, "issue_reason": pl.String,
-    "issue_message": pl.String,
+    "mtime_ns": pl.Int64, "content_hash": pl.String, "file_stamp": pl.String,
+    "issue_reason": pl.String, "issue_message": pl.String,
 }
 
 
@@ -36,25 +44,24 @@ def with_id_token(caption: str, id_token: str | None) -> str:
     return f"{id_token} {caption}" if id_token and caption.strip() else caption
 
 
-def _describe(root: Path, row: ManifestRow, known: KnownHashes, id_token: str | None) -> dict:
-    caption = with_id_token(row.caption, id_token)
+def _describe(root: Path, row: ManifestRow, known: KnownHashes, sources: SourceSettings
+              ) -> dict:
+    caption = with_id_token(row.caption, sources.id_token)
     record = {
         "clip_id": row.clip_id, "source": row.source, "caption": caption,
         "caption_sha256": caption_sha256(caption), "image_path": row.image_path,
-        "size_bytes": None, "mtime_ns": None, "content_hash": None,
+        "size_bytes": None, "mtime_ns": None, "content_hash": None, "file_stamp": None,
         "issue_reason": row.issue_reason, "issue_message": row.issue_message,
     }
     if row.issue_reason is None:
-        path = root / row.clip_id
         try:
-            stat = path.stat()
-            cached = known.get(row.clip_id)
-            same = cached is not None and cached[:2] == (stat.st_size, stat.st_mtime_ns)
-            record.update(size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                          content_hash=cached[2] if same else file_sha256(str(path)))
-        except OSError as exc:
-            record.update(issue_reason=RejectReason.unreadable,
-                          issue_message=f"{row.source}: cannot read {row.clip_id}: {exc}")
+            stamp, digest = hash_at_rest(root / row.clip_id, root, sources.settle_s,
+                                         known.get(row.clip_id))
+            record.update(size_bytes=stamp.size, mtime_ns=stamp.mtime_ns, content_hash=digest,
+                          file_stamp=stamp.text())
+        except MediaError as exc:
+            record.update(issue_reason=exc.reason,
+                          issue_message=f"{row.source}: {row.clip_id}: {exc.message}")
     return record
 
 
@@ -65,5 +72,5 @@ def build_manifest(sources: SourceSettings, shard: str, known: KnownHashes | Non
     rows = [r for r in read_manifests(sources)
             if shard_for(r.clip_id, sources.shard_count) == shard]
     root = Path(sources.data_root)
-    return pl.DataFrame([_describe(root, r, known or {}, sources.id_token) for r in rows],
+    return pl.DataFrame([_describe(root, r, known or {}, sources) for r in rows],
                         schema=MANIFEST_SCHEMA)

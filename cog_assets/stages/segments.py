@@ -26,8 +26,9 @@ from cog_assets.config import MediaLimits, SegmentSettings, SourceSettings
 from cog_assets.keys import artifact_key, caption_sha256
 from cog_assets.layout import ArtifactKind
 from cog_assets.media.errors import MediaError
-from cog_assets.media.limits import check_file_size, check_probe
-from cog_assets.media.probe import VideoProbe, probe_video
+from cog_assets.media.limits import check_file_size
+from cog_assets.media.probe import VideoProbe
+from cog_assets.media.probe_task import ProbeTask, probe_task
 from cog_assets.media.scan import ScanSpec, ScanTask, SourceScan, default_threads, scan_source
 from cog_assets.prefetch import (
     TaskTimeout,
@@ -199,7 +200,7 @@ def split_segments(manifest: pl.DataFrame, sources: SourceSettings, settings: Se
                     settings.scene_threshold if settings.split_scenes else None,
                     settings.aesthetic_weights)
     root = Path(sources.data_root)
-    plan = _plan(rows, root, spec, settings, limits)
+    plan = _plan(rows, root, spec, settings, limits, workers)
     _scan_missing(plan, root, spec, limits, store, stats, workers)
     captions = read_segment_captions(sources) if settings.split_scenes else {}
     out, summary = [], []
@@ -223,15 +224,17 @@ def split_segments(manifest: pl.DataFrame, sources: SourceSettings, settings: Se
 
 
 def _plan(rows: list[dict], root: Path, spec: ScanSpec, settings: SegmentSettings,
-          limits: MediaLimits) -> list[_Source | dict]:
+          limits: MediaLimits, workers: int | None) -> list[_Source | dict]:
     """Per manifest row: the source to scan (probed, within the limits), or the row as it
-    passes through (already rejected, or failing its probe: validated_clips says why)."""
+    passes through (already rejected, or failing its probe: validated_clips says why).
+    Probes run in isolated workers, each within `probe_timeout_s`, as validation's do."""
     aesthetic = None
     if settings.aesthetic_weights:
         from cog_assets.models.aesthetic import aesthetic_identity  # torch only when scoring
 
         aesthetic = aesthetic_identity(settings.aesthetic_weights)
     plan: list[_Source | dict] = []
+    probing: list[tuple[int, dict]] = []  # (plan position, row) of each probe task
     for row in rows:
         scannable = row["issue_reason"] is None or (
             settings.split_scenes and row["issue_reason"] == RejectReason.caption_empty)
@@ -242,12 +245,21 @@ def _plan(rows: list[dict], root: Path, spec: ScanSpec, settings: SegmentSetting
             row = {**row, "issue_reason": None, "issue_message": None}
         try:
             check_file_size(limits, row["clip_id"], row["size_bytes"])
-            probe = probe_video(root / row["clip_id"])
-            check_probe(limits, row["clip_id"], probe)
-        except MediaError:  # validated_clips probes it again and rejects it with this reason
+        except MediaError:  # validated_clips rejects it with this reason
             plan.append(_passthrough(row))
             continue
-        plan.append(_Source(row, scan_key(row["content_hash"], spec, aesthetic), probe))
+        probing.append((len(plan), row))
+        plan.append(_passthrough(row))  # until its probe says otherwise
+    tasks = [ProbeTask(str(root / row["clip_id"]), str(root), row.get("file_stamp"), limits)
+             for _, row in probing]
+    workers = min(default_workers() if workers is None else workers, len(tasks))
+    for outcome in prefetch_map(probe_task, tasks, workers=workers,
+                                timeout_s=limits.probe_timeout_s,
+                                preload=(probe_task.__module__,)):
+        position, row = probing[outcome.index]
+        if outcome.ok:  # else validated_clips probes it again and rejects it with the reason
+            plan[position] = _Source(row, scan_key(row["content_hash"], spec, aesthetic),
+                                     outcome.value)
     return plan
 
 
@@ -271,7 +283,8 @@ def _scan_missing(plan: list[_Source | dict], root: Path, spec: ScanSpec, limits
     threads = default_threads(len(todo))
     tasks = [ScanTask(str(root / first.row["clip_id"]), first.probe.width, first.probe.height,
                       first.probe.rotation, first.probe.fps, spec, threads=threads,
-                      time_limit_s=scan_time_limit(limits, first.probe))
+                      time_limit_s=scan_time_limit(limits, first.probe), root=str(root),
+                      stamp=first.row.get("file_stamp"))
              for _, first in todo]
     workers = min(default_workers() if workers is None else workers, len(todo))
     footage = 0.0

@@ -2,15 +2,22 @@
 
 A clip is a manifest row or, with scene splitting, a segment of one (`source_video` between
 `start_s` and `end_s`): a segment is probed as its source (once per source) and bucketed by its
-own length. Captions are counted with the profile's real tokenizer: one over the limit is kept
-(T5 sees its first tokens, as in training) but flagged, so a user can see what the model never
-reads.
+own length.
+
+Probes run in isolated worker processes (`prefetch_map`), each with the `probe_timeout_s`
+limit, so a file that makes FFmpeg hang or crash costs that file only: it is rejected as
+`probe_timeout` or `probe_crash`, and every other row still gets its verdict. The pixel and
+duration limits are checked on a first look at the headers, before FFmpeg decodes anything.
+
+Captions are counted with the profile's real tokenizer: one over the limit is kept (T5 sees
+its first tokens, as in training) but flagged, so a user can see what the model never reads.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import polars as pl
@@ -22,17 +29,19 @@ from cog_assets.media.decode import half_frame, segment_sampling_span
 from cog_assets.media.errors import MediaError
 from cog_assets.media.limits import check_file_size, check_probe
 from cog_assets.media.probe import VideoProbe, probe_video
+from cog_assets.media.probe_task import ProbeTask, probe_task
+from cog_assets.prefetch import TaskTimeout, WorkerCrash, describe_exit, prefetch_map
 from cog_assets.reasons import RejectReason
 from cog_assets.stages.common import REJECT_COLUMNS
 
 VALIDATED_SCHEMA = {
     "clip_id": pl.String, "source": pl.String, "caption": pl.String,
-    "caption_sha256": pl.String, "content_hash": pl.String, "image_path": pl.String,
-    "codec": pl.String, "pix_fmt": pl.String, "width": pl.Int64, "height": pl.Int64,
-    "sar": pl.Float64, "rotation": pl.Int64, "fps": pl.Float64, "duration_s": pl.Float64,
-    "frame_count": pl.Int64, "has_audio": pl.Boolean, "bucket": pl.String,
-    "caption_tokens": pl.Int64, "caption_truncated": pl.Boolean, "accepted": pl.Boolean,
-    "reason": pl.String, "message": pl.String, "stage": pl.String,
+    "caption_sha256": pl.String, "content_hash": pl.String, "file_stamp": pl.String,
+    "image_path": pl.String, "codec": pl.String, "pix_fmt": pl.String, "width": pl.Int64,
+    "height": pl.Int64, "sar": pl.Float64, "rotation": pl.Int64, "fps": pl.Float64,
+    "duration_s": pl.Float64, "frame_count": pl.Int64, "has_audio": pl.Boolean,
+    "bucket": pl.String, "caption_tokens": pl.Int64, "caption_truncated": pl.Boolean,
+    "accepted": pl.Boolean, "reason": pl.String, "message": pl.String, "stage": pl.String,
     "source_video": pl.String, "start_s": pl.Float64, "end_s": pl.Float64,
     "caption_source": pl.String, "motion_score": pl.Float64, "brightness": pl.Float64,
     "sharpness": pl.Float64, "aesthetic_score": pl.Float64,
@@ -41,22 +50,13 @@ PROBE_FIELDS = ("codec", "pix_fmt", "width", "height", "sar", "rotation", "fps",
                 "frame_count", "has_audio")
 
 
-def verdict(path: Path, policy: FramePolicy, limits: MediaLimits,
-            size_bytes: int | None = None, segment: tuple[float, float] | None = None,
-            probe: VideoProbe | MediaError | None = None) -> tuple[dict, str | None, str | None]:
-    """(probe fields with the bucket, reason, message) for one video, or for the `segment`
-    (start_s, end_s) of it; reason None: accepted. `probe`: the video's probe (or the error
-    probing it gave) when already known."""
+def judge(probe: VideoProbe, name: str, policy: FramePolicy, limits: MediaLimits,
+          segment: tuple[float, float] | None = None) -> tuple[dict, str | None, str | None]:
+    """(probe fields with the bucket, reason, message) of a probed video, or of its `segment`
+    (start_s, end_s), bucketed by the segment's own length; reason None: accepted."""
+    fields = {field: getattr(probe, field) for field in PROBE_FIELDS}
     try:
-        check_file_size(limits, path.name, size_bytes)
-        if isinstance(probe, MediaError):
-            raise probe
-        probe = probe or probe_video(path)
-    except MediaError as exc:
-        return {}, exc.reason, exc.message
-    fields = {name: getattr(probe, name) for name in PROBE_FIELDS}
-    try:
-        check_probe(limits, path.name, probe)
+        check_probe(limits, name, probe)
     except MediaError as exc:
         return fields, exc.reason, exc.message
     if segment is None:
@@ -72,55 +72,95 @@ def verdict(path: Path, policy: FramePolicy, limits: MediaLimits,
     return fields, None, None
 
 
-class _Probes:
-    """Each source probed once, however many of its segments are validated."""
+def verdict(path: Path, policy: FramePolicy, limits: MediaLimits,
+            size_bytes: int | None = None) -> tuple[dict, str | None, str | None]:
+    """`judge` of one video probed here, in this process (no timeout)."""
+    try:
+        check_file_size(limits, path.name, size_bytes)
+        probe = probe_video(path)
+    except MediaError as exc:
+        return {}, exc.reason, exc.message
+    return judge(probe, path.name, policy, limits)
 
-    def __init__(self):
-        self._seen: dict[Path, VideoProbe | MediaError] = {}
 
-    def __call__(self, path: Path) -> VideoProbe | MediaError:
-        if path not in self._seen:
-            try:
-                self._seen[path] = probe_video(path)
-            except MediaError as exc:
-                self._seen[path] = exc
-        return self._seen[path]
+def _probe_failure(exc: BaseException, timeout_s: float) -> tuple[RejectReason, str]:
+    """(reason, message) of a probe that rejects only its file; anything else is a bug."""
+    if isinstance(exc, MediaError):
+        return exc.reason, exc.message
+    if isinstance(exc, TaskTimeout):
+        return RejectReason.probe_timeout, (
+            f"reading its headers took longer than the {timeout_s:g} s limit "
+            "(probe_timeout_s); its worker was stopped")
+    if isinstance(exc, WorkerCrash):
+        return RejectReason.probe_crash, (
+            f"the probing process died ({describe_exit(exc.exitcode)}) on this file")
+    raise exc
 
 
 def validate_clips(manifest: pl.DataFrame, data_root: str | os.PathLike, policy: FramePolicy,
                    limits: MediaLimits,
-                   count_tokens: Callable[[list[str]], list[int]] | None = None
-                   ) -> pl.DataFrame:
-    """One row per manifest row: its probe, bucket and `accepted`, or why it is rejected."""
+                   count_tokens: Callable[[list[str]], list[int]] | None = None, *,
+                   workers: int | None = None,
+                   probe: Callable[[ProbeTask], VideoProbe] = probe_task) -> pl.DataFrame:
+    """One row per clip: its probe, bucket and `accepted`, or why it is rejected.
+    Each source is probed once by `probe` (module-level, picklable) in `workers` isolated
+    processes (default os.cpu_count(); 0: here, with no timeout), within
+    `limits.probe_timeout_s`."""
     root = Path(data_root)
     limit = policy.profile.text_max_length
     captions = manifest["caption"].to_list()
     tokens = count_tokens(captions) if count_tokens and captions else [None] * len(captions)
-    records = []
-    probes = _Probes()
+    records: list[dict] = []
+    waiting: dict[str, list[dict]] = {}  # source video -> the records its probe decides
+    tasks: list[ProbeTask] = []
     for row, n_tokens in zip(manifest.iter_rows(named=True), tokens):
-        record = {k: row[k] for k in ("clip_id", "source", "caption", "caption_sha256",
-                                      "content_hash", "image_path")}
+        record = {k: row.get(k) for k in ("clip_id", "source", "caption", "caption_sha256",
+                                          "content_hash", "file_stamp", "image_path")}
         record.update({column: row.get(column) for column in CLIP_COLUMNS})
         record["source_video"] = row.get("source_video") or row["clip_id"]
         record.update(caption_tokens=n_tokens,
-                      caption_truncated=None if n_tokens is None else n_tokens > limit)
-        reason, message = row["issue_reason"], row["issue_message"]
-        if reason is None:
-            path = root / record["source_video"]
-            segment = None if row.get("start_s") is None else (row["start_s"], row["end_s"])
-            fields, reason, message = verdict(path, policy, limits, row["size_bytes"], segment,
-                                              probes(path))
-            record.update(fields)
-            if reason is not None:
-                message = f"{row['clip_id']}: {message}"
-        if reason is None and record["caption_truncated"]:
-            message = (f"{row['source']}: caption has {n_tokens} tokens; T5 reads the first "
-                       f"{limit} (truncated)")
-        stage = row.get("issue_stage") if reason == row["issue_reason"] else None
-        record.update(accepted=reason is None, reason=reason, message=message,
-                      stage=None if reason is None else stage or "validate")
+                      caption_truncated=None if n_tokens is None else n_tokens > limit,
+                      reason=row["issue_reason"], message=row["issue_message"],
+                      stage=row.get("issue_stage"))
         records.append(record)
+        if record["reason"] is not None:
+            continue
+        try:
+            check_file_size(limits, row["clip_id"], row["size_bytes"])
+        except MediaError as exc:
+            record.update(reason=exc.reason, message=f"{row['clip_id']}: {exc.message}",
+                          stage=None)
+            continue
+        source = record["source_video"]
+        if source not in waiting:
+            waiting[source] = []
+            tasks.append(ProbeTask(str(root / source), str(root), row.get("file_stamp"),
+                                   limits))
+        waiting[source].append(record)
+
+    outcomes = prefetch_map(probe, tasks, workers=workers, timeout_s=limits.probe_timeout_s,
+                            preload=(probe.__module__,))
+    with closing(outcomes):  # no worker is started when there is nothing to probe
+        for outcome in outcomes:
+            source = Path(outcome.item.path).relative_to(root).as_posix()
+            for record in waiting[source]:
+                if outcome.ok:
+                    segment = (None if record["start_s"] is None
+                               else (record["start_s"], record["end_s"]))
+                    fields, reason, message = judge(outcome.value, Path(source).name, policy,
+                                                    limits, segment)
+                    record.update(fields)
+                else:
+                    reason, message = _probe_failure(outcome.error, limits.probe_timeout_s)
+                record.update(reason=reason, stage=None,
+                              message=None if reason is None else f"{record['clip_id']}: {message}")
+    for record in records:
+        reason = record["reason"]
+        if reason is None and record["caption_truncated"]:
+            record["message"] = (f"{record['source']}: caption has {record['caption_tokens']} "
+                                 f"tokens; T5 reads the first {limit} (truncated)")
+        record.update(accepted=reason is None,
+                      stage=None if reason is None else record["stage"] or "validate")
     return pl.DataFrame(records, schema=VALIDATED_SCHEMA)
 
 

@@ -176,3 +176,24 @@ def test_a_shard_whose_finished_files_are_gone_is_run_again(materialized):
     assert not again["shard-00000"].up_to_date and again["shard-00001"].up_to_date
     assert "is missing from the store" in again["shard-00000"].why[0]
     assert Path(again["shard-00000"].index_path).is_file()
+
+
+def test_a_shard_whose_last_run_deferred_rows_is_not_up_to_date(materialized):
+    """Rows deferred because their files were still settling are read by a later run: such a
+    shard is never skipped as up to date, even with its uploads' bytes unchanged. (Its last
+    training_dataset materialization is recorded here as a run that deferred a row records
+    it: a real run with a deferred row fails in training_dataset on main today, see the
+    issue-13 notes.)"""
+    from dagster import AssetMaterialization
+
+    root, settings, instance, first = materialized
+    instance.report_runless_asset_event(AssetMaterialization(
+        "training_dataset", partition="shard-00000",
+        metadata={**{k: getattr(first["shard-00000"], k)
+                     for k in ("clips", "accepted", "rejected")},
+                  "rejects_by_reason": {"deferred": 1}}))
+    again = materialize_shards(settings, instance)
+    assert again["shard-00001"].up_to_date
+    assert not again["shard-00000"].up_to_date
+    assert "1 rows were deferred (still being written) by its last run" in again[
+        "shard-00000"].why

@@ -80,6 +80,11 @@ def export_dir(profile: str, trainer: str) -> str:
     return f"exports/{profile}/{trainer}"
 
 
+def contact_sheet_path(shard: str) -> str:
+    """The latest frame_tensors contact sheet of a shard (a JPEG the UI's metadata names)."""
+    return f"contact_sheets/{shard}.jpg"
+
+
 def upload_state_dir(ident: str) -> str:
     return f"state/uploads/{ident}"
 

@@ -150,9 +150,7 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
                                   decode_timeout_s=limits.decode_timeout_s)
     buckets = {b: n for b, n in table.group_by("bucket").len().iter_rows()}
     metadata = {"clips": len(table), "buckets": buckets, **stats.as_metadata()}
-    sheet = _contact_sheet(content, table, validated_clips)
-    if sheet:
-        metadata["contact_sheet"] = MetadataValue.md(sheet)
+    metadata.update(_contact_sheet(content, table, validated_clips, context.partition_key))
     return Output(table, data_version=DataVersion(data_version_of(table["frames_key"])),
                   metadata=metadata)
 
@@ -166,8 +164,10 @@ SHEET_SCORES = {"motion_score": "motion", "brightness": "bright", "sharpness": "
 
 
 def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.DataFrame,
-                   clips: int = 8) -> "str | None":
-    """The middle sampled frame of up to `clips` clips, labelled with clip id and scores."""
+                   shard: str, clips: int = 8) -> dict:
+    """The middle sampled frame of up to `clips` clips, labelled with clip id and scores:
+    inline (behind the UI's "[Show Markdown]": Dagster has no inline image metadata) and as a
+    JPEG in the store, whose path is shown."""
     shown = frames.filter(pl.col("status") != Status.rejected).head(clips).select(
         "clip_id", "frames_key")
     scores = [c for c in SHEET_SCORES if c in validated.columns]
@@ -183,7 +183,13 @@ def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.Da
         measured = " ".join(f"{SHEET_SCORES[c]} {_short(row[c])}" for c in scores
                             if row[c] is not None)
         labels.append([row["clip_id"], measured] if measured else [row["clip_id"]])
-    return markdown_image(contact_sheet(images, labels=labels)) if images else None
+    if not images:
+        return {}
+    jpeg = contact_sheet(images, labels=labels)
+    path = content.path(layout.contact_sheet_path(shard))
+    content.write_bytes(path, jpeg)
+    return {"contact_sheet": MetadataValue.md(markdown_image(jpeg)),
+            "contact_sheet_path": MetadataValue.path(content.local_path(path))}
 
 
 def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
@@ -196,10 +202,11 @@ def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
                     store: StoreResource) -> Output[pl.DataFrame]:
         """Per clip, the VAE posterior moments (mean ‖ logvar) [32, F', H/8, W/8]."""
         models = runtime(model, device)
-        table, stats = encode_latents(frame_tensors, store.open(), models.vae_identity(),
-                                      models.load_vae, device.batch_size)
+        with models.step_device() as on:
+            table, stats = encode_latents(frame_tensors, store.open(), models.vae_identity(),
+                                          lambda: models.vae(on), device.batch_size)
         return Output(table, data_version=DataVersion(data_version_of(table["latent_key"])),
-                      metadata={"clips": len(table), "device": str(models.torch_device),
+                      metadata={"clips": len(table), "device": str(on),
                                 "dtype": str(models.torch_dtype), **stats.as_metadata()})
 
     @asset(partitions_def=shards_partitions, group_name=GROUP,
@@ -209,8 +216,11 @@ def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
                       store: StoreResource) -> Output[pl.DataFrame]:
         """Per distinct caption, the T5 last hidden state [226, D], deduplicated by hash."""
         models = runtime(model, device)
-        table, stats = encode_captions(validated_clips, store.open(), models.text_identity(),
-                                       models.load_text_encoder, device.text_batch_size)
+        with models.step_device() as on:
+            table, stats = encode_captions(validated_clips, store.open(),
+                                           models.text_identity(),
+                                           lambda: models.text_encoder(on),
+                                           device.text_batch_size)
         return Output(table, data_version=DataVersion(data_version_of(table["embedding_key"])),
                       metadata={"captions": len(table), **stats.as_metadata()})
 

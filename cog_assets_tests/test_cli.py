@@ -99,6 +99,23 @@ def test_parallel_backfill_of_a_range_then_resume_skips_finished_shards(
 
 
 @pytest.mark.slow
+def test_a_shard_whose_every_clip_is_rejected_is_published_empty(tmp_path, monkeypatch):
+    """Nothing to train on is a result, not a crash: the shard publishes no clips and its
+    rejects, and the loader serves the empty dataset."""
+    from cog_assets.loader import CogVideoXLatentDataset
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    data = make_dataset(tmp_path / "data", 0)  # only a file that is not a video
+    summary_path = tmp_path / "summary.json"
+    code = main(["backfill", "--data-root", str(data), "--store", str(tmp_path / "store"),
+                 "--shards", "1", "--device", "cpu", "--summary-json", str(summary_path)])
+    assert code == 0
+    [shard] = json.loads(summary_path.read_text())["shards"].values()
+    assert (shard["accepted"], shard["rejected"]) == (0, 1)
+    assert len(CogVideoXLatentDataset(tmp_path / "store/datasets/tiny", "tiny")) == 0
+
+
+@pytest.mark.slow
 def test_one_failing_shard_fails_the_backfill_and_is_named(tmp_path, monkeypatch):
     data_root = make_dataset(tmp_path / "data", 6, broken=False)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))

@@ -1,25 +1,35 @@
-"""What a change costs: first materialization vs a no-op re-run vs a re-run after changes.
+"""What a change costs on the wall clock: first backfill vs a no-op one vs one after changes.
 
-Materializes N generated clips (tiny profile, CPU) through the real Dagster job, then
-1. re-materializes with nothing changed (everything reused), and
-2. changes one video's bytes, one caption, and deletes one video, and re-materializes.
-Prints wall times, their ratios to the first run, and how many items were computed.
+Generates N clips (default 36) over S shards (default 8), then runs `cog-assets backfill` as a
+user or CI does, each time a fresh process (start-up, imports and model loading included):
 
-    python bench/bench_lineage.py --clips 24 --shards 4
+1. the first backfill (fresh store and instance);
+2. again with nothing changed: every shard is up to date, none is launched;
+3. after changing one video's bytes and one caption and deleting one video: only the shards
+   they fall in run.
+
+Prints wall times, their ratios to the first run, which shards ran and what was computed.
+With `--in-process` the three backfills run in this process instead (`materialize_shards`),
+which leaves out the process start-up.
+
+    python bench/bench_lineage.py [--clips 36] [--shards 8] [--in-process]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from dagster import instance_for_test
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
-from cog_assets.config import Settings
-from cog_assets.defs.runs import materialize_shards
-from cog_assets.media.synthetic import write_test_video
+from cog_assets.media.synthetic import write_test_video  # noqa: E402
 
 
 def make_data(root: Path, clips: int) -> None:
@@ -33,43 +43,83 @@ def make_data(root: Path, clips: int) -> None:
     (root / "prompts.txt").write_text("\n".join(prompts) + "\n")
 
 
-def timed_run(settings: Settings, instance) -> tuple[float, int, int]:
+def change(root: Path) -> None:
+    """New bytes for c000, a new caption for c001, c002 deleted."""
+    write_test_video(root / "clips/c000.mp4", width=320, height=240, seconds=3.0, seed=999)
+    prompts = (root / "prompts.txt").read_text().splitlines()
+    videos = (root / "videos.txt").read_text().splitlines()
+    prompts[1] = "an entirely different caption"
+    del videos[2], prompts[2]
+    (root / "clips/c002.mp4").unlink()
+    (root / "videos.txt").write_text("\n".join(videos) + "\n")
+    (root / "prompts.txt").write_text("\n".join(prompts) + "\n")
+
+
+def cli_backfill(tmp: Path, shards: int, log: str) -> tuple[float, dict]:
+    from bench_real_clips import timed
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("COG_ASSETS_")},
+           "DAGSTER_HOME": str(tmp / "home"), "PYTHONPATH": str(HERE.parent)}
+    argv = [str(Path(sys.executable).with_name("cog-assets")), "backfill", "--data-root",
+            str(tmp / "data"), "--store", str(tmp / "store"), "--shards", str(shards),
+            "--device", "cpu", "--summary-json", str(tmp / "summary.json")]
+    result = timed(argv, env, tmp / log, check=False)
+    return result["seconds"], json.loads((tmp / "summary.json").read_text())["shards"]
+
+
+def in_process_backfill(tmp: Path, shards: int, instance) -> tuple[float, dict]:
+    from cog_assets.config import Settings
+    from cog_assets.defs.runs import materialize_shards
+
+    settings = Settings.of(data_root=str(tmp / "data"), store=str(tmp / "store"),
+                           shards=shards, device="cpu")
     started = time.perf_counter()
     summaries = materialize_shards(settings, instance)
-    seconds = time.perf_counter() - started
-    assert all(s.success for s in summaries.values()), summaries
-    return seconds, sum(s.computed for s in summaries.values()), sum(
-        s.reused for s in summaries.values())
+    return time.perf_counter() - started, {k: s.as_dict() for k, s in summaries.items()}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clips", type=int, default=24)
-    parser.add_argument("--shards", type=int, default=4)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=36)
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--in-process", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, instance_for_test() as instance:
-        root = Path(tmp) / "data"
-        make_data(root, args.clips)
-        settings = Settings.of(data_root=str(root), store=str(Path(tmp) / "store"),
-                               shards=args.shards, device="cpu")
-        rows = [("first", *timed_run(settings, instance))]
-        rows.append(("no change", *timed_run(settings, instance)))
-        write_test_video(root / "clips/c000.mp4", width=320, height=240, seconds=3.0, seed=999)
-        prompts = (root / "prompts.txt").read_text().splitlines()
-        videos = (root / "videos.txt").read_text().splitlines()
-        prompts[1] = "an entirely different caption"
-        del videos[2], prompts[2]
-        (root / "clips/c002.mp4").unlink()
-        (root / "videos.txt").write_text("\n".join(videos) + "\n")
-        (root / "prompts.txt").write_text("\n".join(prompts) + "\n")
-        rows.append(("1 video, 1 caption, 1 del", *timed_run(settings, instance)))
-        first = rows[0][1]
-        print(f"{args.clips} clips, {args.shards} shards, tiny profile, CPU")
-        print(f"{'run':<28}{'seconds':>9}{'ratio':>8}{'computed':>10}{'reused':>8}")
-        for label, seconds, computed, reused in rows:
-            print(f"{label:<28}{seconds:>9.2f}{seconds / first:>8.2f}{computed:>10}{reused:>8}")
-        print("computed counts frames, latents and embeddings: the change run should compute "
-              "3 (1 video: frames + latents; 1 caption: 1 embedding)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_data(tmp / "data", args.clips)
+        load = os.getloadavg()[0]
+        if args.in_process:
+            from dagster import instance_for_test
+
+            with instance_for_test() as instance:
+                def backfill(log):
+                    return in_process_backfill(tmp, args.shards, instance)
+                rows = run_all(tmp, backfill)
+        else:
+            rows = run_all(tmp, lambda log: cli_backfill(tmp, args.shards, log))
+    how = "in this process" if args.in_process else "each a fresh `cog-assets backfill` process"
+    print(f"{args.clips} clips, {args.shards} shards, tiny profile, CPU ({os.cpu_count()} cores), "
+          f"{how}; load average at start {load:.1f}, at end {os.getloadavg()[0]:.1f}")
+    print(f"{'run':30}{'seconds':>9}{'of first':>10}{'shards run':>12}{'computed':>10}")
+    first = rows[0][1]
+    for label, seconds, summary in rows:
+        ran = [k for k, s in summary.items() if not s.get("up_to_date")]
+        computed = sum(s["computed"] for s in summary.values())
+        print(f"{label:30}{seconds:9.2f}{seconds / first:10.2f}{len(ran):12}{computed:10}")
+    print("computed counts frames, latents and embeddings: the change run should compute 3 "
+          "(1 video: frames + latents; 1 caption: 1 embedding)")
+    for label, _seconds, summary in rows:
+        for shard, s in summary.items():
+            if not s["success"]:
+                print(f"FAILED in {label}: {shard}: {s['failure']}")
+
+
+def run_all(tmp: Path, backfill) -> list[tuple[str, float, dict]]:
+    rows = [("first", *backfill("first.log"))]
+    rows.append(("no change", *backfill("noop.log")))
+    change(tmp / "data")
+    rows.append(("1 video, 1 caption, 1 deleted", *backfill("change.log")))
+    return rows
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from cog_assets.config import (
     DEMO_DIR,
     SettingsError,
     add_setting_arguments,
+    field_by_flat,
     load_settings,
     overrides_from_args,
     settings_env,
@@ -57,9 +59,12 @@ def _instance(dagster_home: str | None):
 
 def _print_summaries(summaries) -> None:
     for key, s in summaries.items():
-        state = "done  " if s.resumed else "ok    " if s.success else "FAILED"
+        state = ("done  " if s.resumed else "fresh " if s.up_to_date
+                 else "ok    " if s.success else "FAILED")
+        work = ("up to date, not run" if s.up_to_date
+                else f"{s.computed} computed, {s.reused} reused")
         print(f"{state} {key}: {s.clips} clips, {s.accepted} accepted, {s.rejected} rejected, "
-              f"{s.computed} computed, {s.reused} reused")
+              f"{work}")
         if s.failure:
             print("       " + s.failure.replace("\n", "\n       "))
         for line in s.corrupt:
@@ -84,11 +89,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nfinished dataset: {dataset}/shard-*/")
     print("read it with: from cog_assets.loader import CogVideoXLatentDataset; "
           f"CogVideoXLatentDataset('{dataset}', '{settings.model.profile}')")
-    env = " ".join(f"{k}={v}" for k, v in settings_env(settings, changed_only=True).items())
-    print(f"\nopen it in the Dagster UI:\n  DAGSTER_HOME={dagster_home} {env} "
-          f"{Path(sys.executable).with_name('dagster')} dev -m cog_assets.definitions\n"
-          "  then browse http://127.0.0.1:3000")
+    print(f"\nopen it in the Dagster UI:\n  {ui_command(args.dir, args)}\n"
+          f"  then browse http://127.0.0.1:{UI_PORT}")
     return 0 if all(s.success for s in summaries.values()) else 1
+
+
+UI_PORT = 3000
+# `dagster dev` says it is superseded by `dg dev` (dagster-dg-cli, not a dependency here).
+QUIET_DEV = "ignore:Function `dev_command` is superseded:FutureWarning"
+
+
+def ui_command(demo_dir: str, args: argparse.Namespace) -> str:
+    """The command that opens the UI on what `cog-assets demo` made (with its flags)."""
+    parts = [str(Path(sys.executable).with_name("cog-assets")), "ui"]
+    if Path(demo_dir).absolute() != DEMO_DIR.absolute():
+        parts += ["--dir", str(Path(demo_dir).absolute())]
+    for flat, value in overrides_from_args(args).items():
+        field = field_by_flat(flat)
+        if field.is_bool:
+            parts.append(field.flag if value else "--no-" + field.flag[2:])
+        else:
+            parts += [field.flag, *(map(str, value) if field.is_list else [str(value)])]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """`dagster dev` on the code location, with these settings and this instance."""
+    overrides = overrides_from_args(args)
+    home = args.dagster_home or (None if args.dir else os.environ.get("DAGSTER_HOME"))
+    if not home:  # the demo's data, store and instance
+        given = [f for f in ("data_root", "store")
+                 if f in overrides or os.environ.get(field_by_flat(f).env)]
+        if given and not args.dir:
+            raise SettingsError(f"{' and '.join(given)} given but no instance: set "
+                                "DAGSTER_HOME or --dagster-home (or --dir for a demo)")
+        demo_dir = Path(args.dir or DEMO_DIR).absolute()
+        overrides = {"data_root": str(demo_dir / "data"), "store": str(demo_dir / "store"),
+                     **overrides}
+        home = str(demo_dir / "dagster_home")
+    settings = load_settings(overrides=overrides)
+    _instance(home).dispose()  # checked writable; cog-assets' dagster.yaml put there if new
+    home = os.environ["DAGSTER_HOME"]
+    env = {**os.environ, **settings_env(settings)}
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), QUIET_DEV]))
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    print(f"DAGSTER_HOME={home}\ndata root: {settings.sources.data_root}\n"
+          f"store: {settings.store.url}\nbrowse http://{args.host}:{args.port}", flush=True)
+    # From DAGSTER_HOME, so no dagster.yaml in the caller's directory is read or warned about.
+    os.chdir(home)
+    os.execve(dagster, [dagster, "dev", "-m", "cog_assets.definitions", "-h", args.host,
+                        "-p", str(args.port)], env)
+    return 0  # not reached
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -119,7 +170,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                                pending=[s for s in shards if s not in so_far])
 
     summaries = materialize_shards(settings, instance, shards, parallel=args.parallel,
-                                   resume_from=previous, on_shard=after_each_shard)
+                                   resume_from=previous, force=args.force,
+                                   on_shard=after_each_shard)
     _print_summaries(summaries)
     if args.summary_json:
         write_summary_json(args.summary_json, summaries)
@@ -257,11 +309,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="skip shards that succeeded in --summary-json and whose uploads have "
                      "not changed; run the rest")
+    run.add_argument("--force", action="store_true",
+                     help="run every selected shard, also those whose uploads and settings "
+                     "match their last materialization (skipped as up to date otherwise)")
     run.add_argument("--export", action="store_true",
                      help="then write the cogvideox-factory and CogVideo finetune caches")
     run.add_argument("--dagster-home", help="instance directory (default: $DAGSTER_HOME)")
     add_setting_arguments(backfill)
     backfill.set_defaults(func=cmd_backfill)
+
+    ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on these settings",
+                        description="Runs this environment's `dagster dev` on the code "
+                        "location cog_assets.definitions with the settings given here (flags, "
+                        "else COG_ASSETS_* variables) and the instance under --dagster-home "
+                        "(else $DAGSTER_HOME). With neither --dagster-home nor DAGSTER_HOME, or "
+                        "with --dir: what `cog-assets demo` wrote there.")
+    ui.add_argument("--dir", help=f"a demo directory (default: {DEMO_DIR} when no instance is "
+                    "given)")
+    ui.add_argument("--dagster-home", help="instance directory (default: $DAGSTER_HOME)")
+    ui.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
+    ui.add_argument("--port", type=int, default=UI_PORT, help="(default: %(default)s)")
+    add_setting_arguments(ui)
+    ui.set_defaults(func=cmd_ui)
 
     verify = sub.add_parser("verify", help="check a store's datasets and artefacts against "
                             "their recorded digests; exit 1 if anything is corrupt or missing")

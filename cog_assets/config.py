@@ -276,6 +276,9 @@ class DeviceSettings(_Group):
     vae_slicing: bool = setting(False, "VAE slicing: less memory for batches, same results")
     vae_tiling: bool = setting(False, "VAE tiling: less memory for large frames (changes the "
                                "latents, so it is part of their key)")
+    gpu_lock_dir: Optional[str] = setting(
+        None, "where GPU steps claim a GPU each on a multi-GPU host (a lock file per GPU; "
+        "default: cog-assets-gpus in the system temp directory)")
 
     @field_validator("device")
     @classmethod

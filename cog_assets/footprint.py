@@ -3,7 +3,7 @@
 Kinds: the content-addressed artefacts by their folder under `cas/` (frames, latents,
 embeddings, first-frame PNGs, thumbnails, scene scans; a latent or embedding whose home is a
 shard file is a small reference there), the finished datasets, the trainer exports, the
-per-shard tables, quarantined files, run state (upload fingerprints, leases) and temporary
+per-shard tables and contact sheets, quarantined files, run state (upload fingerprints, leases) and temporary
 files of killed runs.
 """
 
@@ -19,7 +19,8 @@ CAS_KINDS = {ArtifactKind.frames: "frames", ArtifactKind.latents: "latents",
              ArtifactKind.embeddings: "embeddings", ArtifactKind.first_frame: "first_frames",
              ArtifactKind.thumbnail: "thumbnails", ArtifactKind.scene_scan: "scene_scans"}
 AREAS = {layout.DATASETS_DIR: "datasets", layout.EXPORTS_DIR: "exports",
-         layout.TABLES_DIR: "tables", layout.QUARANTINE_DIR: "quarantine", "state": "state"}
+         layout.TABLES_DIR: "tables", layout.CONTACT_SHEETS_DIR: "contact_sheets",
+         layout.QUARANTINE_DIR: "quarantine", "state": "state"}
 KINDS = (*CAS_KINDS.values(), *AREAS.values(), "temporaries", "other")
 TEMP_MARKS = (".tmp-", ".tmp")  # ContentStore's and the exports' temporary names
 

@@ -10,7 +10,7 @@ Garbage, once older than the grace period (`gc_grace_s`, by the file's time):
 - files of a live shard that its catalog entry does not serve (old versions), folders of
   shards no catalog lists (retired), catalog entries of retired shards;
 - quarantined files (by the time they were quarantined), temporary files of killed runs,
-  tables of shards no catalog lists;
+  tables and contact sheets of shards no catalog lists;
 - unlinked export versions (a killed export) and, with `exports=True`, every export;
 - leases whose holder is gone (no grace: they hold nothing).
 
@@ -45,8 +45,8 @@ from cog_assets.stages.dataset import artifact_homes
 from cog_assets.store import ContentStore, mtime_of
 
 CATEGORIES = ("frames", "latents", "embeddings", "references", "first_frames", "thumbnails",
-              "scene_scans", "old_versions", "retired_shards", "tables", "exports",
-              "quarantine", "temporaries", "leases")
+              "scene_scans", "old_versions", "retired_shards", "tables", "contact_sheets",
+              "exports", "quarantine", "temporaries", "leases")
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,8 @@ def judge(relative: str, mtime: float, live: LiveSet, holding: HeldSet, cutoff: 
         category = _judge_dataset_file(relative, parts, live)
     elif area == layout.TABLES_DIR and len(parts) == 3:
         category = None if name.removesuffix(".parquet") in live.shards else "tables"
+    elif area == layout.CONTACT_SHEETS_DIR and len(parts) == 2:
+        category = None if name.removesuffix(".jpg") in live.shards else "contact_sheets"
     else:
         category = None
     return None if category is None or recent else category
@@ -358,7 +360,7 @@ def _prune_empty_folders(store: ContentStore, removed: list[str]) -> None:
     if not isinstance(store.fs, LocalFileSystem):
         return
     tops = (layout.CAS_DIR, layout.DATASETS_DIR, layout.QUARANTINE_DIR, layout.TABLES_DIR,
-            layout.EXPORTS_DIR)
+            layout.CONTACT_SHEETS_DIR, layout.EXPORTS_DIR)
     keep = {store.root, *(store.path(top) for top in tops)}
     folders = sorted({os.path.dirname(p) for p in removed}, key=len, reverse=True)
     while folders:

@@ -41,6 +41,7 @@ QUARANTINE_DIR = "quarantine"
 TABLES_DIR = "tables"
 DATASETS_DIR = "datasets"
 EXPORTS_DIR = "exports"
+CONTACT_SHEETS_DIR = "contact_sheets"
 REF_SUFFIX = ".ref.json"  # in place of `.safetensors`: the artefact lives in a shard's file
 
 
@@ -103,6 +104,11 @@ def catalog_entry(shard: str) -> str:
 
 def export_dir(profile: str, trainer: str) -> str:
     return f"{EXPORTS_DIR}/{profile}/{trainer}"
+
+
+def contact_sheet_path(shard: str) -> str:
+    """The latest frame_tensors contact sheet of a shard (a JPEG the UI's metadata names)."""
+    return f"{CONTACT_SHEETS_DIR}/{shard}.jpg"
 
 
 def upload_state_dir(ident: str) -> str:

@@ -211,20 +211,22 @@ def prefetch_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int
     try:
         while True:
             # 1. keep every worker busy, within the depth bound
+            # (the next item is taken before a worker is found or started for it, so an
+            # empty `items` starts no process at all)
             busy = sum(w.task is not None for w in pool)
             while not exhausted and busy + len(done) < depth:
-                worker = next((w for w in pool if w.task is None), None)
-                if worker is None and len(pool) < workers:
-                    worker = _Worker(context, fn)
-                    pool.append(worker)
-                if worker is None:
+                idle = next((w for w in pool if w.task is None), None)
+                if idle is None and len(pool) >= workers:
                     break
                 try:
                     index, item = next(source)
                 except StopIteration:
                     exhausted = True
                     break
-                worker.submit(index, item)
+                if idle is None:
+                    idle = _Worker(context, fn)
+                    pool.append(idle)
+                idle.submit(index, item)
                 busy += 1
             # 2. hand over what is finished
             if ordered:

@@ -12,7 +12,7 @@ holds (the same clip in another shard, see `cog_assets.leases`) are left for tha
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from cog_assets.choices import FramesRetention
@@ -57,3 +57,13 @@ def drops_after_publication(retention: FramesRetention | str) -> bool:
 
 def drops_after_latents(retention: FramesRetention | str) -> bool:
     return FramesRetention(retention) == FramesRetention.none
+
+
+def latent_keys_making_frames_unneeded(retention: FramesRetention | str, vaes: Sequence
+                                       ) -> Callable[[str], list[str]] | None:
+    """For extract_frames (the frame_tensors step and decoding ahead): a frames key's latent
+    keys under each VAE identity in `vaes` (a clip with one of them needs no frames), or None
+    where frames are kept (then they are decoded or read as always)."""
+    if not drops_after_publication(retention):
+        return None
+    return lambda key: [vae.key(key) for vae in vaes]

@@ -51,8 +51,10 @@ class HeaderIncomplete(Exception):
 def seal(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
          ) -> bytes:
     """safetensors bytes of `tensors` with the digest of their data in the header."""
+    # metadata=None, not {}: safetensors writes an invalid header for no tensors and an
+    # empty metadata dict (`{},"__metadata__":{}}`), and a shard can have no clips
     raw = save_safetensors({k: v.contiguous() for k, v in tensors.items()},
-                           metadata=dict(metadata or {}))
+                           metadata=dict(metadata) if metadata else None)
     header, start = parse_header(raw, len(raw), require_digest=False)
     body = memoryview(raw)[start:]
     header["__metadata__"] = {**header.get("__metadata__", {}), DIGEST_KEY: digest_of(body)}

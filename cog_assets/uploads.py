@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -215,6 +215,7 @@ class UploadTick:
     hashed: int
     files: int
     pending: int = 0  # files whose hash waits for a later tick
+    pending_shards: list[str] = field(default_factory=list)  # their shards: not compared yet
 
 
 def current_fingerprints(state: UploadState, sources: SourceSettings) -> dict[str, str]:
@@ -241,4 +242,5 @@ def scan_uploads(state: UploadState, generation: int | None, sources: SourceSett
     state.save(next_generation, scan.snapshot, {s: fp for s, fp in saved.items() if fp})
     return UploadTick(next_generation, {s: fp for s, fp in fingerprints.items() if fp},
                       changed_shards(previous_fps, fingerprints), scan.hashed,
-                      len(scan.snapshot), scan.pending)
+                      len(scan.snapshot), scan.pending,
+                      sorted(s for s, fp in fingerprints.items() if fp is None))

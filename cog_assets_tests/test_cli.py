@@ -99,6 +99,23 @@ def test_parallel_backfill_of_a_range_then_resume_skips_finished_shards(
 
 
 @pytest.mark.slow
+def test_a_shard_whose_every_clip_is_rejected_is_published_empty(tmp_path, monkeypatch):
+    """Nothing to train on is a result, not a crash: the shard publishes no clips and its
+    rejects, and the loader serves the empty dataset."""
+    from cog_assets.loader import CogVideoXLatentDataset
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    data = make_dataset(tmp_path / "data", 0)  # only a file that is not a video
+    summary_path = tmp_path / "summary.json"
+    code = main(["backfill", "--data-root", str(data), "--store", str(tmp_path / "store"),
+                 "--shards", "1", "--device", "cpu", "--summary-json", str(summary_path)])
+    assert code == 0
+    [shard] = json.loads(summary_path.read_text())["shards"].values()
+    assert (shard["accepted"], shard["rejected"]) == (0, 1)
+    assert len(CogVideoXLatentDataset(tmp_path / "store/datasets/tiny", "tiny")) == 0
+
+
+@pytest.mark.slow
 def test_one_failing_shard_fails_the_backfill_and_is_named(tmp_path, monkeypatch):
     data_root = make_dataset(tmp_path / "data", 6, broken=False)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
@@ -117,3 +134,30 @@ def test_one_failing_shard_fails_the_backfill_and_is_named(tmp_path, monkeypatch
     failure = shards["shard-00001"]["failure"]
     assert failure.startswith("training_dataset:") and "shard-00001" in failure
     assert all(s["success"] and s["index_path"] for k, s in shards.items() if k != "shard-00001")
+
+
+def test_the_demo_prints_the_ui_command_the_readme_gives():
+    import sys
+    from pathlib import Path
+
+    from cog_assets.cli import build_parser, ui_command
+
+    venv_bin = Path(sys.executable).parent
+    plain = ui_command("cog-assets-demo", build_parser().parse_args(["demo"]))
+    assert plain == f"{venv_bin / 'cog-assets'} ui"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "```bash\n.venv/bin/cog-assets ui\n```" in readme
+    flags = ui_command("/tmp/elsewhere", build_parser().parse_args(
+        ["demo", "--profile", "tiny-i2v", "--buckets", "9x64x96", "--vae-tiling"]))
+    assert flags == (f"{venv_bin / 'cog-assets'} ui --dir /tmp/elsewhere --profile tiny-i2v "
+                     "--buckets 9x64x96 --vae-tiling")
+    again = build_parser().parse_args(flags.split()[1:])
+    assert (again.dir, again.setting__profile, again.setting__vae_tiling) == (
+        "/tmp/elsewhere", "tiny-i2v", True)
+
+
+def test_ui_on_a_dataset_without_an_instance_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    code = main(["ui", "--data-root", str(tmp_path)])
+    assert code == 2
+    assert "set DAGSTER_HOME or --dagster-home" in capsys.readouterr().err

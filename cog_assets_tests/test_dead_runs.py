@@ -22,6 +22,7 @@ import yaml
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, build_sensor_context
 from dagster._core.instance.ref import InstanceRef
 
+from cog_assets.config import Settings
 from cog_assets.defs.dead_runs import (
     HOST_TAG,
     PID_TAG,
@@ -29,7 +30,7 @@ from cog_assets.defs.dead_runs import (
     release_dead_runs,
     run_process_tags,
 )
-from cog_assets.defs.resources import SourcesResource, StoreResource
+from cog_assets.defs.definitions import build_definitions
 from cog_assets.defs.sensors import upload_sensor
 from cog_assets_tests.conftest import make_dataset
 
@@ -131,9 +132,10 @@ def test_the_upload_sensor_frees_dead_runs_slots_before_it_asks_for_runs(instanc
     root = make_dataset(tmp_path / "data", 2, broken=False)
     pid, started = _dead_pid()
     dead = _run(instance, _tags(pid, started))
-    context = build_sensor_context(instance=instance, resources={
-        "sources": SourcesResource(data_root=str(root), shard_count=1),
-        "store": StoreResource(url=str(tmp_path / "store"))})
+    definitions = build_definitions(Settings.of(data_root=str(root), shards=1, device="cpu",
+                                                store=str(tmp_path / "store")))
+    context = build_sensor_context(instance=instance, definitions=definitions, resources={
+        k: v for k, v in definitions.resources.items() if k in ("sources", "model", "store")})
     result = upload_sensor(context)
     assert [r.partition_key for r in result.run_requests] == ["shard-00000"]
     assert _holders(instance) == []

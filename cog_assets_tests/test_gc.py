@@ -68,6 +68,7 @@ def store(tmp_path):
             _put(store, ArtifactKind.frames, key)
             _write(Path(store.path(layout.thumbnail_png(key))), PICTURE)
     s = Path(store.root)
+    _write(s / "contact_sheets" / "shard-00000.jpg", PICTURE)
     garbage = {
         "latents": _put(store, ArtifactKind.latents, "0" * 64),
         "embeddings": _put(store, ArtifactKind.embeddings, "1" * 64),
@@ -77,6 +78,7 @@ def store(tmp_path):
         "old_versions": _write(root / "shard-00000" / "latents.0123456789abcdef.safetensors"),
         "retired_shards": _write(root / "shard-00007" / "index.0123456789abcdef.parquet"),
         "tables": _write(s / "tables" / "frame_tensors" / "shard-00007.parquet"),
+        "contact_sheets": _write(s / "contact_sheets" / "shard-00007.jpg", PICTURE),
         "quarantine": _write(s / "quarantine" / "frames" / f"{'4' * 64}.20200101T000000-abcd"
                                                            "ef01.corrupt"),
         "temporaries": _write(s / "cas" / "frames" / "55" / f"{'5' * 64}.safetensors.tmp-9f"),
@@ -111,6 +113,7 @@ def test_gc_removes_every_kind_of_garbage_and_nothing_live(store):
     assert {Path(g.path) for g in result.removed} == expected
     assert not any(p.exists() for p in expected)
     assert not (root / "shard-00007").exists()  # emptied folders go too
+    assert (Path(store.root) / "contact_sheets" / "shard-00000.jpg").exists()  # a live shard's stays
     for key in _live_frames(store, root, "shard-00000"):  # published with keep: kept
         assert store.has(ArtifactKind.frames, key)
         assert Path(store.path(layout.thumbnail_png(key))).exists()

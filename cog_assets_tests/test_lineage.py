@@ -1,5 +1,7 @@
 """Lineage in a real instance: what a change makes stale, and what it costs to catch up."""
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 from dagster import AssetKey, instance_for_test, materialize
@@ -16,7 +18,6 @@ from cog_assets_tests.conftest import make_dataset
 
 pytestmark = pytest.mark.slow
 
-ALL_ASSETS = build_definitions(Settings.of()).assets
 MATERIALIZED = ["raw_manifest", "scene_segments", "validated_clips", "frame_tensors",
                 "vae_latents", "t5_embeddings", "training_dataset"]
 
@@ -32,8 +33,8 @@ def materialized(tmp_path):
         yield root, settings, instance, first
 
 
-def _stale(instance, shard):
-    resolver = get_stale_status_resolver(instance, ALL_ASSETS)
+def _stale(instance, shard, settings):
+    resolver = get_stale_status_resolver(instance, build_definitions(settings).assets)
     return {name for name in MATERIALIZED
             if resolver.get_status(AssetKey(name), shard) == StaleStatus.STALE}
 
@@ -44,10 +45,10 @@ def test_changing_one_video_makes_exactly_its_shard_stale(materialized):
     root, settings, instance, _ = materialized
     changed = shard_for("clips/clip_03.mp4", 2)
     other = "shard-00000" if changed == "shard-00001" else "shard-00001"
-    assert _stale(instance, changed) == set() and _stale(instance, other) == set()
+    assert _stale(instance, changed, settings) == _stale(instance, other, settings) == set()
     write_test_video(root / "clips/clip_03.mp4", width=128, height=96, seconds=1.5, seed=42)
     observe_uploads(instance, settings)  # what the sensor records on its next tick
-    assert _stale(instance, changed) == {"raw_manifest"}
+    assert _stale(instance, changed, settings) == {"raw_manifest"}
     resources = build_resources(settings)
     for name, then_stale in [("raw_manifest", {"scene_segments"}),
                              ("scene_segments", {"validated_clips"}),
@@ -55,10 +56,10 @@ def test_changing_one_video_makes_exactly_its_shard_stale(materialized):
                                                   "training_dataset"}),
                              ("frame_tensors", {"vae_latents", "t5_embeddings",
                                                 "training_dataset"})]:
-        materialize(ALL_ASSETS, selection=[name], partition_key=changed, instance=instance,
+        materialize(build_definitions(settings).assets, selection=[name], partition_key=changed, instance=instance,
                     resources=resources)
-        assert _stale(instance, changed) == then_stale, name
-        assert _stale(instance, other) == set()
+        assert _stale(instance, changed, settings) == then_stale, name
+        assert _stale(instance, other, settings) == set()
 
 
 def test_unchanged_rerun_keeps_data_versions(materialized):
@@ -70,7 +71,8 @@ def test_unchanged_rerun_keeps_data_versions(materialized):
                 for name in MATERIALIZED for shard in ("shard-00000", "shard-00001")}
 
     before = versions()
-    materialize_shards(settings, instance)
+    again = materialize_shards(settings, instance, force=True)
+    assert not any(s.up_to_date for s in again.values())
     assert versions() == before
 
 
@@ -120,3 +122,86 @@ def test_another_dtype_is_another_model_identity(materialized):
     # latents (6 clips) and embeddings (6 captions) depend on the dtype; frames do not, but
     # they were dropped once the shards were published: decoded again (6), same keys.
     assert sum(s.computed for s in again.values()) == 18
+
+
+# -- the wall clock: what a backfill launches ------------------------------------------------
+
+def _runs(instance) -> int:
+    return len(instance.get_runs())
+
+
+def test_a_backfill_with_nothing_changed_starts_no_run(materialized):
+    root, settings, instance, first = materialized
+    runs = _runs(instance)
+    again = materialize_shards(settings, instance)
+    assert _runs(instance) == runs
+    assert all(s.up_to_date and s.success for s in again.values())
+    for shard, summary in again.items():  # the counts of the materialization it skipped
+        assert (summary.clips, summary.accepted, summary.index_path) == (
+            first[shard].clips, first[shard].accepted, first[shard].index_path)
+        assert summary.run_id == first[shard].run_id
+
+
+def test_a_backfill_launches_exactly_the_shard_whose_uploads_changed(materialized):
+    root, settings, instance, _ = materialized
+    write_test_video(root / "clips/clip_03.mp4", width=128, height=96, seconds=1.5, seed=42)
+    runs = _runs(instance)
+    again = materialize_shards(settings, instance)
+    changed = shard_for("clips/clip_03.mp4", 2)
+    assert _runs(instance) == runs + 1
+    assert [k for k, s in again.items() if not s.up_to_date] == [changed]
+    assert again[changed].why == ["raw_manifest has a new dependency data version (uploads)"]
+    assert again[changed].computed == 2  # its frames and latents
+    # and afterwards neither the rule nor the UI's staleness sees anything left to do
+    assert all(s.up_to_date for s in materialize_shards(settings, instance).values())
+    assert _stale(instance, changed, settings) == set()
+
+
+def test_force_runs_every_shard(materialized):
+    root, settings, instance, _ = materialized
+    runs = _runs(instance)
+    again = materialize_shards(settings, instance, force=True)
+    assert _runs(instance) == runs + 2
+    assert all(not s.up_to_date and s.why == ["forced"] for s in again.values())
+
+
+def test_an_output_shaping_setting_reruns_every_shard_a_batch_size_none(materialized):
+    root, settings, instance, _ = materialized
+    runs = _runs(instance)
+    assert all(s.up_to_date for s in materialize_shards(
+        settings.with_(batch_size=3, text_batch_size=2), instance).values())
+    assert _runs(instance) == runs
+    tiled = materialize_shards(settings.with_(vae_tiling=True), instance)
+    assert all(not s.up_to_date for s in tiled.values())
+    assert all("vae_latents has a new code version" in s.why for s in tiled.values())
+    assert sum(s.computed for s in tiled.values()) == 6  # the latents only
+
+
+def test_a_shard_whose_finished_files_are_gone_is_run_again(materialized):
+    root, settings, instance, first = materialized
+    Path(first["shard-00000"].index_path).unlink()
+    again = materialize_shards(settings, instance)
+    assert not again["shard-00000"].up_to_date and again["shard-00001"].up_to_date
+    assert "is missing from the store" in again["shard-00000"].why[0]
+    assert Path(again["shard-00000"].index_path).is_file()
+
+
+def test_a_shard_whose_last_run_deferred_rows_is_not_up_to_date(materialized):
+    """Rows deferred because their files were still settling are read by a later run: such a
+    shard is never skipped as up to date, even with its uploads' bytes unchanged. (Its last
+    training_dataset materialization is recorded here as a run that deferred a row records
+    it: a real run with a deferred row fails in training_dataset on main today, see the
+    issue-13 notes.)"""
+    from dagster import AssetMaterialization
+
+    root, settings, instance, first = materialized
+    instance.report_runless_asset_event(AssetMaterialization(
+        "training_dataset", partition="shard-00000",
+        metadata={**{k: getattr(first["shard-00000"], k)
+                     for k in ("clips", "accepted", "rejected")},
+                  "rejects_by_reason": {"deferred": 1}}))
+    again = materialize_shards(settings, instance)
+    assert again["shard-00001"].up_to_date
+    assert not again["shard-00000"].up_to_date
+    assert "1 rows were deferred (still being written) by its last run" in again[
+        "shard-00000"].why

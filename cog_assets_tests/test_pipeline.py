@@ -2,31 +2,44 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import polars as pl
 import pytest
 import torch
 from dagster import AssetKey, instance_for_test
 
 from cog_assets.config import Settings
+from cog_assets.contact_sheet import LABEL_LINE, THUMB_HEIGHT
 from cog_assets.defs.definitions import build_definitions
 from cog_assets.defs.runs import materialize_shards
 from cog_assets.loader import CogVideoXLatentDataset
+from cog_assets.models.runtime import PROCESS_MODELS
 from cog_assets.sharding import shard_for
 from cog_assets_tests.conftest import make_dataset
 
 
+MODEL_LOADS: dict[str, int] = {}
+
+
 @pytest.fixture(scope="module")
 def run_twice(tmp_path_factory):
-    """Materialize every shard of a 2-shard dataset, then again with nothing changed."""
+    """Materialize every shard of a 2-shard dataset, then again with nothing changed
+    (forced: an up-to-date shard is not launched otherwise)."""
     root = tmp_path_factory.mktemp("data")
     make_dataset(root, 6)
     settings = Settings.of(data_root=str(root), store=str(tmp_path_factory.mktemp("store")),
                            shards=2, device="cpu")
     with instance_for_test() as instance:
+        PROCESS_MODELS.clear()
+        loads = PROCESS_MODELS.loads
         first = materialize_shards(settings, instance)
+        MODEL_LOADS["first run"] = PROCESS_MODELS.loads - loads
         event = instance.get_latest_materialization_event(AssetKey("frame_tensors"))
-        sheet = event.asset_materialization.metadata["contact_sheet"].value
-        second = materialize_shards(settings, instance)
+        sheet = {k: v.value for k, v in event.asset_materialization.metadata.items()
+                 if k.startswith("contact_sheet")}
+        second = materialize_shards(settings, instance, force=True)
         yield settings, first, second, sheet
 
 
@@ -53,6 +66,26 @@ def test_two_shards_materialize_with_checks_passing(run_twice):
     assert sum(s.clips for s in first.values()) == 7
     assert sum(s.accepted for s in first.values()) == 6
     assert sum(s.computed for s in first.values()) > 0
+
+
+@pytest.mark.slow
+def test_a_backfill_loads_each_model_once_for_all_its_shards(run_twice):
+    """Two shards, run one after the other in this process: the tokenizer, T5 and the VAE
+    are each loaded once, not once per shard or per step."""
+    assert run_twice and MODEL_LOADS["first run"] == 3
+
+
+@pytest.mark.slow
+def test_the_second_shard_is_decoded_while_the_first_one_encodes(run_twice):
+    """The backfill decodes shard-00001's frames while shard-00000's run encodes; its run
+    finds them all in the store, and the totals are those of decoding in the run."""
+    settings, first, _, _ = run_twice
+    assert first["shard-00000"].decoded_ahead == 0
+    later = first["shard-00001"]
+    assert later.decoded_ahead == later.accepted > 0
+    # per shard: frames + latents per accepted clip, one embedding per caption
+    for summary in first.values():
+        assert summary.computed == 3 * summary.accepted
 
 
 @pytest.mark.slow
@@ -114,8 +147,13 @@ def test_frame_tensors_show_a_small_contact_sheet(run_twice):
 
     *_, sheet = run_twice
     prefix = "![contact sheet](data:image/jpeg;base64,"
-    assert sheet.startswith(prefix) and sheet.endswith(")")
-    jpeg = base64.b64decode(sheet[len(prefix):-1])
+    markdown = sheet["contact_sheet"]
+    assert markdown.startswith(prefix) and markdown.endswith(")")
+    jpeg = base64.b64decode(markdown[len(prefix):-1])
     assert len(jpeg) < 48_000
-    image = Image.open(io.BytesIO(jpeg))
-    assert image.height >= 72 and image.width >= 72
+    assert Path(sheet["contact_sheet_path"]).read_bytes() == jpeg  # the same, as a file
+    image = Image.open(io.BytesIO(jpeg)).convert("L")
+    assert image.height >= THUMB_HEIGHT + LABEL_LINE and image.width >= THUMB_HEIGHT
+    # each frame is labelled with its clip id: light text on the black band under it
+    band = np.asarray(image)[THUMB_HEIGHT:THUMB_HEIGHT + LABEL_LINE]
+    assert (band > 200).sum() > 20

@@ -139,6 +139,36 @@ def test_workers_zero_runs_in_this_process():
     assert [o.value for o in outcomes] == [0, 1, 4, 9]
 
 
+class CountingContext:
+    """The real process context, counting the processes started through it."""
+
+    def __init__(self):
+        import multiprocessing
+
+        self.real = multiprocessing.get_context("spawn")
+        self.started = 0
+
+    def Pipe(self, duplex=True):  # noqa: N802 - the context's own method names
+        return self.real.Pipe(duplex)
+
+    def Process(self, *args, **kwargs):  # noqa: N802
+        self.started += 1
+        return self.real.Process(*args, **kwargs)
+
+
+@pytest.mark.parametrize("items", [[], iter(()), (x for x in range(0))])
+def test_nothing_to_do_starts_no_worker(items):
+    context = CountingContext()
+    assert list(prefetch_map(square, items, workers=2, context=context)) == []
+    assert context.started == 0
+
+
+def test_one_item_starts_one_worker():
+    context = CountingContext()
+    assert [o.value for o in prefetch_map(square, [3], workers=2, context=context)] == [9]
+    assert context.started == 1
+
+
 # -- extract_frames through the pool --------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -205,3 +235,29 @@ def test_one_source_under_two_names_is_decoded_once(dataset, tmp_path, later):
     assert statuses[0] == "computed" and statuses[-1] == "reused"
     assert stats.computed == len(rows) - 1 and stats.reused == 1
     assert frames["frames_key"][0] == frames["frames_key"][-1]
+
+
+def test_a_shard_whose_frames_are_all_stored_starts_no_decode_process(dataset, tmp_path,
+                                                                       monkeypatch):
+    """Re-running frame_tensors on a full store: no decode worker is started (each start of
+    the pool's worker class is counted; the workers themselves are the real ones)."""
+    import cog_assets.prefetch as prefetch
+
+    root, policy, validated = dataset
+    store = ContentStore(str(tmp_path / "store"))
+    _, first = extract_frames(validated, root, store, policy, decode_timeout_s=60, workers=0)
+    assert first.computed == len(validated)
+    started = []
+    real_init = prefetch._Worker.__init__
+
+    def counted(self, *args, **kwargs):
+        started.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(prefetch._Worker, "__init__", counted)
+    _, again = extract_frames(validated, root, store, policy, decode_timeout_s=60, workers=2)
+    assert again.reused == len(validated) and again.computed == 0
+    assert started == []
+    changed = validated.head(1).with_columns(pl.lit("0" * 64).alias("content_hash"))
+    _, one = extract_frames(changed, root, store, policy, decode_timeout_s=60, workers=2)
+    assert one.computed == 1 and len(started) == 1  # and one clip to decode starts one

@@ -263,8 +263,11 @@ def test_shard_materializes_into_the_s3_store(s3_endpoint, bucket, tmp_path, mon
             store.path("datasets", "tiny", "shard-00000", "rejects.parquet"))))
         assert rejects["clip_id"].to_list() == ["clips/garbage.mp4"]
 
-        # Nothing changed: the second run finds every artefact in the bucket.
-        [again] = materialize_shards(settings, instance).values()
+        # Nothing changed: the shard is up to date (its index is in the bucket), not run;
+        # run anyway, it finds every artefact in the bucket.
+        [fresh] = materialize_shards(settings, instance).values()
+        assert fresh.up_to_date and fresh.index_path == summary.index_path
+        [again] = materialize_shards(settings, instance, force=True).values()
         assert again.success, again.failure
         assert again.computed == 0 and again.reused > 0
         assert not plan_gc(store, grace_s=0).garbage  # gc lists a bucket: nothing is garbage

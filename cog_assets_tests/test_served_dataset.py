@@ -106,7 +106,12 @@ def test_a_flipped_byte_in_a_cached_latent_is_reported_and_recomputed(tmp_path):
         assert "2 corrupt, 0 missing" in report
         assert verify(store_dir, "--profile", "tiny")[0] == 1  # referenced by the dataset
 
-        [second] = materialize_shards(settings, instance).values()
+        # Nothing changed upstream, so a plain backfill would skip the shard as up to date
+        # without reading its artefacts (verify is what finds the damage); forced, the run
+        # reads the latent, finds it corrupt and computes it again.
+        [skipped] = materialize_shards(settings, instance).values()
+        assert skipped.up_to_date
+        [second] = materialize_shards(settings, instance, force=True).values()
         assert second.success, second.failure
         assert second.computed == 1  # exactly the damaged latent (its frames decoded again)
         assert len(second.corrupt) == 1 and key in second.corrupt[0] and str(ref) in \

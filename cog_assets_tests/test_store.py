@@ -173,3 +173,11 @@ def test_verify_artifacts_makes_frames_reuse_read_and_check_them(tmp_path):
                                 stats)
     assert len(stats.corrupt) == 1 and str(path) in stats.corrupt[0]
     assert not store.has("frames", "f" * 64)
+
+
+def test_a_file_of_no_tensors_is_sealed_and_read_back():
+    """A shard whose every clip was rejected (or deferred) still publishes its tensor files."""
+    from cog_assets.sealed_tensors import seal, unseal
+
+    assert unseal(seal({})) == {}
+    assert unseal(seal({}, {"k": "v"})) == {}

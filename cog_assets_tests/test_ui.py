@@ -1,8 +1,8 @@
 """The Dagster UI end to end: `dagster dev` on 127.0.0.1, a shard run launched through its
 GraphQL API, the run's metadata read back through GraphQL, and the lineage page in Chromium.
 
-`dagster dev -m cog_assets.definitions` serves a generated 2-shard dataset from a temporary
-DAGSTER_HOME (the instance settings of cog_assets/dagster.yaml). The shards are registered and a
+`cog-assets ui` (`dagster dev -m cog_assets.definitions`) serves a generated 2-shard dataset
+from a temporary DAGSTER_HOME (the instance settings of cog_assets/dagster.yaml). The shards are registered and a
 run of `prepare_shards` launched with GraphQL mutations, as the UI's own buttons do; the run
 goes through the instance's run queue and the daemon that `dagster dev` starts.
 
@@ -145,9 +145,8 @@ class DagsterDev:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
         with open(log, "w") as out:
-            self.process = subprocess.Popen(
-                [str(BIN / "dagster"), "dev", "-m", MODULE, "-p", str(self.port),
-                 "-h", "127.0.0.1"],
+            self.process = subprocess.Popen(  # the command the README and the demo give
+                [str(BIN / "cog-assets"), "ui", "--port", str(self.port)],
                 env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True)
         self.graphql = GraphQL(f"{self.base}/graphql")
@@ -287,6 +286,15 @@ def ui_run(tmp_path_factory):
         yield server, location, shard, expected, _metadata(materialization["metadataEntries"])
     finally:
         server.stop()
+
+
+def test_the_ui_starts_without_warnings(ui_run):
+    """`cog-assets ui` starts `dagster dev` from DAGSTER_HOME (no stray dagster.yaml read)
+    and without its "superseded by dg dev" notice: a new user sees no warning."""
+    server, *_ = ui_run
+    log = server.log.read_text(errors="replace")
+    assert "Serving dagster-webserver" in log
+    assert not [line for line in log.splitlines() if "Warning" in line or "WARNING" in line], log
 
 
 def test_shard_run_through_graphql_reports_its_dataset(ui_run):

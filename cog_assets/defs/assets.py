@@ -52,7 +52,12 @@ from cog_assets.defs.resources import (
 from cog_assets.keys import data_version_of
 from cog_assets.layout import ArtifactKind
 from cog_assets.leases import release_run
-from cog_assets.retention import drop_frames, drops_after_latents, drops_after_publication
+from cog_assets.retention import (
+    drop_frames,
+    drops_after_latents,
+    drops_after_publication,
+    latent_keys_making_frames_unneeded,
+)
 from cog_assets.segments import SCORE_COLUMNS
 from cog_assets.stages.dataset import build_index, collect_rejects, finish_shard
 from cog_assets.stages.embeddings import encode_captions
@@ -152,19 +157,17 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
     Frames are a cache (frames_retention): a clip whose latents for this run's VAE are in
     the store is not decoded again."""
     content = store.open()
-    vaes = runtime(model, device).vae_identities()
-    droppable = drops_after_publication(store.frames_retention)
+    unneeded = latent_keys_making_frames_unneeded(store.frames_retention,
+                                                  runtime(model, device).vae_identities())
     with step_lease(context, content) as lease:
         table, stats = extract_frames(
             validated_clips, sources.data_root, content, frame_policy(model, frames),
             decode_timeout_s=limits.decode_timeout_s, hold=lease.hold_all,
-            latent_keys=(lambda key: [vae.key(key) for vae in vaes]) if droppable else None)
+            latent_keys=unneeded)
     buckets = {b: n for b, n in table.group_by("bucket").len().iter_rows()}
     metadata = {"clips": len(table), "buckets": buckets, **stats.as_metadata(),
                 "frames_retention": str(store.frames_retention)}
-    sheet = _contact_sheet(content, table, validated_clips)
-    if sheet:
-        metadata["contact_sheet"] = MetadataValue.md(sheet)
+    metadata.update(_contact_sheet(content, table, validated_clips, context.partition_key))
     return Output(table, data_version=DataVersion(data_version_of(table["frames_key"])),
                   metadata=metadata)
 
@@ -178,8 +181,10 @@ SHEET_SCORES = {"motion_score": "motion", "brightness": "bright", "sharpness": "
 
 
 def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.DataFrame,
-                   clips: int = 8) -> "str | None":
-    """The middle sampled frame of up to `clips` clips, labelled with clip id and scores."""
+                   shard: str, clips: int = 8) -> dict:
+    """The middle sampled frame of up to `clips` clips, labelled with clip id and scores:
+    inline (behind the UI's "[Show Markdown]": Dagster has no inline image metadata) and as a
+    JPEG in the store, whose path is shown."""
     shown = frames.filter(pl.col("status") != Status.rejected).head(clips).select(
         "clip_id", "frames_key")
     scores = [c for c in SHEET_SCORES if c in validated.columns]
@@ -194,7 +199,13 @@ def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.Da
         measured = " ".join(f"{SHEET_SCORES[c]} {_short(row[c])}" for c in scores
                             if row[c] is not None)
         labels.append([row["clip_id"], measured] if measured else [row["clip_id"]])
-    return markdown_image(contact_sheet(images, labels=labels)) if images else None
+    if not images:
+        return {}
+    jpeg = contact_sheet(images, labels=labels)
+    path = content.path(layout.contact_sheet_path(shard))
+    content.write_bytes(path, jpeg)
+    return {"contact_sheet": MetadataValue.md(markdown_image(jpeg)),
+            "contact_sheet_path": MetadataValue.path(content.local_path(path))}
 
 
 def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
@@ -211,15 +222,15 @@ def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
         models = runtime(model, device)
         content, identity = store.open(), models.vae_identity()
         decoded = frame_tensors.filter(pl.col("status") != Status.rejected)["frames_key"]
-        with step_lease(context, content) as lease:
+        with step_lease(context, content) as lease, models.step_device() as on:
             lease.hold_all({ArtifactKind.frames: decoded,
                             ArtifactKind.latents: [identity.key(k) for k in decoded]})
             table, stats = encode_latents(
-                frame_tensors, content, identity, models.load_vae, device.batch_size,
+                frame_tensors, content, identity, lambda: models.vae(on), device.batch_size,
                 redecode=lambda rows: decode_again(
                     rows, sources.data_root, content, frame_policy(model, frames),
                     decode_timeout_s=limits.decode_timeout_s, hold=lease.hold_all))
-        metadata = {"clips": len(table), "device": str(models.torch_device),
+        metadata = {"clips": len(table), "device": str(on),
                     "dtype": str(models.torch_dtype), **stats.as_metadata()}
         if drops_after_latents(store.frames_retention):
             dropped = drop_frames(content, decoded, run_id=context.run.run_id)
@@ -236,10 +247,11 @@ def gpu_assets(op_tags: dict) -> list[AssetsDefinition]:
         models = runtime(model, device)
         content, identity = store.open(), models.text_identity()
         captions = validated_clips.filter(pl.col("accepted"))["caption_sha256"].unique()
-        with step_lease(context, content) as lease:
+        with step_lease(context, content) as lease, models.step_device() as on:
             lease.hold(ArtifactKind.embeddings, [identity.key(c) for c in captions])
             table, stats = encode_captions(validated_clips, content, identity,
-                                           models.load_text_encoder, device.text_batch_size)
+                                           lambda: models.text_encoder(on),
+                                           device.text_batch_size)
         return Output(table, data_version=DataVersion(data_version_of(table["embedding_key"])),
                       metadata={"captions": len(table), **stats.as_metadata()})
 

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dagster import Definitions, JobDefinition, build_reconstructable_job
+from collections.abc import Sequence
+
+from dagster import (
+    AssetsDefinition,
+    Definitions,
+    JobDefinition,
+    build_reconstructable_job,
+    map_asset_specs,
+)
 from dagster._core.definitions.reconstruct import ReconstructableJob
 
 from cog_assets.config import Settings, load_settings, settings_env
@@ -22,11 +30,21 @@ from cog_assets.defs.kubernetes import gpu_op_tags
 from cog_assets.defs.resources import build_resources
 from cog_assets.defs.sensors import upload_sensor
 from cog_assets.defs.store_usage import store_usage
+from cog_assets.identity import code_versions
+
+
+def with_code_versions(assets: Sequence[AssetsDefinition], settings: Settings
+                       ) -> Sequence[AssetsDefinition]:
+    """Each shard asset with the code version of what shapes its output under `settings`,
+    so Dagster's staleness (UI, sensor, backfill) follows a change of any of them."""
+    versions = code_versions(settings)
+    return map_asset_specs(lambda spec: spec.replace_attributes(
+        code_version=versions[spec.key.path[-1]]), assets)
 
 
 def build_definitions(settings: Settings) -> Definitions:
     """Everything `dagster dev` serves for these settings (already validated)."""
-    assets = shard_assets(gpu_op_tags(settings.orchestration))
+    assets = with_code_versions(shard_assets(gpu_op_tags(settings.orchestration)), settings)
     if settings.orchestration.automation:
         assets = with_automation(assets)
     return Definitions(

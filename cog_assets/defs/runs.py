@@ -18,32 +18,38 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import AssetObservation, DagsterInstance, execute_job
+from dagster import AssetRecordsFilter, DagsterInstance, execute_job
 
 from cog_assets import catalog, layout
 from cog_assets.config import Settings, SettingsError
-from cog_assets.defs.assets import UPLOADS_KEY
+from cog_assets.decode_ahead import DecodeAhead
 from cog_assets.defs.dead_runs import run_process_tags
-from cog_assets.defs.definitions import reconstructable_job
+from cog_assets.defs.definitions import build_definitions, reconstructable_job
+from cog_assets.defs.freshness import (
+    DATASET_KEY,
+    ShardFreshness,
+    record_uploads,
+    shard_freshness,
+)
 from cog_assets.defs.partitions import SHARDS_PARTITION
-from cog_assets.defs.sensors import DATA_VERSION_TAG
 from cog_assets.defs.store_usage import report_store_usage
+from cog_assets.models.runtime import import_model_code_in_background
 from cog_assets.sharding import shard_key
 from cog_assets.stages.manifest import discover_shards
 from cog_assets.store import ContentStore
 from cog_assets.uploads import UploadState, scan_uploads
 
 EXPORT_JOB = "export_datasets"
+log = logging.getLogger(__name__)
 
 
 def observe_uploads(instance: DagsterInstance, settings: Settings) -> dict[str, str]:
-    """Scan the data root as the upload sensor does and record each shard's fingerprint as an
-    observation of `uploads`, so the UI's staleness compares against what was actually run."""
+    """Scan the data root as the upload sensor does (saving the upload state it starts from)
+    and record each shard's fingerprint that moved as an observation of `uploads`, so the
+    UI's staleness compares against what was actually run."""
     state = UploadState(ContentStore(settings.store.url), settings.sources)
     tick = scan_uploads(state, state.latest_generation(), settings.sources)
-    for shard, fingerprint in tick.fingerprints.items():
-        instance.report_runless_asset_event(AssetObservation(
-            asset_key=UPLOADS_KEY, partition=shard, tags={DATA_VERSION_TAG: fingerprint}))
+    record_uploads(instance, tick.fingerprints)
     return tick.fingerprints
 
 
@@ -76,6 +82,9 @@ class ShardSummary:
     fingerprint: str | None = None  # of the shard's uploads when it ran
     resumed: bool = False  # skipped: done by the run this one resumed
     corrupt: list[str] = field(default_factory=list)  # damaged artefacts found and replaced
+    up_to_date: bool = False  # skipped: its last materialization matches (no run started)
+    decoded_ahead: int = 0  # of `computed`: frames decoded while the previous shard ran
+    why: list[str] = field(default_factory=list)  # why it ran (the freshness rule's reasons)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -97,6 +106,17 @@ def error_text(error) -> str:
     return " <- caused by: ".join(parts)
 
 
+def _read_dataset_metadata(summary: ShardSummary, metadata) -> None:
+    meta = {k: _metadata_value(v) for k, v in metadata.items()}
+    summary.clips = int(meta["clips"])
+    summary.accepted = int(meta["accepted"])
+    summary.rejected = int(meta["rejected"])
+    summary.rejects_by_reason = dict(meta.get("rejects_by_reason") or {})
+    summary.deferred = int(summary.rejects_by_reason.get("deferred", 0))
+    summary.index_path = str(meta["index_path"]) if "index_path" in meta else None
+    summary.rejects_path = str(meta["rejects_path"]) if "rejects_path" in meta else None
+
+
 def summarise(shard: str, result) -> ShardSummary:
     """Counts from the run's materialization metadata; the failing step's error if it failed."""
     summary = ShardSummary(shard=shard, success=result.success, run_id=result.run_id)
@@ -107,15 +127,8 @@ def summarise(shard: str, result) -> ShardSummary:
         summary.reused += int(meta.get("reused", 0))
         summary.corrupt += [line for line in str(meta.get("corrupt_artifacts") or "").split("\n")
                             if line]
-        if materialization.asset_key.path[-1] == "training_dataset":
-            summary.clips = int(meta["clips"])
-            summary.accepted = int(meta["accepted"])
-            summary.rejected = int(meta["rejected"])
-            summary.rejects_by_reason = dict(meta.get("rejects_by_reason") or {})
-            summary.deferred = int(summary.rejects_by_reason.get("deferred", 0))
-            summary.index_path = str(meta["index_path"]) if "index_path" in meta else None
-            summary.rejects_path = (str(meta["rejects_path"]) if "rejects_path" in meta
-                                    else None)
+        if materialization.asset_key == DATASET_KEY:
+            _read_dataset_metadata(summary, materialization.metadata)
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
             summary.failed_checks.append(evaluation.asset_check_key.to_user_string())
@@ -171,25 +184,87 @@ def _run_shard_in_worker(settings: Settings, shard: str, run_config: dict) -> Sh
         return run_shard(settings, instance, shard, run_config)
 
 
+def up_to_date_summary(instance: DagsterInstance, state: ShardFreshness) -> ShardSummary:
+    """A skipped shard's summary: what its last materialization of training_dataset holds."""
+    [record] = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=DATASET_KEY, asset_partitions=[state.shard]), limit=1
+    ).records
+    summary = ShardSummary(shard=state.shard, success=True, run_id=record.run_id,
+                           fingerprint=state.fingerprint, up_to_date=True)
+    _read_dataset_metadata(summary, record.asset_materialization.metadata)
+    return summary
+
+
+def judge_shards(settings: Settings, instance: DagsterInstance, shards: list[str],
+                 fingerprints: dict[str, str]) -> dict[str, ShardFreshness]:
+    """The freshness rule for `shards` (those whose fingerprint is known); an unreadable
+    store or instance judges nothing, so every shard runs and meets the error itself."""
+    known = {s: fingerprints[s] for s in shards if s in fingerprints}
+    try:
+        graph = build_definitions(settings).resolve_asset_graph()
+        return shard_freshness(instance, graph, known, ContentStore(settings.store.url),
+                               settings.model.profile)
+    except OSError as exc:
+        log.warning("could not tell which shards are up to date, running all: %s", exc)
+        return {}
+
+
+def run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[str],
+                    run_config: dict, decode_ahead: bool = True,
+                    on_done: Callable[[str, ShardSummary], None] | None = None
+                    ) -> dict[str, ShardSummary]:
+    """One run per shard in this process; the next shard's frames decode meanwhile.
+    `on_done(shard, summary)` is called as each shard ends."""
+    if shards:
+        import_model_code_in_background()
+    ahead = DecodeAhead(settings) if decode_ahead and len(shards) > 1 else None
+    summaries = {}
+    try:
+        for position, shard in enumerate(shards):
+            decoded = ahead.finish(shard) if ahead else None
+            if ahead and position + 1 < len(shards):
+                ahead.start(shards[position + 1])
+            summary = run_shard(settings, instance, shard, run_config)
+            if decoded is not None:  # its frames were computed ahead: its run found them
+                summary.decoded_ahead = decoded.computed
+                summary.computed += decoded.computed
+                summary.reused = max(0, summary.reused - decoded.computed)
+            summaries[shard] = summary
+            if on_done is not None:
+                on_done(shard, summary)
+    finally:
+        if ahead:
+            ahead.close()
+    return summaries
+
+
 def materialize_shards(settings: Settings, instance: DagsterInstance,
                        shards: Iterable[str] | None = None, log_level: str = "WARNING",
                        parallel: int = 1, resume_from: dict[str, dict] | None = None,
+                       force: bool = False, decode_ahead: bool = True,
                        on_shard: Callable[[dict[str, ShardSummary]], None] | None = None
                        ) -> dict[str, ShardSummary]:
-    """Run the whole asset graph for each shard (all of the data root's by default).
+    """Run the whole asset graph for each shard that needs it (all of the data root's by
+    default).
 
-    `parallel` > 1 runs that many shards at once in worker processes (the instance must then
-    be the persistent one under DAGSTER_HOME, which the workers open too). `resume_from` (a
-    previous summary's "shards") skips shards that succeeded there, with no deferred rows, and
-    whose uploads have not changed since. `on_shard` is called with the summaries so far each
-    time a shard ends (to write them where a killed backfill can resume from). The console
-    shows `log_level` and above; the instance keeps every event for the UI.
+    A shard whose uploads and output-shaping identity match its last materialization (the
+    rule of cog_assets.defs.freshness) is not launched: its summary says `up_to_date` and
+    repeats that materialization's counts. `force` runs every shard anyway. `parallel` > 1
+    runs that many shards at once in worker processes (the instance must then be the
+    persistent one under DAGSTER_HOME, which the workers open too); otherwise the shards run
+    one after the other in this process, which loads each model once for all of them, and
+    with `decode_ahead` the next shard's frames are decoded while this one's run encodes
+    (cog_assets.decode_ahead). `resume_from` (a previous summary's "shards") skips shards
+    that succeeded there, with no deferred rows, and whose uploads have not changed since.
+    `on_shard` is called with the summaries so far each time a shard ends (to write them
+    where a killed backfill can resume from). The console shows `log_level` and above; the
+    instance keeps every event for the UI.
     """
     all_shards = register_shards(instance, settings)
     try:
         fingerprints = observe_uploads(instance, settings)
     except OSError as exc:  # the runs will meet the same store and fail with their step error
-        logging.getLogger(__name__).warning("could not record upload fingerprints: %s", exc)
+        log.warning("could not record upload fingerprints: %s", exc)
         fingerprints = {}
     wanted = list(all_shards if shards is None else shards)
     done = {}
@@ -197,12 +272,19 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
         if (shard in wanted and previous.get("success") and not previous.get("deferred")
                 and previous.get("fingerprint") == fingerprints.get(shard)):
             done[shard] = ShardSummary(**{**previous, "resumed": True})
+    states = judge_shards(settings, instance, [s for s in wanted if s not in done],
+                          fingerprints)
+    if not force:
+        done.update({s: up_to_date_summary(instance, state) for s, state in states.items()
+                     if state.up_to_date and s not in done})
     todo = [s for s in wanted if s not in done]
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     finished = dict(done)
 
     def record(shard: str, summary: ShardSummary) -> None:
         summary.fingerprint = fingerprints.get(shard)
+        state = states.get(shard)
+        summary.why = (state.reasons if state else []) or (["forced"] if force else [])
         finished[shard] = summary
         if on_shard is not None:
             on_shard({key: finished[key] for key in wanted if key in finished})
@@ -215,8 +297,7 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
             for future in as_completed(futures):
                 record(futures[future], future.result())
     else:
-        for shard in todo:
-            record(shard, run_shard(settings, instance, shard, run_config))
+        run_in_sequence(settings, instance, todo, run_config, decode_ahead, record)
     reconcile_catalog(settings)
     report_store_usage(instance, settings)
     return {shard: finished[shard] for shard in wanted}

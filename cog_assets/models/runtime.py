@@ -1,17 +1,28 @@
 """The models a run uses, on its device: their identities (part of every artefact key) and
-their loaders. Built from the model and device settings; knows nothing of Dagster."""
+their loaders. Built from the model and device settings; knows nothing of Dagster.
+
+Models are loaded once per process and kept: every step and every shard a process runs (a
+backfill's shards, the runs of a worker) reuses them while their identity, device and dtype
+stay the same. A process holds one model of each kind; asking for another (other weights,
+dtype or GPU) frees the old one first. On a multi-GPU host a GPU step claims a free GPU for
+its duration (`step_device`), so concurrent GPU steps each run on their own device.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+import threading
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
-from diffusers import AutoencoderKLCogVideoX
 
 from cog_assets.choices import Dtype
 from cog_assets.config import DeviceSettings, ModelSettings
+from cog_assets.device_slots import claim_gpu, needs_claim
 from cog_assets.devices import dtype_name, resolve_device, resolve_dtype
 from cog_assets.models.text_encoder import (
     TextEncoder,
@@ -25,6 +36,94 @@ from cog_assets.models.weights import WeightsSource
 from cog_assets.profiles import ModelProfile, get_profile
 from cog_assets.stages.embeddings import TextIdentity
 from cog_assets.stages.latents import VaeIdentity
+
+if TYPE_CHECKING:  # loaded on first use: judging which shards need a run imports neither
+    from diffusers import AutoencoderKLCogVideoX
+    from transformers import PreTrainedTokenizerBase
+
+T = TypeVar("T")
+
+
+class _ProcessModels:
+    """One loaded model per kind ("vae", "text_encoder", "tokenizer"), keyed by what it is."""
+
+    def __init__(self):
+        self._held: dict[str, tuple[Hashable, Any]] = {}
+        self._lock = threading.Lock()
+        self.loads = 0  # models loaded by this process so far (tests and benchmarks read it)
+
+    def get(self, kind: str, key: Hashable, load: Callable[[], T]) -> T:
+        _finish_background_imports()  # never import the same packages from two threads
+        with self._lock:
+            held = self._held.get(kind)
+            if held is not None and held[0] == key:
+                return held[1]
+            if held is not None:
+                self._drop(kind)
+            model = load()
+            self.loads += 1
+            self._held[kind] = (key, model)
+            return model
+
+    def keep_only_device(self, device: torch.device) -> None:
+        """Free the models this process holds on other GPUs than `device` (the one it now
+        claimed), so an idle process never sits on a GPU another step has claimed."""
+        with self._lock:
+            for kind, (key, _model) in list(self._held.items()):
+                held_device = key[-1] if isinstance(key, tuple) else None
+                if isinstance(held_device, str) and held_device.startswith("cuda") \
+                        and held_device != str(device):
+                    self._drop(kind)
+
+    def devices(self) -> set[str]:
+        return {key[-1] for key, _ in self._held.values()
+                if isinstance(key, tuple) and isinstance(key[-1], str)}
+
+    def clear(self) -> None:
+        with self._lock:
+            for kind in list(self._held):
+                self._drop(kind)
+
+    def _drop(self, kind: str) -> None:
+        del self._held[kind]
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+PROCESS_MODELS = _ProcessModels()
+
+
+def import_model_code_in_background() -> threading.Thread:
+    """Import the VAE's and T5's code (diffusers, transformers: seconds of imports) in a
+    background thread, so a process about to run shards pays for it while its first steps
+    hash, probe and decode rather than when its first model loads."""
+
+    def work() -> None:
+        try:
+            import diffusers.models.autoencoders.autoencoder_kl_cogvideox  # noqa: F401
+            import transformers.models.t5.modeling_t5  # noqa: F401
+        except Exception:  # noqa: BLE001 - the step that loads the model reports it
+            pass
+
+    global _IMPORTING
+    _finish_background_imports()
+    thread = threading.Thread(target=work, name="cog-assets-import-models", daemon=True)
+    _IMPORTING = thread
+    thread.start()
+    return thread
+
+
+_IMPORTING: threading.Thread | None = None
+
+
+def _finish_background_imports() -> None:
+    if _IMPORTING is not None and _IMPORTING is not threading.current_thread():
+        _IMPORTING.join()
+
+
+def visible_gpus() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 @dataclass(frozen=True)
@@ -42,6 +141,7 @@ class ModelRuntime:
 
     @cached_property
     def torch_device(self) -> torch.device:
+        """The device setting resolved (`auto`: `cuda` or `cpu`), before any GPU is claimed."""
         return resolve_device(self.device.device)
 
     @cached_property
@@ -71,14 +171,43 @@ class ModelRuntime:
         return TextIdentity(self.weights.identity("text_encoder"), precision_of(self.torch_dtype),
                             self.profile.text_max_length)
 
-    def load_vae(self) -> AutoencoderKLCogVideoX:
-        return load_vae(self.weights, self.torch_device, self.torch_dtype,
-                        self.device.vae_slicing, self.device.vae_tiling)
+    @contextmanager
+    def step_device(self) -> Iterator[torch.device]:
+        """The device a GPU step runs on. On a host with several GPUs and the device `auto` or
+        `cuda`, a free GPU claimed for the step (the one this process's models are on, if
+        free); otherwise the device setting itself."""
+        count = visible_gpus()
+        if not needs_claim(self.device.device, count):
+            yield self.torch_device
+            return
+        held = [int(d.split(":")[1]) for d in PROCESS_MODELS.devices() if d.startswith("cuda:")]
+        with claim_gpu(count, self.device.gpu_lock_dir, prefer=held[0] if held else None) as i:
+            device = torch.device("cuda", i)
+            PROCESS_MODELS.keep_only_device(device)
+            torch.cuda.set_device(device)
+            yield device
 
-    def load_text_encoder(self) -> TextEncoder:
-        return load_text_encoder(self.weights, self.torch_device, self.torch_dtype)
+    def vae(self, device: torch.device | None = None) -> AutoencoderKLCogVideoX:
+        """The VAE on `device` (default: the resolved setting), loaded once per process."""
+        device = device or self.torch_device
+        key = (self.weights.identity("vae"), dtype_name(self.torch_dtype),
+               self.device.vae_slicing, self.device.vae_tiling, str(device))
+        return PROCESS_MODELS.get("vae", key, lambda: load_vae(
+            self.weights, device, self.torch_dtype, self.device.vae_slicing,
+            self.device.vae_tiling))
+
+    def text_encoder(self, device: torch.device | None = None) -> TextEncoder:
+        """T5 on `device` (default: the resolved setting), loaded once per process."""
+        device = device or self.torch_device
+        key = (self.weights.identity("text_encoder"), dtype_name(self.torch_dtype), str(device))
+        return PROCESS_MODELS.get("text_encoder", key, lambda: load_text_encoder(
+            self.weights, device, self.torch_dtype))
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return PROCESS_MODELS.get("tokenizer", (self.weights.identity("tokenizer"),),
+                                  lambda: load_tokenizer(self.weights))
 
     def token_counter(self) -> Callable[[list[str]], list[int]]:
         """Untruncated caption token counts with the profile's real tokenizer."""
-        tokenizer = load_tokenizer(self.weights)
+        tokenizer = self.tokenizer()
         return lambda captions: count_tokens(tokenizer, captions)

@@ -15,20 +15,27 @@ finetune/trainer.py casts every component whole (`__move_components_to_device`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5EncoderModel
 
 from cog_assets.devices import dtype_name
 from cog_assets.models.tiny import quiet_transformers, tiny_text_encoder_dir, tiny_tokenizer
 from cog_assets.models.weights import WeightsSource
 
+if TYPE_CHECKING:  # imported where a model is loaded: importing this module stays light
+    from transformers import PreTrainedTokenizerBase, T5EncoderModel
+
 
 def precision_of(dtype: torch.dtype) -> str:
     """The dtype layout T5 runs in when loaded in `dtype` (part of the embeddings' key):
     float16 keeps `_keep_in_fp32_modules` in float32, as transformers loads it."""
+    if dtype != torch.float16:  # (asked first: no transformers import when it is not needed)
+        return dtype_name(dtype)
+    from transformers import T5EncoderModel
+
     kept = sorted(T5EncoderModel._keep_in_fp32_modules or [])
-    if dtype == torch.float16 and kept:
+    if kept:
         return f"float16/{','.join(kept)}=float32"
     return dtype_name(dtype)
 
@@ -61,6 +68,8 @@ def count_tokens(tokenizer: PreTrainedTokenizerBase, captions: list[str]) -> lis
 def load_tokenizer(source: WeightsSource) -> PreTrainedTokenizerBase:
     if source.is_tiny():
         return tiny_tokenizer()
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(source.location, subfolder="tokenizer",
                                          revision=source.revision)
 
@@ -68,6 +77,8 @@ def load_tokenizer(source: WeightsSource) -> PreTrainedTokenizerBase:
 def load_text_encoder(source: WeightsSource, device: torch.device, dtype: torch.dtype
                       ) -> TextEncoder:
     """T5 in `dtype` as transformers loads it (see the module's note on precision)."""
+    from transformers import T5EncoderModel
+
     tokenizer = load_tokenizer(source)
     if source.is_tiny():
         with quiet_transformers():

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import AutoencoderKLCogVideoX
 from tokenizers import (
     Tokenizer,
     decoders,
@@ -26,8 +26,10 @@ from tokenizers import (
     pre_tokenizers,
     processors,
 )
-from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-from transformers.utils import logging as transformers_logging
+
+if TYPE_CHECKING:  # imported where used: `import cog_assets.models.weights` stays light
+    from diffusers import AutoencoderKLCogVideoX
+    from transformers import PreTrainedTokenizerFast, T5EncoderModel
 
 TINY_SEED = 0
 TINY_IDENTITY = "tiny-seed0-v1"
@@ -42,6 +44,8 @@ _WORDS = (
 
 def tiny_vae(scaling_factor: float, invert_scale_latents: bool = False) -> AutoencoderKLCogVideoX:
     """Four down blocks (8x spatial, 4x temporal) and 16 latent channels, as the real VAE."""
+    from diffusers import AutoencoderKLCogVideoX
+
     torch.manual_seed(TINY_SEED)
     return AutoencoderKLCogVideoX(
         block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4,
@@ -66,6 +70,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
         model_max_length=512,
@@ -74,6 +80,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_text_encoder(vocab_size: int, d_model: int) -> T5EncoderModel:
     """T5 v1.1 layout (gated-gelu, no bias) at d_model=32, two layers."""
+    from transformers import T5Config, T5EncoderModel
+
     torch.manual_seed(TINY_SEED)
     config = T5Config(
         vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
@@ -97,6 +105,8 @@ def tiny_text_encoder_dir(vocab_size: int, d_model: int) -> Path:
 @contextmanager
 def quiet_transformers() -> Iterator[None]:
     """No progress bars for the toy models' save and load (they take milliseconds)."""
+    from transformers.utils import logging as transformers_logging
+
     enabled = transformers_logging.is_progress_bar_enabled()
     transformers_logging.disable_progress_bar()
     try:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from diffusers import AutoencoderKLCogVideoX
 
 from cog_assets.models.tiny import tiny_vae
 from cog_assets.models.weights import WeightsSource
+
+if TYPE_CHECKING:  # imported where a VAE is loaded: importing this module stays light
+    from diffusers import AutoencoderKLCogVideoX
 
 
 def load_vae(source: WeightsSource, device: torch.device, dtype: torch.dtype,
@@ -21,6 +25,8 @@ def load_vae(source: WeightsSource, device: torch.device, dtype: torch.dtype,
         if dtype != torch.float32:
             vae = vae.to(dtype=dtype)
     else:  # loaded in the dtype asked for: diffusers keeps its fp32 modules where it must
+        from diffusers import AutoencoderKLCogVideoX
+
         vae = AutoencoderKLCogVideoX.from_pretrained(
             source.location, subfolder="vae", revision=source.revision, torch_dtype=dtype
         )

@@ -13,10 +13,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 import torch
-from diffusers import AutoencoderKLCogVideoX
 
 from cog_assets.choices import Status
 from cog_assets.keys import artifact_key
@@ -24,6 +24,9 @@ from cog_assets.layout import ArtifactKind
 from cog_assets.models.vae import frames_to_vae_input
 from cog_assets.stages.common import Reuse, reusable
 from cog_assets.store import ContentStore
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKLCogVideoX
 
 LATENTS_VERSION = "vae-moments-v1"
 

@@ -1,0 +1,129 @@
+"""Which shards need a run: one rule for the backfill, the upload sensor and the UI.
+
+A shard is up to date when every asset of it is materialized and *fresh* by Dagster's own
+staleness, the one the UI shows and its "Materialize stale" selects from:
+
+- each asset's code version (cog_assets.identity: settings, model identity, transform
+  versions) equals the one its latest materialization recorded;
+- no input's data version moved since, `uploads` included: its observation carries the
+  shard's upload fingerprint, brought up to date here first (`record_uploads`);
+- its last run deferred no row (a file still being written is read by a later run);
+- and the finished index is still in the store (a deleted store is not "up to date").
+
+The backfill skips such shards without starting a run, the sensor requests runs for exactly
+the others, and after either the UI shows nothing stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from dagster import AssetKey, AssetObservation, DagsterInstance
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._time import get_current_datetime
+
+from cog_assets import layout
+from cog_assets.defs.assets import UPLOADS_KEY
+from cog_assets.identity import SHARD_ASSETS
+from cog_assets.keys import artifact_key
+from cog_assets.store import ContentStore
+
+DATASET_KEY = AssetKey("training_dataset")
+# The tag an observation carries its data version in (dagster.DATA_VERSION_TAG, not exported).
+DATA_VERSION_TAG = "dagster/data_version"
+# The upload fingerprint of a shard whose last clip left the data root.
+EMPTY_SHARD = "empty"
+
+
+@dataclass
+class ShardFreshness:
+    shard: str
+    fingerprint: str
+    reasons: list[str] = field(default_factory=list)  # why it needs a run; none: up to date
+    last_success: int = 0  # storage id of its latest training_dataset materialization
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.reasons
+
+
+def graph_identity(asset_graph: BaseAssetGraph) -> str:
+    """One hash of the shard assets' code versions, as the definitions were built."""
+    versions = {name: asset_graph.get(AssetKey(name)).code_version for name in SHARD_ASSETS}
+    return artifact_key("identity", **versions)[:16]
+
+
+def _resolver(instance: DagsterInstance, asset_graph: BaseAssetGraph
+              ) -> CachingStaleStatusResolver:
+    view = AssetGraphView(temporal_context=TemporalContext(
+        effective_dt=get_current_datetime(), last_event_id=None),
+        instance=instance, asset_graph=asset_graph)
+    return CachingStaleStatusResolver(instance=instance, asset_graph=asset_graph,
+                                      loading_context=view)
+
+
+def record_uploads(instance: DagsterInstance, fingerprints: Mapping[str, str]) -> list[str]:
+    """Observe `uploads` for each shard whose fingerprint differs from its latest
+    observation (nothing is written for the others); returns those shards."""
+    moved = []
+    for shard, fingerprint in fingerprints.items():
+        record = instance.get_latest_data_version_record(UPLOADS_KEY, True, shard)
+        observed = None
+        if record is not None:
+            event = record.event_log_entry.asset_observation
+            observed = event.tags.get(DATA_VERSION_TAG) if event else None
+        if observed != fingerprint:
+            instance.report_runless_asset_event(AssetObservation(
+                asset_key=UPLOADS_KEY, partition=shard, tags={DATA_VERSION_TAG: fingerprint}))
+            moved.append(shard)
+    return moved
+
+
+def _deferred_rows(record) -> int:
+    """Rows the last training_dataset materialization left for later (files in flux)."""
+    if record is None or record.event_log_entry.asset_materialization is None:
+        return 0
+    by_reason = record.event_log_entry.asset_materialization.metadata.get("rejects_by_reason")
+    value = getattr(by_reason, "value", by_reason) or {}
+    return int(value.get("deferred", 0)) if isinstance(value, dict) else 0
+
+
+def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
+                    fingerprints: Mapping[str, str], store: ContentStore, profile: str,
+                    shards: Iterable[str] | None = None) -> dict[str, ShardFreshness]:
+    """The rule, for `shards` (default: every shard in `fingerprints`). `fingerprints` holds
+    each shard's current upload fingerprint (EMPTY_SHARD for a shard with no clip left)."""
+    wanted = list(fingerprints if shards is None else shards)
+    record_uploads(instance, {s: fingerprints[s] for s in wanted})
+    resolver = _resolver(instance, asset_graph)
+    states = {}
+    for shard in wanted:
+        state = ShardFreshness(shard, fingerprints[shard])
+        last = instance.get_latest_data_version_record(DATASET_KEY, False, shard)
+        state.last_success = last.storage_id if last else 0
+        if last is None and state.fingerprint == EMPTY_SHARD:
+            states[shard] = state  # never had a dataset and has no clip: nothing to do
+            continue
+        deferred = _deferred_rows(last)
+        if deferred:
+            state.reasons.append(f"{deferred} rows were deferred (still being written) by its "
+                                 "last run")
+        for name in SHARD_ASSETS:
+            status = resolver.get_status(AssetKey(name), shard)
+            if status == StaleStatus.MISSING:
+                state.reasons.append(f"{name} never materialized")
+            elif status == StaleStatus.STALE:
+                causes = resolver.get_stale_causes(AssetKey(name), shard)
+                state.reasons.extend(f"{name} {cause.reason}"
+                                     + (f" ({cause.dependency.asset_key.to_user_string()})"
+                                        if cause.dependency else "")
+                                     for cause in causes)
+        index = f"{store.path(layout.shard_dir(profile, shard))}/{layout.INDEX_FILE}"
+        live = state.fingerprint != EMPTY_SHARD  # a retired shard has no index to check
+        if not state.reasons and live and not store.exists(index):
+            state.reasons.append(f"its finished index {index} is missing from the store")
+        states[shard] = state
+    return states

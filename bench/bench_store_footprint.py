@@ -78,7 +78,7 @@ def show(title: str, figures: dict) -> None:
           f"({figures['outside'] / max(figures['datasets'], 1):.3f}x)")
     for kind, size in figures["bytes"].items():
         if figures["files"][kind]:
-            print(f"  {kind:<12} {figures['files'][kind]:>6} files {size / 1e6:>10.2f} MB")
+            print(f"  {kind:<14} {figures['files'][kind]:>6} files {size / 1e6:>10.2f} MB")
 
 
 def main() -> int:

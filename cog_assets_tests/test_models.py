@@ -51,6 +51,21 @@ def test_vae_moments_equal_diffusers_on_frames_normalised_to_minus_one_one(tmp_p
         torch.testing.assert_close(got, expected[i], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("profile", ["tiny", "tiny-1.5"])
+@pytest.mark.parametrize("height,width", [(64, 96), (96, 160), (240, 368)])
+def test_tiled_moments_have_the_untiled_shape(profile, height, width):
+    """Tiling is a memory setting: the latents keep their shape (the real VAE's tile steps
+    are whole latent pixels, and so are the tiny twin's)."""
+    source = WeightsSource(get_profile(profile))
+    frames = torch.rand(1, 3, 9, height, width) * 2 - 1
+    with torch.no_grad():
+        plain = load_vae(source, CPU, torch.float32).encode(frames).latent_dist.parameters
+        tiled = load_vae(source, CPU, torch.float32, tiling=True).encode(
+            frames).latent_dist.parameters
+    assert tiled.shape == plain.shape == (1, 32, 3, height // 8, width // 8)
+    assert torch.isfinite(tiled).all()
+
+
 def test_t5_embeddings_equal_encoder_with_cogvideox_tokenizer_settings(tmp_path):
     profile = get_profile("tiny")
     captions = ["a red ball moving across the sky", "a dark city street at night"]

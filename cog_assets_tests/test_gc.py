@@ -283,9 +283,10 @@ def test_gc_over_and_over_beside_a_running_backfill_takes_nothing_it_needs(tmp_p
         run.kill()
     assert code == 0, run.output()[-4000:]
     assert rounds >= 5, rounds
-    # what only the cover version held was written back to cas when it was replaced: garbage
+    # what only the cover version held was written back to cas when it was replaced (at the
+    # run's end, maybe after the last round beside it): garbage
+    removed += collect(store, plan_gc(store, grace_s=0), grace_s=0).removed
     assert {"latents", "thumbnails"} <= {g.category for g in removed}, removed
-    collect(store, plan_gc(store, grace_s=0), grace_s=0)
     assert verify_store(store).ok
     assert len(CogVideoXLatentDataset(store_dir / "datasets" / "tiny", "tiny",
                                       verify=True)) == 4

@@ -80,6 +80,30 @@ def test_reader_stays_within_one_batch_ahead(tmp_path):
     assert seen == 6 and most == 1  # it did read ahead
 
 
+def test_on_the_cpu_the_reader_waits_for_the_vae_by_default(tmp_path, monkeypatch):
+    """The CPU's VAE keeps every core busy: nothing is gained by reading ahead there, and a
+    batch more would be held at the peak. The first batch is still read while it loads."""
+    store = ContentStore(str(tmp_path))
+    table = clips_in_store(store, 4)
+    identity = VaeIdentity(TINY.identity("vae"), "float32", False)
+    buffered = []
+    original = BatchStream.__iter__
+
+    def watched(stream):
+        for item in original(stream):
+            time.sleep(0.2)  # a slow encode: the reader could run ahead if it were let
+            buffered.append(stream.buffered)
+            yield item
+
+    monkeypatch.setattr(BatchStream, "__iter__", watched)
+    encode_latents(table, store, identity, lambda: load_vae(TINY, CPU, torch.float32), 1)
+    assert buffered == [0, 0, 0, 0]
+    encode_latents(table, store, VaeIdentity(TINY.identity("vae"), "float32", True),
+                   lambda: load_vae(TINY, CPU, torch.float32, tiling=True), 1,
+                   prefetch_batches=1)
+    assert max(buffered[4:]) == 1  # asked for: one batch ahead
+
+
 def test_a_missing_frames_file_is_raised_to_the_caller(tmp_path):
     store = ContentStore(str(tmp_path))
     table = clips_in_store(store, 2).with_columns(pl.lit("nope").alias("frames_key"))

@@ -254,6 +254,22 @@ def test_segments_take_captions_from_the_table_or_are_rejected_without_one(multi
     assert "sources.jsonl:1" in others["issue_message"][0]
 
 
+def test_the_trigger_word_begins_table_captions_as_it_begins_inherited_ones(multishot, tmp_path):
+    path, _ = multishot
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(path, root / "long.mp4")
+    (root / "sources.jsonl").write_text('{"video": "long.mp4", "caption": "a compilation"}\n')
+    (root / "segments.csv").write_text("video,start_s,end_s,caption\n"
+                                       "long.mp4,0,3.1,a woman flips a pancake\n")
+    settings = _settings(root, tmp_path, split_scenes=True, min_clip_s=2.0,
+                         segment_captions="segments.csv", id_token="TOK")
+    table, _, _ = _split(settings, ContentStore(settings.store.url))
+    by_origin = dict(zip(table["caption_source"], table["caption"]))
+    assert by_origin[CaptionSource.segment_table] == "TOK a woman flips a pancake"
+    assert by_origin[CaptionSource.inherited] == "TOK a compilation"
+
+
 def test_a_damaged_source_is_scanned_past_its_bad_packet_and_garbage_is_left_to_validation(
         shared_media, tmp_path):
     root = _dataset(tmp_path / "data", {

@@ -41,7 +41,7 @@ from cog_assets.reasons import RejectReason
 from cog_assets.segment_captions import SegmentCaption, match_caption, read_segment_captions
 from cog_assets.segments import SCORE_COLUMNS, Segment, segment_id, segment_scores, split_scenes
 from cog_assets.stages.common import Reuse
-from cog_assets.stages.manifest import MANIFEST_SCHEMA
+from cog_assets.stages.manifest import MANIFEST_SCHEMA, with_id_token
 from cog_assets.store import ContentStore
 
 STAGE = "segments"
@@ -149,8 +149,9 @@ def _verdict(clip_id: str, segment: Segment, caption: str | None, scores: dict,
 
 
 def _clips(source: _Source, settings: SegmentSettings,
-           captions: dict[str, list[SegmentCaption]]) -> Iterator[dict]:
-    """The rows of one scanned source: its segments (or itself), captioned and judged."""
+           captions: dict[str, list[SegmentCaption]], id_token: str | None) -> Iterator[dict]:
+    """The rows of one scanned source: its segments (or itself), captioned and judged. A
+    caption of the segment table gets the trigger word as the manifest's captions did."""
     row, scan = source.row, source.scan
     video = row["clip_id"]
     if settings.split_scenes:
@@ -163,7 +164,8 @@ def _clips(source: _Source, settings: SegmentSettings,
             clip_id = segment_id(video, segment)
             matched = match_caption(captions.get(video, []), segment.start_s, segment.end_s)
             if matched is not None:
-                caption, origin = matched.caption, CaptionSource.segment_table
+                caption = with_id_token(matched.caption, id_token)
+                origin = CaptionSource.segment_table
             elif row["caption"]:
                 caption, origin = row["caption"], CaptionSource.inherited
             else:
@@ -213,7 +215,7 @@ def split_segments(manifest: pl.DataFrame, sources: SourceSettings, settings: Se
                         "issue_stage": STAGE, "scan_key": item.key})
             summary.append(_summary(item, []))
         else:
-            clips = list(_clips(item, settings, captions))
+            clips = list(_clips(item, settings, captions, sources.id_token))
             out.extend(clips)
             summary.append(_summary(item, clips))
     table = pl.DataFrame(out, schema=SEGMENTS_SCHEMA)

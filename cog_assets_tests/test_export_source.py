@@ -109,3 +109,16 @@ def test_a_failed_export_leaves_the_previous_version_whole(tmp_path):
     assert (out / "videos.txt").read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir() if p.name != "export"] == [
         Path(out.readlink()).name]  # only the live version: the failed one is gone
+
+
+def test_a_link_the_user_made_to_their_own_folder_is_replaced_not_emptied(tmp_path):
+    theirs = tmp_path / "big-disk" / "cache"
+    theirs.mkdir(parents=True)
+    (theirs / "keep.txt").write_text("mine\n")
+    out = tmp_path / "exports" / "cogvideo-finetune"
+    out.parent.mkdir()
+    out.symlink_to(theirs)
+    with fresh_folder(out) as folder:
+        (folder / "videos.txt").write_text("new\n")
+    assert (out / "videos.txt").read_text() == "new\n"
+    assert (theirs / "keep.txt").read_text() == "mine\n"

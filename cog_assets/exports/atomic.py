@@ -77,6 +77,18 @@ def symlink(path: Path, target: Path) -> Path:
     return path
 
 
+def _version_prefix(out: Path) -> str:
+    return f".{out.name}."
+
+
+def _own_version(out: Path) -> Path | None:
+    """The folder the link `out` points at, if it is one of our versions beside it; a link
+    the user made to a folder of their own (say a bigger disk) is replaced, never emptied."""
+    target = out.parent / os.readlink(out)
+    ours = target.parent == out.parent and target.name.startswith(_version_prefix(out))
+    return target if ours else None
+
+
 @contextmanager
 def fresh_folder(out: Path) -> Iterator[Path]:
     """An empty folder to write a new version of `out` into. If the block finishes, `out`
@@ -84,14 +96,15 @@ def fresh_folder(out: Path) -> Iterator[Path]:
     folder is removed and `out` is as it was. `out` must not be a path inside the folder."""
     out = Path(os.path.abspath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
-    version = out.parent / f".{out.name}.{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    version = out.parent / f"{_version_prefix(out)}{stamp}"
     version.mkdir()
     try:
         yield version
     except BaseException:
         shutil.rmtree(version, ignore_errors=True)
         raise
-    previous = out.parent / os.readlink(out) if out.is_symlink() else None
+    previous = _own_version(out) if out.is_symlink() else None
     if out.exists() and not out.is_symlink():  # a plain folder from an older cog-assets
         previous = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:8]}"
         os.replace(out, previous)

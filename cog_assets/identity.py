@@ -37,8 +37,10 @@ def output_identities(settings: Settings) -> dict[str, dict]:
     """Per asset, everything besides its inputs that decides its output."""
     from cog_assets.models.runtime import ModelRuntime
 
+    # From the settings' words, never a device: the code server (a CPU pod), the CLI and the
+    # GPU step's worker compute the same versions, and a host without the device loads.
     runtime = ModelRuntime(settings.model, settings.device)
-    vae, text = runtime.vae_identity(), runtime.text_identity()
+    weights, dtypes = runtime.weights, runtime.dtype_names()
     store = settings.store.url  # where the tables and artefacts are: another store has none
     sampling = {"frames": _dump(settings.frames), "profile": settings.model.profile}
     return {
@@ -47,13 +49,14 @@ def output_identities(settings: Settings) -> dict[str, dict]:
         "scene_segments": {"segments": _dump(settings.segments), "limits": _dump(settings.limits),
                            "store": store, "version": scan.SCAN_VERSION},
         "validated_clips": {**sampling, "limits": _dump(settings.limits), "store": store,
-                            "tokenizer": runtime.weights.identity("tokenizer"),
+                            "tokenizer": weights.identity("tokenizer"),
                             "version": VALIDATION_VERSION},
         "frame_tensors": {**sampling, "store": store, "version": frames.FRAMES_VERSION},
-        "vae_latents": {"model": vae.model, "dtype": vae.dtype, "tiling": vae.tiling,
-                        "store": store, "version": latents.LATENTS_VERSION},
-        "t5_embeddings": {"model": text.model, "dtype": text.dtype,
-                          "max_length": text.max_length, "store": store,
+        "vae_latents": {"model": weights.identity("vae"), "dtypes": dtypes,
+                        "tiling": settings.device.vae_tiling, "store": store,
+                        "version": latents.LATENTS_VERSION},
+        "t5_embeddings": {"model": weights.identity("text_encoder"), "dtypes": dtypes,
+                          "max_length": runtime.profile.text_max_length, "store": store,
                           "version": embeddings.EMBEDDINGS_VERSION},
         "training_dataset": {"profile": settings.model.profile, "store": store,
                              "version": DATASET_VERSION},
@@ -65,7 +68,3 @@ def code_versions(settings: Settings) -> dict[str, str]:
     return {name: artifact_key("code_version", **parts)[:16]
             for name, parts in output_identities(settings).items()}
 
-
-def identity_of(settings: Settings) -> str:
-    """One hash of every asset's code version: changes when any output-shaping thing does."""
-    return artifact_key("identity", **code_versions(settings))[:16]

@@ -403,3 +403,20 @@ def test_helm_values_match_the_instance_limits_and_serve_the_k8s_code_location()
     # the data root is on the volume every pod mounts
     [mount] = deployment["volumeMounts"]
     assert deployment["env"]["COG_ASSETS_DATA_ROOT"].startswith(mount["mountPath"] + "/")
+
+
+def test_the_code_server_loads_on_a_cpu_pod_with_the_gpu_steps_device_and_agrees_with_them():
+    """The Helm values set COG_ASSETS_DEVICE=cuda for every pod; the code server and the
+    decode steps run on CPU pods. The definitions load there, and the code versions they
+    record are the GPU pod's, so a materialization made there is not stale here."""
+    from cog_assets.config import Settings
+    from cog_assets.defs.definitions import build_definitions
+    from cog_assets.identity import code_versions
+
+    cuda = Settings.of(device="cuda")  # no CUDA on this machine
+    assert build_definitions(cuda).resolve_job_def("prepare_shards")
+    assert code_versions(cuda) == code_versions(cuda.with_(dtype="bfloat16"))  # auto's choice
+    # auto on a CPU is float32: the same outputs, the same versions
+    cpu = Settings.of(device="cpu")
+    assert code_versions(cpu) == code_versions(cpu.with_(dtype="float32"))
+    assert code_versions(cpu)["vae_latents"] != code_versions(cuda)["vae_latents"]

@@ -152,20 +152,23 @@ class ModelRuntime:
         return VaeIdentity(self.weights.identity("vae"), dtype_name(self.torch_dtype),
                            self.device.vae_tiling)
 
-    def vae_identities(self) -> list[VaeIdentity]:
-        """The identities vae_latents may run with, found without touching a device (the
-        frames step may run where the GPU steps' device is not, e.g. in a CPU pod): the
-        dtype given, or for `auto` the one of the device given, or both of auto's."""
+    def dtype_names(self) -> list[str]:
+        """The dtypes the model steps may run in, found without touching a device (the
+        frames step, the code server and the CLI may run where the GPU steps' device is not,
+        e.g. in a CPU pod): the dtype given, or for `auto` the one of the device given, or
+        both of auto's."""
         if self.device.dtype != Dtype.auto:
-            dtypes = [str(self.device.dtype)]
-        elif self.device.device == "cpu":
-            dtypes = ["float32"]
-        elif self.device.device.startswith("cuda"):
-            dtypes = ["bfloat16"]
-        else:
-            dtypes = ["float32", "bfloat16"]
+            return [str(self.device.dtype)]
+        if self.device.device == "cpu":
+            return ["float32"]
+        if self.device.device.startswith("cuda"):
+            return ["bfloat16"]
+        return ["float32", "bfloat16"]
+
+    def vae_identities(self) -> list[VaeIdentity]:
+        """The identities vae_latents may run with (see dtype_names)."""
         return [VaeIdentity(self.weights.identity("vae"), dtype, self.device.vae_tiling)
-                for dtype in dtypes]
+                for dtype in self.dtype_names()]
 
     def text_identity(self) -> TextIdentity:
         return TextIdentity(self.weights.identity("text_encoder"), precision_of(self.torch_dtype),

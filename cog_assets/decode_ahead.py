@@ -13,33 +13,56 @@ when frames are a cache (frames_retention). Knows nothing of Dagster.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from cog_assets.config import Settings
 from cog_assets.frame_policy import FramePolicy
+from cog_assets.libc import libc_function
 from cog_assets.models.runtime import ModelRuntime
 from cog_assets.profiles import get_profile
 from cog_assets.retention import latent_keys_making_frames_unneeded
 from cog_assets.stages.common import Reuse
 from cog_assets.stages.frames import extract_frames
 from cog_assets.stages.manifest import build_manifest
+from cog_assets.stages.segments import split_segments
 from cog_assets.stages.validation import validate_clips
 from cog_assets.store import ContentStore
 from cog_assets.uploads import UploadState
 
 log = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1  # prctl's option number (linux/prctl.h)
+_PRCTL = libc_function("prctl", [ctypes.c_int, ctypes.c_ulong])
+
+
+def die_with_parent(parent: int) -> None:
+    """Run in the helper as it starts: killed when the backfill dies, kill -9 included (a pool
+    worker otherwise waits for work forever, holding its memory, or decodes on for nobody).
+    Linux; elsewhere the helper outlives a killed backfill."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
 
 def decode_shard(settings: Settings, shard: str) -> Reuse:
-    """The frames of every clip of `shard` that validation accepts, into the store."""
+    """The frames of every clip of `shard` that validation accepts, into the store (and its
+    sources' scene scans, where scenes are split or scored); what it computed."""
     store = ContentStore(settings.store.url)
     sources = settings.sources
     policy = FramePolicy.build(get_profile(settings.model.profile), settings.frames)
     manifest = build_manifest(sources, shard, known=UploadState(store, sources).known_hashes())
+    # The run's own steps in its order: scene segments (scanned here, reused by the run) give
+    # the clips and their windows, so the frames decoded are the ones the run will ask for.
+    segments, scanned, _ = split_segments(manifest, sources, settings.segments, settings.limits,
+                                          store)
     # Token counts do not decide acceptance (an over-long caption is flagged, not rejected).
-    validated = validate_clips(manifest, sources.data_root, policy, settings.limits)
+    validated = validate_clips(segments, sources.data_root, policy, settings.limits)
     # Like frame_tensors: no frames for a clip whose latents are there, when frames are a cache.
     unneeded = latent_keys_making_frames_unneeded(
         settings.store.frames_retention,
@@ -47,6 +70,7 @@ def decode_shard(settings: Settings, shard: str) -> Reuse:
     _, stats = extract_frames(validated, sources.data_root, store, policy,
                               decode_timeout_s=settings.limits.decode_timeout_s,
                               latent_keys=unneeded)
+    stats.computed += scanned.computed
     return stats
 
 
@@ -66,7 +90,9 @@ class DecodeAhead:
     def start(self, shard: str) -> None:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=1,
-                                             mp_context=multiprocessing.get_context("spawn"))
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=die_with_parent,
+                                             initargs=(os.getpid(),))
         self._job = (shard, self._pool.submit(decode_shard, self.settings, shard))
 
     def finish(self, shard: str) -> Reuse | None:

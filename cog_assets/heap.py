@@ -14,24 +14,15 @@ no glibc.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-from collections.abc import Callable
+
+from cog_assets.libc import libc_function
 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 MMAP_THRESHOLD_BYTES = 4 << 20
 
 
-def _libc_function(name: str, argtypes: list) -> Callable | None:
-    try:
-        function = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
-    except (OSError, AttributeError):
-        return None
-    function.argtypes, function.restype = argtypes, ctypes.c_int
-    return function
-
-
-_MALLOPT = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int])
-_MALLOC_TRIM = _libc_function("malloc_trim", [ctypes.c_size_t])
+_MALLOPT = libc_function("mallopt", [ctypes.c_int, ctypes.c_int])
+_MALLOC_TRIM = libc_function("malloc_trim", [ctypes.c_size_t])
 
 
 def map_large_blocks() -> None:

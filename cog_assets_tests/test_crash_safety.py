@@ -346,3 +346,74 @@ def test_resume_after_a_kill_skips_the_shards_the_summary_already_has(tmp_path):
     assert summary["shards"][first]["resumed"] and not summary["shards"][second]["resumed"]
     assert summary["shards"][second]["success"]
     assert summary["shards"][first]["accepted"] + summary["shards"][second]["accepted"] == 6
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid:
+            found.append((int(entry), command))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc (Linux)")
+def test_a_killed_backfill_leaves_no_helper_decoding_ahead(shared_media, tmp_path):
+    """kill -9 of the backfill process alone (the OOM killer, `kill -9 PID`), not of its
+    group, while the helper decodes the next shard's real videos ahead (seconds of work): the
+    helper goes at once with it, and everything else it started follows."""
+    data = tmp_path / "data"
+    (data / "clips").mkdir(parents=True)
+    names = []
+    for video in sorted((shared_media / "videos").iterdir()):
+        shutil.copyfile(video, data / "clips" / video.name)
+        names.append(f"clips/{video.name}")
+    (data / "videos.txt").write_text("".join(f"{n}\n" for n in names))
+    (data / "prompts.txt").write_text("".join(f"clip {i}\n" for i in range(len(names))))
+    run = start_backfill(data, tmp_path / "store", tmp_path / "home", tmp_path / "run",
+                         "--shards", "2", "--buckets", "49x240x368")
+    try:
+        deadline = time.monotonic() + 180
+        while not (helpers := [p for p, c in _children(run.proc.pid) if "spawn_main" in c]):
+            assert run.proc.poll() is None and time.monotonic() < deadline, run.output()[-3000:]
+            time.sleep(0.05)
+        time.sleep(3)  # into its work: importing, probing, decoding
+        run.proc.kill()  # the CLI's process only
+        run.proc.wait()
+        assert _gone(helpers[0], within_s=5), "the helper decoding ahead outlived the backfill"
+        assert _gone_group(run.proc.pid, within_s=30), subprocess.run(
+            ["ps", "-o", "pid,ppid,cmd", "-g", str(run.proc.pid)], capture_output=True,
+            text=True).stdout
+    finally:
+        run.kill()
+
+
+def _gone(pid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True  # dead, not yet reaped by init
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _gone_group(pgid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False

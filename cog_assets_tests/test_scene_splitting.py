@@ -111,7 +111,8 @@ def _split(settings: Settings, store: ContentStore, workers: int | None = 0):
 
 
 def _settings(root: Path, tmp_path: Path, **flat) -> Settings:
-    return Settings.of(data_root=str(root), store=str(tmp_path / "store"), shards=1, **flat)
+    return Settings.of(**{"data_root": str(root), "store": str(tmp_path / "store"), "shards": 1,
+                          **flat})
 
 
 def _rows(table: pl.DataFrame) -> dict[str, dict]:
@@ -268,6 +269,37 @@ def test_the_trigger_word_begins_table_captions_as_it_begins_inherited_ones(mult
     by_origin = dict(zip(table["caption_source"], table["caption"]))
     assert by_origin[CaptionSource.segment_table] == "TOK a woman flips a pancake"
     assert by_origin[CaptionSource.inherited] == "TOK a compilation"
+
+
+def test_the_next_shard_decoded_ahead_is_cut_into_the_segments_its_run_reads(multishot,
+                                                                            tmp_path):
+    """A backfill decodes the next shard's frames while this one encodes: with scenes split,
+    those are the segments' frames, under the keys the shard's own run asks for."""
+    from dagster import instance_for_test
+
+    from cog_assets.defs.runs import materialize_shards
+    from cog_assets.sharding import shard_for
+
+    from cog_assets.media.synthetic import write_test_video
+
+    path, _ = multishot
+    first = next(n for n in (f"plain_{i}.mp4" for i in range(40))
+                 if shard_for(n, 2) == "shard-00000")
+    later = next(n for n in (f"long_{i}.mp4" for i in range(40))
+                 if shard_for(n, 2) == "shard-00001")
+    plain = write_test_video(tmp_path / "plain.mp4", width=320, height=240, seconds=4.0, seed=3)
+    root = _dataset(tmp_path / "data", {first: plain, later: path},
+                    {first: "a plain clip", later: "shots"})
+    settings = _settings(root, tmp_path, split_scenes=True, min_clip_s=2.0, shards=2,
+                         device="cpu")
+    with instance_for_test() as instance:
+        summaries = materialize_shards(settings, instance)
+    assert all(s.success for s in summaries.values()), [s.failure for s in summaries.values()]
+    later = summaries["shard-00001"]
+    assert later.accepted > 1
+    assert later.decoded_ahead == later.accepted + 1  # its segments' frames and its scan
+    # every frame decoded was a segment's: all of them dropped once their shard was published
+    assert not list((tmp_path / "store" / "cas" / "frames").rglob("*.safetensors"))
 
 
 def test_a_damaged_source_is_scanned_past_its_bad_packet_and_garbage_is_left_to_validation(

@@ -45,11 +45,15 @@ class Footprint:
         self.files[kind] += 1
 
 
+def is_temporary(name: str) -> bool:
+    """A file name ContentStore or an export gives what it is still writing."""
+    return TEMP_MARKS[0] in name or (name.startswith(".") and name.endswith(TEMP_MARKS[1]))
+
+
 def kind_of(relative: str) -> str:
     """The kind a store-relative file path counts as."""
     parts = relative.split("/")
-    name = parts[-1]
-    if ".tmp-" in name or (name.startswith(".") and name.endswith(".tmp")):
+    if is_temporary(parts[-1]):
         return "temporaries"
     if parts[0] == layout.CAS_DIR and len(parts) > 1:
         return CAS_KINDS.get(parts[1], "other")

@@ -36,7 +36,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from cog_assets import artifact_refs, layout
 from cog_assets.catalog import ShardEntry
-from cog_assets.footprint import CAS_KINDS, TEMP_MARKS
+from cog_assets.footprint import CAS_KINDS, is_temporary
 from cog_assets.layout import ArtifactKind
 from cog_assets.leases import HeldSet, expired, held
 from cog_assets.live_set import GcError, LiveSet, live_set  # noqa: F401 - gc raises GcError
@@ -111,10 +111,6 @@ class GcResult:
 
 # -- judging one file ----------------------------------------------------------------------------
 
-def _is_temporary(name: str) -> bool:
-    return TEMP_MARKS[0] in name or (name.startswith(".") and name.endswith(TEMP_MARKS[1]))
-
-
 def _quarantined_at(name: str, fallback: float) -> float:
     """When a file was quarantined: the stamp in its name (a move keeps the file's time)."""
     for part in name.split("."):
@@ -133,8 +129,10 @@ def judge(relative: str, mtime: float, live: LiveSet, holding: HeldSet, cutoff: 
     name, area = parts[-1], parts[0]
     recent = mtime > cutoff
     if area in ("state", layout.EXPORTS_DIR) or holding.holds_path(relative):
+        if area == "state" and is_temporary(name) and not recent:
+            return "temporaries"  # a lease or upload state a killed run was writing
         return None  # leases and exports are judged whole, elsewhere
-    if _is_temporary(name):  # one being written for a held key is not a killed run's
+    if is_temporary(name):  # one being written for a held key is not a killed run's
         return None if recent or _held_key(relative, holding) else "temporaries"
     if area == layout.CAS_DIR:
         category = _judge_artifact(parts, live, holding)
@@ -274,7 +272,7 @@ def _export_garbage(store: ContentStore, holding: HeldSet, everything: bool, cut
                 if everything or (stale and newest <= cutoff):
                     garbage.append(Garbage(entry.path, sum(f.size for f in files), "exports",
                                            files=len(files), folder=True))
-            elif _is_temporary(entry.name) and entry.stat().st_mtime <= cutoff:
+            elif is_temporary(entry.name) and entry.stat().st_mtime <= cutoff:
                 garbage.append(Garbage(entry.path, entry.stat().st_size, "temporaries"))
     return garbage
 

@@ -112,6 +112,3 @@ def unseal(data: bytes) -> dict[str, torch.Tensor]:
     except SafetensorError as exc:
         raise DamagedTensors(f"safetensors cannot read it: {exc}") from None
 
-
-def metadata_of(header: Mapping[str, Any]) -> dict[str, str]:
-    return dict(header.get("__metadata__") or {})

@@ -24,6 +24,7 @@ from PIL import Image
 
 from cog_assets import artifact_refs, layout
 from cog_assets.catalog import CatalogFile, DatasetError, read_catalog
+from cog_assets.footprint import is_temporary
 from cog_assets.layout import ArtifactKind
 from cog_assets.sealed_tensors import DamagedTensors
 from cog_assets.store import ContentStore
@@ -137,7 +138,7 @@ def _verify_all_artifacts(store: ContentStore, report: VerifyReport,
         return
     for path in sorted(store.fs.find(root)):
         relative = path[len(root) + 1:].split("/")
-        if len(relative) != 3 or ".tmp-" in relative[2]:
+        if len(relative) != 3 or is_temporary(relative[2]):
             continue  # not an artefact (a killed run's temporary, a stray file)
         kind, name = relative[0], relative[2]
         key, _, suffix = name.partition(".")

@@ -293,3 +293,12 @@ def test_gc_over_and_over_beside_a_running_backfill_takes_nothing_it_needs(tmp_p
     code, summary, output = backfill_here(data, store_dir, home, tmp_path / "run-3",
                                           "--resize", "stretch")
     assert code == 0 and summary["shards"]["shard-00000"]["computed"] == 0, output[-3000:]
+
+
+def test_a_lease_a_killed_step_was_writing_is_a_temporary_once_past_the_grace(store):
+    store, _, _ = store
+    state = Path(store.path("state/leases"))
+    old = _write(state / "run-9.frame_tensors.json.tmp-3f2a")
+    young = _write(state / "run-9.vae_latents.json.tmp-77c1", age=60)
+    planned = {Path(g.path): g.category for g in _plan(store).garbage}
+    assert planned.get(old) == "temporaries" and young not in planned

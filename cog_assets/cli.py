@@ -219,7 +219,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from cog_assets.footprint import megabytes
-    from cog_assets.gc import GcError, collect, plan_gc
+    from cog_assets.gc import GcError, GcPlan, collect, plan_gc
     from cog_assets.store import ContentStore
 
     settings = load_settings(overrides=overrides_from_args(args))
@@ -245,7 +245,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
                   "their shard files")
     for item in gone:
         print(f"{item.category:<14} {item.bytes:>12} {item.path}")
-    counts = plan.by_category() if args.dry_run else _by_category(gone)
+    counts = (plan if args.dry_run else GcPlan(garbage=gone)).by_category()
     total = sum(size for _, size in counts.values())
     detail = ", ".join(f"{c} {n} ({megabytes(b)})" for c, (n, b) in counts.items())
     print(f"{verb} {sum(n for n, _ in counts.values())} files, {megabytes(total)}"
@@ -254,14 +254,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"kept {plan.kept_held} files held by running steps and {plan.kept_recent} "
               f"written in the last {grace_s:g} s (gc_grace_s)")
     return 0
-
-
-def _by_category(items) -> dict[str, tuple[int, int]]:
-    counts: dict[str, tuple[int, int]] = {}
-    for item in items:
-        files, size = counts.get(item.category, (0, 0))
-        counts[item.category] = (files + item.files, size + item.bytes)
-    return counts
 
 
 def cmd_shards(args: argparse.Namespace) -> int:

@@ -299,7 +299,8 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
     else:
         run_in_sequence(settings, instance, todo, run_config, decode_ahead, record)
     reconcile_catalog(settings)
-    report_store_usage(instance, settings)
+    if todo:  # a backfill that ran nothing changed nothing: no listing of the whole store
+        report_store_usage(instance, settings)
     return {shard: finished[shard] for shard in wanted}
 
 

@@ -243,15 +243,18 @@ def _plan(rows: list[dict], root: Path, spec: ScanSpec, settings: SegmentSetting
         if not scannable:
             plan.append(_passthrough(row))
             continue
+        source = row
         if row["issue_reason"] is not None:  # an empty caption: its segments may get their own
-            row = {**row, "issue_reason": None, "issue_message": None}
+            source = {**row, "issue_reason": None, "issue_message": None}
         try:
             check_file_size(limits, row["clip_id"], row["size_bytes"])
         except MediaError:  # validated_clips rejects it with this reason
             plan.append(_passthrough(row))
             continue
-        probing.append((len(plan), row))
-        plan.append(_passthrough(row))  # until its probe says otherwise
+        probing.append((len(plan), source))
+        # until its probe says otherwise; a failed probe keeps the row's own verdict (an
+        # empty caption stays rejected even if validated_clips' probe then succeeds)
+        plan.append(_passthrough(row))
     tasks = [ProbeTask(str(root / row["clip_id"]), str(root), row.get("file_stamp"), limits)
              for _, row in probing]
     workers = min(default_workers() if workers is None else workers, len(tasks))

@@ -293,7 +293,12 @@ def collect(store: ContentStore, plan: GcPlan, *, grace_s: float, now: float | N
     now = time.time() if now is None else now
     live, holding = live_set(store), held(store, now=now)
     result = GcResult()
-    result.repaired = _repair(store, [r for r in plan.repairs if live.has(r.kind, r.key)])
+    # a repair still as planned: its key lives in the same shard version (not republished
+    # meanwhile, whose files its index names no more) and no running step holds it
+    result.repaired = _repair(store, [
+        r for r in plan.repairs
+        if live.homes.get((r.kind, r.key)) == (r.shard_dir, r.entry)
+        and not holding.holds_key(r.kind, r.key)])
     cutoff = now - grace_s
     for item in plan.garbage:
         if not _still_garbage(store, item, live, holding, cutoff):
@@ -342,7 +347,10 @@ def _repair(store: ContentStore, repairs: Iterable[Repair]) -> int:
                 data = None
             if published.problem(data) is None:
                 digests[column] = artifact_refs.tensor_digests(data)
-        index = store.read_table(store.path(f"{folder}/{entry.index.name}"))
+        try:
+            index = store.read_table(store.path(f"{folder}/{entry.index.name}"))
+        except FileNotFoundError:  # replaced since: the next gc repairs what is left
+            continue
         homes = artifact_homes(store, store.path(folder), index,
                                {c: f.name for c, f in entry.files.items()}, digests)
         for repair in wanted:

@@ -199,6 +199,26 @@ def test_a_copy_beside_its_shard_file_and_a_reference_to_a_gone_file_are_repaire
     assert verify_store(store).ok
 
 
+def test_a_shard_republished_between_plan_and_collect_is_not_repaired_from_old_files(store):
+    """gc plans a repair against shard-00000's files; a run republishes the shard before gc
+    collects (its old index and files are gone): nothing fails, nothing points at them."""
+    store, root, _ = store
+    entry = load_catalog(root).shards["shard-00000"]
+    row = pl.read_parquet(root / "shard-00000" / entry.index.name).row(0, named=True)
+    store.put_tensors(ArtifactKind.latents, row["latent_key"],
+                      store.get_tensors(ArtifactKind.latents, row["latent_key"]))
+    plan = _plan(store)
+    assert [r.key for r in plan.repairs] == [row["latent_key"]]
+    build_dataset(root, [("shard-00000", "clips/a.mp4", "a", 9, 64, 96),
+                         ("shard-00000", "clips/d.mp4", "d", 9, 64, 96)], store=store,
+                  live={"shard-00000", "shard-00001"}, frames_retention="keep")  # a new version
+    assert load_catalog(root).shards["shard-00000"].version != entry.version
+    assert not (root / "shard-00000" / entry.index.name).exists()
+    result = collect(store, plan, grace_s=HOUR)
+    assert result.repaired == 0
+    assert verify_store(store).ok
+
+
 def test_stale_export_versions_go_and_every_export_with_exports(store):
     store, root, _ = store
     exports = Path(store.root) / "exports" / "tiny"

@@ -10,23 +10,21 @@ naming the file and line: a caption is never guessed.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
-
 from cog_assets.config import SourceSettings
-from cog_assets.media.errors import MediaError
 from cog_assets.sources import (
     DEFAULT_CAPTION_COLUMNS,
     DEFAULT_VIDEO_COLUMNS,
     ManifestError,
+    NotAManifest,
     RootGuard,
-    _manifest_bytes,
+    pick_column,
     segment_captions_path,
+    table_records,
 )
 
 MIN_COVER = 0.5  # a row must cover at least this share of a segment to caption it
@@ -41,16 +39,6 @@ class SegmentCaption:
     source: str  # "<table>:<line>"
 
 
-def _column(frame: pl.DataFrame, wanted: str | None, candidates: tuple[str, ...], what: str,
-            path: Path) -> str:
-    names = (wanted,) if wanted else candidates
-    for name in names:
-        if name in frame.columns:
-            return name
-    raise ManifestError(f"{path}: no {what} column (looked for {', '.join(names)}); columns: "
-                        f"{frame.columns}")
-
-
 def _seconds(value, path: Path, line: int, column: str) -> float:
     try:
         seconds = float(value)
@@ -63,47 +51,38 @@ def _seconds(value, path: Path, line: int, column: str) -> float:
 
 
 def read_segment_captions(sources: SourceSettings) -> dict[str, list[SegmentCaption]]:
-    """The table's rows by video (its path relative to the data root); {} when unset."""
+    """The table's rows by video (its path relative to the data root); {} when unset. Read
+    as manifests are (the same readers: a row's line is where its record starts)."""
     path = segment_captions_path(sources)
     if path is None:
         return {}
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise ManifestError(f"segment_captions table {path} does not exist")
     try:
-        data = io.BytesIO(_manifest_bytes(path, Path(sources.data_root)))
-        if path.suffix == ".csv":
-            frame = pl.read_csv(data, infer_schema=False)
-        elif path.suffix == ".jsonl":
-            frame = pl.read_ndjson(data)
-        elif path.suffix == ".parquet":
-            frame = pl.read_parquet(data)
-        else:
-            raise ManifestError(f"segment_captions table {path}: use .jsonl, .csv or .parquet")
-    except ManifestError:
-        raise
-    except MediaError as exc:  # a symlink out of the root, a FIFO, ...
-        raise ManifestError(f"segment_captions table {path}: {exc.message}") from None
-    except Exception as exc:  # polars raises several exception types for malformed files
-        raise ManifestError(f"{path}: cannot be read as a table: {exc}") from exc
-    video_col = _column(frame, sources.video_column, DEFAULT_VIDEO_COLUMNS, "video", path)
-    caption_col = _column(frame, sources.caption_column, DEFAULT_CAPTION_COLUMNS, "caption", path)
-    for name in TIME_COLUMNS:
-        _column(frame, name, (name,), name, path)
+        columns, records = table_records(path, Path(sources.data_root))
+        video_col = pick_column(columns, sources.video_column, DEFAULT_VIDEO_COLUMNS, "video")
+        caption_col = pick_column(columns, sources.caption_column, DEFAULT_CAPTION_COLUMNS,
+                                  "caption")
+        for name in TIME_COLUMNS:
+            pick_column(columns, name, (name,), name)
+    except NotAManifest as exc:
+        raise ManifestError(f"segment_captions table {path}: {exc}") from None
     guard = RootGuard(Path(sources.data_root))
-    first_line = 2 if path.suffix == ".csv" else 1
     by_video: dict[str, list[SegmentCaption]] = {}
-    for i, row in enumerate(frame.iter_rows(named=True)):
-        line = i + first_line
-        cell = row[video_col]
+    for record in records:
+        line, row = record.line, record.values
+        if record.problem is not None:
+            raise ManifestError(f"{path}:{line}: {record.problem[1]}")
+        cell = row.get(video_col)
         video, reason, why = guard.check(None if cell is None else str(cell), f"{path.name}:{line}",
                                          must_exist=False)
         if reason is not None:
             raise ManifestError(f"{path}:{line}: {why}")
-        start = _seconds(row["start_s"], path, line, "start_s")
-        end = _seconds(row["end_s"], path, line, "end_s")
+        start = _seconds(row.get("start_s"), path, line, "start_s")
+        end = _seconds(row.get("end_s"), path, line, "end_s")
         if end <= start:
             raise ManifestError(f"{path}:{line}: end_s {end:g} is not after start_s {start:g}")
-        caption = str(row[caption_col] or "").strip()
+        caption = str(row.get(caption_col) or "").strip()
         by_video.setdefault(video, []).append(
             SegmentCaption(start, end, caption, f"{path.name}:{line}"))
     return by_video

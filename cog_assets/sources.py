@@ -310,7 +310,7 @@ def _parquet_records(data: bytes) -> tuple[list[str], list[_Record]]:
 _TABLE_READERS = {".csv": _csv_records, ".jsonl": _jsonl_records, ".parquet": _parquet_records}
 
 
-def _pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...],
+def pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...],
                  what: str) -> str:
     if wanted is not None:
         if wanted not in columns:
@@ -323,10 +323,10 @@ def _pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, 
                        f"{columns}; set caption_column / video_column")
 
 
-def read_table(path: Path, sources: SourceSettings) -> list[ManifestRow]:
-    """A CSV / JSONL / parquet manifest with one row per clip. Raises NotAManifest for a file
-    that is not one (unreadable, no caption or video column)."""
-    data_root = Path(sources.data_root)
+def table_records(path: Path, data_root: Path) -> tuple[list[str], list[_Record]]:
+    """The columns and records of a CSV / JSONL / parquet table under the data root, each
+    record with its first line (or why it cannot be read). Raises NotAManifest for a file
+    that is no table (its format, unreadable, not a regular file inside the root)."""
     reader = _TABLE_READERS.get(path.suffix.lower())
     if reader is None:
         raise NotAManifest(f"{path.suffix or 'no suffix'} is not a table format (.csv, "
@@ -335,10 +335,17 @@ def read_table(path: Path, sources: SourceSettings) -> list[ManifestRow]:
         data = _manifest_bytes(path, data_root)
     except MediaError as exc:
         raise NotAManifest(exc.message) from None
-    columns, records = reader(data)
-    caption_col = _pick_column(columns, sources.caption_column, DEFAULT_CAPTION_COLUMNS,
-                               "caption")
-    video_col = _pick_column(columns, sources.video_column, DEFAULT_VIDEO_COLUMNS, "video")
+    return reader(data)
+
+
+def read_table(path: Path, sources: SourceSettings) -> list[ManifestRow]:
+    """A CSV / JSONL / parquet manifest with one row per clip. Raises NotAManifest for a file
+    that is not one (unreadable, no caption or video column)."""
+    data_root = Path(sources.data_root)
+    columns, records = table_records(path, data_root)
+    caption_col = pick_column(columns, sources.caption_column, DEFAULT_CAPTION_COLUMNS,
+                              "caption")
+    video_col = pick_column(columns, sources.video_column, DEFAULT_VIDEO_COLUMNS, "video")
     image_col = sources.image_column if sources.image_column in columns else None
     name = path.relative_to(data_root).as_posix()
     guard = RootGuard(data_root)

@@ -156,3 +156,21 @@ def test_the_contact_sheet_prints_each_frames_label_under_it():
     assert image.height > THUMB_HEIGHT + 20  # two lines of text under the frames
     text = np.asarray(image.convert("L"))[THUMB_HEIGHT + 2:]
     assert text.max() > 200  # light text on the dark strip
+
+
+@pytest.mark.parametrize("name, text, problem", [
+    ("seg.jsonl", '{"video": "a.mp4", "start_s": 0, "end_s": 1, "caption": "x"}\n\n'
+                  '{"video": "a.mp4", "start_s": 3, "end_s": 2, "caption": "y"}\n',
+     r"seg.jsonl:3: end_s 2 is not after"),  # after a blank line
+    ("seg.jsonl", '{"video": "a.mp4", "start_s": 0, "end_s": 1, "caption": "x"}\n'
+                  '{"video": "a.mp4", "start_s": 1,\n',
+     r"seg.jsonl:2: the line is not valid JSON"),
+    ("seg.csv", 'video,start_s,end_s,caption\na.mp4,0,1,"two\nlines"\na.mp4,3,2,y\n',
+     r"seg.csv:4: end_s 2 is not after"),  # after a caption over two lines
+])
+def test_a_bad_segment_caption_row_is_named_by_the_line_it_starts_on(tmp_path, name, text,
+                                                                     problem):
+    (tmp_path / name).write_text(text)
+    sources = Settings.of(data_root=str(tmp_path), segment_captions=name).sources
+    with pytest.raises(ManifestError, match=problem):
+        read_segment_captions(sources)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cog_assets.media.errors import MediaError
+from cog_assets.prefetch import TaskTimeout, WorkerCrash, describe_exit
+from cog_assets.reasons import RejectReason
 from cog_assets.store import ContentStore
 
 REJECT_COLUMNS = ("clip_id", "source", "reason", "message", "stage")
@@ -42,3 +45,20 @@ def reusable(store: ContentStore, kind: str, key: str, stats: Reuse,
         moved = store.quarantine(kind, key)
         stats.corrupt.append(f"{check.describe()}; moved to {moved}, computed again")
     return False
+
+
+def worker_failure(exc: BaseException, name: str | None, *, doing: str, limit_s: float | None,
+                   setting: str, timeout: RejectReason, crash: RejectReason, crashed: str
+                   ) -> tuple[RejectReason, str]:
+    """(reason, message) of an item whose worker failed in a way that rejects only that item
+    (its media error, a timeout, a crash), the message led by `name`; anything else is a bug
+    and is raised. `crashed`: what died, with `{exit}` for how."""
+    lead = f"{name}: " if name else ""
+    if isinstance(exc, MediaError):
+        return exc.reason, f"{lead}{exc.message}"
+    if isinstance(exc, TaskTimeout):
+        return timeout, (f"{lead}{doing} took longer than the {limit_s:g} s limit ({setting}); "
+                         "its worker was stopped")
+    if isinstance(exc, WorkerCrash):
+        return crash, f"{lead}{crashed.format(exit=describe_exit(exc.exitcode))}"
+    raise exc

@@ -32,14 +32,11 @@ from cog_assets.media.decode import ClipTask, FrameSpec, decode_clip_task
 from cog_assets.media.errors import MediaError
 from cog_assets.media.safe_open import hash_at_rest
 from cog_assets.prefetch import (
-    TaskTimeout,
-    WorkerCrash,
     default_workers,
-    describe_exit,
     prefetch_map,
 )
 from cog_assets.reasons import RejectReason
-from cog_assets.stages.common import Reuse, reusable
+from cog_assets.stages.common import Reuse, reusable, worker_failure
 from cog_assets.store import ContentStore, CorruptArtifact
 
 # Bump when the decoder's output bytes change for the same inputs.
@@ -84,19 +81,11 @@ def _image_hash(root: Path, row: dict) -> str | None:
 
 def _failure(exc: BaseException, clip_id: str, timeout_s: float | None
              ) -> tuple[RejectReason, str]:
-    """(reason, message) of a clip whose decode failed in a way that rejects only that clip;
-    anything else is a bug and is raised."""
-    if isinstance(exc, MediaError):
-        return exc.reason, f"{clip_id}: {exc.message}"
-    if isinstance(exc, TaskTimeout):
-        return RejectReason.decode_timeout, (
-            f"{clip_id}: decoding took longer than the {timeout_s:g} s limit "
-            "(decode_timeout_s); its worker was stopped")
-    if isinstance(exc, WorkerCrash):
-        return RejectReason.decode_crash, (
-            f"{clip_id}: the decoder crashed ({describe_exit(exc.exitcode)}) while reading "
-            "this clip")
-    raise exc
+    """(reason, message) of a clip whose decode failed in a way that rejects only that clip."""
+    return worker_failure(exc, clip_id, doing="decoding", limit_s=timeout_s,
+                          setting="decode_timeout_s", timeout=RejectReason.decode_timeout,
+                          crash=RejectReason.decode_crash,
+                          crashed="the decoder crashed ({exit}) while reading this clip")
 
 
 def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,

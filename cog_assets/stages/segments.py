@@ -31,16 +31,13 @@ from cog_assets.media.probe import VideoProbe
 from cog_assets.media.probe_task import ProbeTask, probe_task
 from cog_assets.media.scan import ScanSpec, ScanTask, SourceScan, default_threads, scan_source
 from cog_assets.prefetch import (
-    TaskTimeout,
-    WorkerCrash,
     default_workers,
-    describe_exit,
     prefetch_map,
 )
 from cog_assets.reasons import RejectReason
 from cog_assets.segment_captions import SegmentCaption, match_caption, read_segment_captions
 from cog_assets.segments import SCORE_COLUMNS, Segment, segment_id, segment_scores, split_scenes
-from cog_assets.stages.common import Reuse
+from cog_assets.stages.common import Reuse, worker_failure
 from cog_assets.stages.manifest import MANIFEST_SCHEMA, with_id_token
 from cog_assets.store import ContentStore
 
@@ -107,17 +104,11 @@ def _get(store: ContentStore, key: str) -> SourceScan | None:
 
 
 def _failure(exc: BaseException, source: str, limit_s: float | None) -> tuple[RejectReason, str]:
-    if isinstance(exc, MediaError):
-        return exc.reason, f"{source}: {exc.message}"
-    if isinstance(exc, TaskTimeout):
-        return RejectReason.decode_timeout, (
-            f"{source}: scanning for scenes took longer than the {limit_s:g} s limit "
-            "(decode_timeout_s per minute of footage); its worker was stopped")
-    if isinstance(exc, WorkerCrash):
-        return RejectReason.decode_crash, (
-            f"{source}: the decoder crashed ({describe_exit(exc.exitcode)}) while scanning "
-            "this video for scenes")
-    raise exc
+    return worker_failure(exc, source, doing="scanning for scenes", limit_s=limit_s,
+                          setting="decode_timeout_s per minute of footage",
+                          timeout=RejectReason.decode_timeout, crash=RejectReason.decode_crash,
+                          crashed="the decoder crashed ({exit}) while scanning this video for "
+                                  "scenes")
 
 
 def _passthrough(row: dict) -> dict:

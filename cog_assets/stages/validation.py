@@ -30,9 +30,9 @@ from cog_assets.media.errors import MediaError
 from cog_assets.media.limits import check_file_size, check_probe
 from cog_assets.media.probe import VideoProbe, probe_video
 from cog_assets.media.probe_task import ProbeTask, probe_task
-from cog_assets.prefetch import TaskTimeout, WorkerCrash, describe_exit, prefetch_map
+from cog_assets.prefetch import prefetch_map
 from cog_assets.reasons import RejectReason
-from cog_assets.stages.common import REJECT_COLUMNS
+from cog_assets.stages.common import REJECT_COLUMNS, worker_failure
 
 VALIDATED_SCHEMA = {
     "clip_id": pl.String, "source": pl.String, "caption": pl.String,
@@ -85,16 +85,10 @@ def verdict(path: Path, policy: FramePolicy, limits: MediaLimits,
 
 def _probe_failure(exc: BaseException, timeout_s: float) -> tuple[RejectReason, str]:
     """(reason, message) of a probe that rejects only its file; anything else is a bug."""
-    if isinstance(exc, MediaError):
-        return exc.reason, exc.message
-    if isinstance(exc, TaskTimeout):
-        return RejectReason.probe_timeout, (
-            f"reading its headers took longer than the {timeout_s:g} s limit "
-            "(probe_timeout_s); its worker was stopped")
-    if isinstance(exc, WorkerCrash):
-        return RejectReason.probe_crash, (
-            f"the probing process died ({describe_exit(exc.exitcode)}) on this file")
-    raise exc
+    return worker_failure(exc, None, doing="reading its headers", limit_s=timeout_s,
+                          setting="probe_timeout_s", timeout=RejectReason.probe_timeout,
+                          crash=RejectReason.probe_crash,
+                          crashed="the probing process died ({exit}) on this file")
 
 
 def validate_clips(manifest: pl.DataFrame, data_root: str | os.PathLike, policy: FramePolicy,

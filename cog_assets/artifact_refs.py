@@ -23,7 +23,7 @@ whose clips a re-shard still needs), so the pipeline itself never loses a comput
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -156,9 +156,11 @@ def evict(store: ContentStore, kind: str, key: str, leaving: set[str]) -> bool:
     return tensors is not None
 
 
-def evict_from(store: ContentStore, files: Iterable[str], indexes: Iterable[str]) -> int:
+def evict_from(store: ContentStore, files: Iterable[str], indexes: Iterable[str],
+               wanted: Callable[[str, str], bool] | None = None) -> int:
     """Evict what the shard indexes `indexes` reference from `files` (absolute paths, about
-    to be removed). Returns how many artefacts were written back in full."""
+    to be removed); `wanted(kind, key)`: only those. Returns how many artefacts were written
+    back in full."""
     leaving = {store.relative(path) for path in files if store.holds(path)}
     if not leaving:
         return 0  # nothing of the store's: no reference can point there
@@ -171,7 +173,8 @@ def evict_from(store: ContentStore, files: Iterable[str], indexes: Iterable[str]
         for column, kind in HOMED_KEYS.items():
             if column in index.columns:
                 for key in index[column].drop_nulls().unique().to_list():
-                    written += evict(store, kind, key, leaving)
+                    if wanted is None or wanted(kind, key):
+                        written += evict(store, kind, key, leaving)
     return written
 
 

@@ -300,10 +300,18 @@ def collect(store: ContentStore, plan: GcPlan, *, grace_s: float, now: float | N
         if live.homes.get((r.kind, r.key)) == (r.shard_dir, r.entry)
         and not holding.holds_key(r.kind, r.key)])
     cutoff = now - grace_s
+    doomed = []
     for item in plan.garbage:
-        if not _still_garbage(store, item, live, holding, cutoff):
+        if _still_garbage(store, item, live, holding, cutoff):
+            doomed.append(item)
+        else:
             result.kept_now += item.files
-            continue
+    # a shard file is home to artefacts: those a running step holds go back to cas first
+    shard_files = [g.path for g in doomed if g.category in ("old_versions", "retired_shards")]
+    artifact_refs.evict_from(store, shard_files,
+                             [p for p in shard_files if layout.is_versioned_index(p)],
+                             wanted=holding.holds_key)
+    for item in doomed:
         try:
             if item.folder:
                 shutil.rmtree(item.path)

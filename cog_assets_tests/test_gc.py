@@ -219,6 +219,29 @@ def test_a_shard_republished_between_plan_and_collect_is_not_repaired_from_old_f
     assert verify_store(store).ok
 
 
+def test_a_retired_shard_file_a_running_step_reads_through_is_written_back_first(store):
+    """A re-shard's run holds a key whose only copy is in a retired shard's file (its
+    reference points there): gc removes the retired folder, and the key stays readable."""
+    store, root, _ = store
+    entry = load_catalog(root).shards["shard-00000"]
+    row = pl.read_parquet(root / "shard-00000" / entry.index.name).row(0, named=True)
+    key = row["latent_key"]
+    expected = store.get_tensors(ArtifactKind.latents, key)["moments"]
+    retired = root / "shard-00009"
+    retired.mkdir()
+    for name in (row["latents_file"], entry.index.name):
+        (retired / name).write_bytes((root / "shard-00000" / name).read_bytes())
+        _age(retired / name)
+    ref = Path(store.path(layout.ref_path(ArtifactKind.latents, key)))
+    ref.write_text(ref.read_text().replace("/shard-00000/", "/shard-00009/"))
+    with Lease(store, "run-new.vae_latents") as lease:
+        lease.hold(ArtifactKind.latents, [key])
+        result = collect(store, _plan(store), grace_s=HOUR)
+        assert {"retired_shards"} <= {g.category for g in result.removed}
+        assert not retired.exists()
+        assert torch.equal(store.get_tensors(ArtifactKind.latents, key)["moments"], expected)
+
+
 def test_stale_export_versions_go_and_every_export_with_exports(store):
     store, root, _ = store
     exports = Path(store.root) / "exports" / "tiny"

@@ -9,11 +9,12 @@ files of killed runs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cog_assets import layout
 from cog_assets.layout import ArtifactKind
-from cog_assets.store import ContentStore
+from cog_assets.store import ContentStore, StoredFile
 
 CAS_KINDS = {ArtifactKind.frames: "frames", ArtifactKind.latents: "latents",
              ArtifactKind.embeddings: "embeddings", ArtifactKind.first_frame: "first_frames",
@@ -60,10 +61,12 @@ def kind_of(relative: str) -> str:
     return AREAS.get(parts[0], "other")
 
 
-def store_footprint(store: ContentStore) -> Footprint:
-    """Bytes and files per kind, from one walk of the store (links not followed)."""
+def store_footprint(store: ContentStore, listing: Iterable[StoredFile] | None = None
+                    ) -> Footprint:
+    """Bytes and files per kind, from one walk of the store (links not followed), or from
+    `listing`, one made already."""
     footprint = Footprint()
-    for found in store.walk():
+    for found in store.walk() if listing is None else listing:
         footprint.add(kind_of(store.relative(found.path)), found.size)
     return footprint
 

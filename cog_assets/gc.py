@@ -42,7 +42,7 @@ from cog_assets.leases import HeldSet, expired, held
 from cog_assets.live_set import GcError, LiveSet, live_set  # noqa: F401 - gc raises GcError
 from cog_assets.sealed_tensors import DamagedTensors
 from cog_assets.stages.dataset import artifact_homes
-from cog_assets.store import ContentStore, mtime_of
+from cog_assets.store import ContentStore, StoredFile, mtime_of
 
 CATEGORIES = ("frames", "latents", "embeddings", "references", "first_frames", "thumbnails",
               "scene_scans", "old_versions", "retired_shards", "tables", "contact_sheets",
@@ -187,14 +187,15 @@ def _judge_dataset_file(relative: str, parts: list[str], live: LiveSet) -> str |
 # -- the plan --------------------------------------------------------------------------------
 
 def plan_gc(store: ContentStore, *, grace_s: float, exports: bool = False,
-            now: float | None = None) -> GcPlan:
-    """What gc would remove and repair now (nothing is changed)."""
+            now: float | None = None, listing: Iterable[StoredFile] | None = None) -> GcPlan:
+    """What gc would remove and repair now (nothing is changed); `listing`: the store's walk,
+    if one was made already."""
     now = time.time() if now is None else now
     live, holding = live_set(store), held(store, now=now)
     plan = GcPlan()
     cutoff = now - grace_s
     present: set[str] = set()
-    for found in store.walk():
+    for found in store.walk() if listing is None else listing:
         relative = store.relative(found.path)
         present.add(relative)
         category = judge(relative, found.mtime, live, holding, cutoff)

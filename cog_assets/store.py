@@ -343,8 +343,9 @@ class ContentStore:
         """Write `frame` as parquet; returns the bytes written (to digest them)."""
         buffer = io.BytesIO()
         frame.write_parquet(buffer)
-        self.write_bytes(path, buffer.getvalue())
-        return buffer.getvalue()
+        data = buffer.getvalue()
+        self.write_bytes(path, data)
+        return data
 
     def read_table(self, path: str) -> pl.DataFrame:
         return pl.read_parquet(io.BytesIO(self.read_bytes(path)))

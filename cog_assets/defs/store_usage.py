@@ -30,7 +30,8 @@ STORE_USAGE_KEY = AssetKey("store_usage")
 def usage_metadata(store: ContentStore, grace_s: float | None) -> dict:
     """Bytes per kind (`<kind>_bytes`), totals, a table, and (given the grace period) what gc
     would reclaim, which reads every catalog, index and reference of the store as gc does."""
-    footprint = store_footprint(store)
+    listing = list(store.walk())  # one listing for both (on S3 the costly part)
+    footprint = store_footprint(store, listing)
     metadata: dict = {f"{kind}_bytes": MetadataValue.int(footprint.bytes[kind])
                       for kind in KINDS}
     datasets = footprint.bytes["datasets"]
@@ -43,7 +44,7 @@ def usage_metadata(store: ContentStore, grace_s: float | None) -> dict:
             for kind in KINDS if footprint.files[kind]]
     try:
         if grace_s is not None:
-            plan = plan_gc(store, grace_s=grace_s)
+            plan = plan_gc(store, grace_s=grace_s, listing=listing)
             metadata["gc_reclaimable_bytes"] = MetadataValue.int(plan.bytes)
             rows.append(f"| *gc would remove* | {plan.files} | {megabytes(plan.bytes)} |")
     except GcError as exc:

@@ -1,8 +1,9 @@
 """Cheap per-clip metadata: what a viewer would see, from the headers alone.
 
-Nothing is decoded: the display rotation is read from the stream's side data, so the limits
-(pixels, duration) are checked on metadata before any frame of a hostile file is decoded.
-`probe_task` is the picklable entry point the validation stage runs in isolated workers.
+The limits (pixels, duration) are checked on a first look at the headers before any frame of
+a hostile file is decoded; the full probe then reads the display rotation from the stream's
+side data and decodes the first frames (see probe_video). `cog_assets.media.probe_task` is
+the picklable entry point the stages run in isolated workers.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ the others, and after either the UI shows nothing stale.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dagster import AssetKey, AssetObservation, DagsterInstance
@@ -65,10 +65,9 @@ def _resolver(instance: DagsterInstance, asset_graph: BaseAssetGraph
                                       loading_context=view)
 
 
-def record_uploads(instance: DagsterInstance, fingerprints: Mapping[str, str]) -> list[str]:
+def record_uploads(instance: DagsterInstance, fingerprints: Mapping[str, str]) -> None:
     """Observe `uploads` for each shard whose fingerprint differs from its latest
-    observation (nothing is written for the others); returns those shards."""
-    moved = []
+    observation (nothing is written for the others)."""
     for shard, fingerprint in fingerprints.items():
         record = instance.get_latest_data_version_record(UPLOADS_KEY, True, shard)
         observed = None
@@ -78,8 +77,6 @@ def record_uploads(instance: DagsterInstance, fingerprints: Mapping[str, str]) -
         if observed != fingerprint:
             instance.report_runless_asset_event(AssetObservation(
                 asset_key=UPLOADS_KEY, partition=shard, tags={DATA_VERSION_TAG: fingerprint}))
-            moved.append(shard)
-    return moved
 
 
 def _deferred_rows(record) -> int:
@@ -92,12 +89,12 @@ def _deferred_rows(record) -> int:
 
 
 def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
-                    fingerprints: Mapping[str, str], store: ContentStore, profile: str,
-                    shards: Iterable[str] | None = None) -> dict[str, ShardFreshness]:
-    """The rule, for `shards` (default: every shard in `fingerprints`). `fingerprints` holds
-    each shard's current upload fingerprint (EMPTY_SHARD for a shard with no clip left)."""
-    wanted = list(fingerprints if shards is None else shards)
-    record_uploads(instance, {s: fingerprints[s] for s in wanted})
+                    fingerprints: Mapping[str, str], store: ContentStore, profile: str
+                    ) -> dict[str, ShardFreshness]:
+    """The rule, for every shard in `fingerprints`: each shard's current upload fingerprint
+    (EMPTY_SHARD for a shard with no clip left)."""
+    wanted = list(fingerprints)
+    record_uploads(instance, fingerprints)
     resolver = _resolver(instance, asset_graph)
     states = {}
     for shard in wanted:

@@ -31,7 +31,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cog_assets.choices import ResizeMode, ShortClipPolicy, StartPolicy  # noqa: E402
+from cog_assets.core.choices import ResizeMode, ShortClipPolicy, StartPolicy  # noqa: E402
 from cog_assets.media.decode import FrameSpec, read_clip_frames  # noqa: E402
 from cog_assets.media.resize import cover_geometry  # noqa: E402
 from cog_assets.media.sampling import pick_nearest, sample_timestamps  # noqa: E402

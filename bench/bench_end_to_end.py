@@ -41,7 +41,7 @@ def baseline(data_root: Path, out: Path) -> int:
 def dagster_job(data_root: Path, store: Path, batch_size: int) -> float:
     from dagster import instance_for_test
 
-    from cog_assets.config import Settings
+    from cog_assets.core.config import Settings
     from cog_assets.defs.runs import materialize_shards
 
     settings = Settings.of(data_root=str(data_root), store=str(store), shards=1,

@@ -68,7 +68,7 @@ def cli_backfill(tmp: Path, shards: int, log: str) -> tuple[float, dict]:
 
 
 def in_process_backfill(tmp: Path, shards: int, instance) -> tuple[float, dict]:
-    from cog_assets.config import Settings
+    from cog_assets.core.config import Settings
     from cog_assets.defs.runs import materialize_shards
 
     settings = Settings.of(data_root=str(tmp / "data"), store=str(tmp / "store"),

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cog_assets.config import MediaLimits  # noqa: E402
+from cog_assets.core.config import MediaLimits  # noqa: E402
 from cog_assets.media.errors import MediaError  # noqa: E402
 from cog_assets.media.probe_task import ProbeTask, probe_task  # noqa: E402
 

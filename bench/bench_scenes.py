@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cog_assets.choices import (  # noqa: E402
+from cog_assets.core.choices import (  # noqa: E402
     ResizeMode,
     SceneDetectorKind,
     ShortClipPolicy,

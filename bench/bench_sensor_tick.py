@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cog_assets.config import SourceSettings
-from cog_assets.store import ContentStore
-from cog_assets.uploads import UploadState, scan_uploads
+from cog_assets.core.config import SourceSettings
+from cog_assets.sources.uploads import UploadState, scan_uploads
+from cog_assets.store.content_store import ContentStore
 
 
 def make_root(root: Path, count: int) -> None:

@@ -63,8 +63,8 @@ def backfill(settings, instance) -> dict:
 
 
 def footprint(store_dir: Path) -> dict:
-    from cog_assets.footprint import store_footprint
-    from cog_assets.store import ContentStore
+    from cog_assets.store.content_store import ContentStore
+    from cog_assets.store.footprint import store_footprint
 
     measured = store_footprint(ContentStore(str(store_dir)))
     return {"bytes": dict(measured.bytes), "files": dict(measured.files),
@@ -93,10 +93,10 @@ def main() -> int:
 
     from dagster import instance_for_test
 
-    from cog_assets.config import Settings
-    from cog_assets.gc import collect, plan_gc
+    from cog_assets.core.config import Settings
     from cog_assets.loader import CogVideoXLatentDataset
-    from cog_assets.store import ContentStore
+    from cog_assets.store.collection import collect, plan_gc
+    from cog_assets.store.content_store import ContentStore
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-footprint-"))
     root, files = corpus_root(Path(args.media), work / "data")

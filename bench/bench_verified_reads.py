@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from safetensors.torch import load as load_safetensors  # noqa: E402
 
-from cog_assets.keys import digest_of  # noqa: E402
-from cog_assets.store import ContentStore  # noqa: E402
+from cog_assets.core.keys import digest_of  # noqa: E402
+from cog_assets.store.content_store import ContentStore  # noqa: E402
 
 SHAPES = {
     "moments 49x480x720 fp32": ((32, 13, 60, 90), torch.float32),

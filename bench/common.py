@@ -50,8 +50,10 @@ def run_stages(data_root: Path, store_url: str, *, batch_size: int = 4,
     Dagster assets call, without Dagster."""
     import torch
 
-    from cog_assets.config import FrameSettings, MediaLimits, SourceSettings
-    from cog_assets.frame_policy import FramePolicy
+    from cog_assets.core.config import FrameSettings, MediaLimits, SourceSettings
+    from cog_assets.core.keys import TextIdentity, VaeIdentity
+    from cog_assets.core.profiles import get_profile
+    from cog_assets.media.frame_policy import FramePolicy
     from cog_assets.models.text_encoder import (
         count_tokens,
         load_text_encoder,
@@ -59,13 +61,12 @@ def run_stages(data_root: Path, store_url: str, *, batch_size: int = 4,
     )
     from cog_assets.models.vae import load_vae
     from cog_assets.models.weights import WeightsSource
-    from cog_assets.profiles import get_profile
-    from cog_assets.stages.embeddings import TextIdentity, encode_captions
+    from cog_assets.stages.embeddings import encode_captions
     from cog_assets.stages.frames import extract_frames
-    from cog_assets.stages.latents import VaeIdentity, encode_latents
+    from cog_assets.stages.latents import encode_latents
     from cog_assets.stages.manifest import build_manifest
     from cog_assets.stages.validation import validate_clips
-    from cog_assets.store import ContentStore
+    from cog_assets.store.content_store import ContentStore
 
     cpu, fp32 = torch.device("cpu"), torch.float32
     profile = get_profile("tiny")

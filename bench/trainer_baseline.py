@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     import torch
 
+    from cog_assets.core.profiles import get_profile
     from cog_assets.models.text_encoder import load_text_encoder
     from cog_assets.models.vae import load_vae
     from cog_assets.models.weights import WeightsSource
-    from cog_assets.profiles import get_profile
 
     profile = get_profile("tiny")
     frames_n, height, width = profile.num_frames, profile.height, profile.width

@@ -1,6 +1,6 @@
 """`cog-assets`: the demo, CI backfills and shard discovery from the command line.
 
-Every pipeline setting is a flag of `demo` and `backfill`, derived from cog_assets.config:
+Every pipeline setting is a flag of `demo` and `backfill`, derived from cog_assets.core.config:
 `--help` lists them by group with their COG_ASSETS_* variable and default. A flag beats the
 variable, which beats the default. Bad settings exit with status 2 before any work.
 """
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cog_assets.config import (
+from cog_assets.core.config import (
     DEMO_DIR,
     SettingsError,
     add_setting_arguments,
@@ -25,8 +25,8 @@ from cog_assets.config import (
     overrides_from_args,
     settings_env,
 )
-from cog_assets.profiles import ProfileError
-from cog_assets.sources import ManifestError
+from cog_assets.core.profiles import ProfileError
+from cog_assets.sources.manifests import ManifestError
 
 
 def _instance(dagster_home: str | None):
@@ -193,8 +193,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def _print_trainer_args(settings) -> None:
     """The trainer arguments each export wrote beside itself (trainer_args.txt)."""
-    from cog_assets import layout
     from cog_assets.exports.report import TRAINER_ARGS_FILE
+    from cog_assets.store import layout
 
     exports = Path(settings.store.url) / layout.export_dir(settings.model.profile, "")
     for path in sorted(exports.glob(f"*/{TRAINER_ARGS_FILE}")):
@@ -205,8 +205,8 @@ def _print_trainer_args(settings) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from cog_assets.store import ContentStore
-    from cog_assets.verify import verify_store
+    from cog_assets.store.content_store import ContentStore
+    from cog_assets.store.verify import verify_store
 
     settings = load_settings(overrides=overrides_from_args(args))
     store = ContentStore(settings.store.url)
@@ -218,9 +218,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from cog_assets.footprint import megabytes
-    from cog_assets.gc import GcError, GcPlan, collect, plan_gc
-    from cog_assets.store import ContentStore
+    from cog_assets.store.collection import GcError, GcPlan, collect, plan_gc
+    from cog_assets.store.content_store import ContentStore
+    from cog_assets.store.footprint import megabytes
 
     settings = load_settings(overrides=overrides_from_args(args))
     store = ContentStore(settings.store.url)

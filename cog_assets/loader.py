@@ -1,6 +1,6 @@
 """Reading a finished dataset back for training, with neither the VAE nor T5 loaded.
 
-The dataset is what its catalog lists (`cog_assets.catalog`): shard folders the catalog does
+The dataset is what its catalog lists (`cog_assets.store.catalog`): shard folders the catalog does
 not name (another shard count, a shard that lost its last clip) are never read. Building a
 dataset checks every file it will read: present, of the published size, readable, holding the
 clips its index lists, no clip id in two shards; `verify=True` also compares each file's
@@ -29,12 +29,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset, Sampler
 
-from cog_assets.layout import CLIP_COLUMNS
-from cog_assets.catalog import CatalogFile, DatasetError, ShardEntry, load_catalog
-from cog_assets.choices import ImageLatentScaling
-from cog_assets.config import ModelSettings
-from cog_assets.keys import file_digest
-from cog_assets.profiles import ModelProfile, get_profile
+from cog_assets.core.choices import ImageLatentScaling
+from cog_assets.core.clip_row import CLIP_COLUMNS
+from cog_assets.core.config import ModelSettings
+from cog_assets.core.keys import file_digest
+from cog_assets.core.profiles import ModelProfile, get_profile
+from cog_assets.store.catalog import CatalogFile, DatasetError, ShardEntry, load_catalog
 
 log = logging.getLogger(__name__)
 DEFAULT_SCALING = ModelSettings.model_fields["image_latent_scaling"].default

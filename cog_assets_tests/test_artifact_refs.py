@@ -11,12 +11,12 @@ import polars as pl
 import pytest
 import torch
 
-from cog_assets.catalog import load_catalog
-from cog_assets.layout import ArtifactKind
-from cog_assets.stages.common import REJECT_COLUMNS
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.core.clip_row import REJECT_COLUMNS
 from cog_assets.stages.dataset import finish_shard
-from cog_assets.store import ContentStore, CorruptArtifact
-from cog_assets.verify import verify_store
+from cog_assets.store.catalog import load_catalog
+from cog_assets.store.content_store import ContentStore, CorruptArtifact
+from cog_assets.store.verify import verify_store
 from cog_assets_tests.fixtures.datasets import build_dataset
 
 FILE_COLUMNS = ("has_image_latent", "first_frame_png", "latents_file", "embeds_file",

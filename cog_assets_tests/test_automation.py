@@ -8,12 +8,12 @@ from dagster import (
     materialize,
 )
 
-from cog_assets.config import Settings
-from cog_assets.defs.definitions import build_definitions
+from cog_assets.core.config import Settings
+from cog_assets.defs.build import build_definitions
 from cog_assets.defs.resources import build_resources
 from cog_assets.defs.runs import materialize_shards, observe_uploads
 from cog_assets.media.synthetic import write_test_video
-from cog_assets.sharding import shard_for
+from cog_assets.sources.sharding import shard_for
 from cog_assets_tests.conftest import make_dataset
 
 pytestmark = pytest.mark.slow

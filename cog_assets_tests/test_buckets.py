@@ -1,10 +1,15 @@
 import pytest
 from pydantic import ValidationError
 
-from cog_assets.buckets import Bucket, budget_buckets, explicit_buckets, nearest_bucket
-from cog_assets.config import FrameSettings
-from cog_assets.frame_policy import FramePolicy
-from cog_assets.profiles import ProfileError, get_profile
+from cog_assets.core.buckets import (
+    Bucket,
+    budget_buckets,
+    explicit_buckets,
+    nearest_bucket,
+)
+from cog_assets.core.config import FrameSettings
+from cog_assets.core.profiles import ProfileError, get_profile
+from cog_assets.media.frame_policy import FramePolicy
 
 P5B = get_profile("cogvideox-5b")
 
@@ -51,7 +56,7 @@ def test_policy_assigns_by_duration_and_refuses_bad_buckets():
 def test_budget_buckets_of_profiles_with_size_rules_keep_every_aspect_they_can(name, budget):
     """A budget on a profile with a fixed size, or a fixed short side and longest side, builds
     sizes within those rules instead of dropping the shapes that break them."""
-    from cog_assets.profiles import check_clip_shape
+    from cog_assets.core.profiles import check_clip_shape
 
     profile = get_profile(name)
     buckets = budget_buckets(profile, budget)

@@ -2,11 +2,11 @@
 
 import polars as pl
 
-from cog_assets.config import MediaLimits, SourceSettings
-from cog_assets.frame_policy import FramePolicy
+from cog_assets.core.config import MediaLimits, SourceSettings
+from cog_assets.core.profiles import get_profile
+from cog_assets.media.frame_policy import FramePolicy
 from cog_assets.models.text_encoder import count_tokens, load_tokenizer
 from cog_assets.models.weights import WeightsSource
-from cog_assets.profiles import get_profile
 from cog_assets.stages.manifest import build_manifest
 from cog_assets.stages.validation import validate_clips
 from cog_assets_tests.conftest import make_dataset

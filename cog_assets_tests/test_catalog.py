@@ -10,10 +10,10 @@ from pathlib import Path
 
 import polars as pl
 
-from cog_assets import catalog
-from cog_assets.catalog import load_catalog
-from cog_assets.layout import CATALOG_ENTRIES_DIR
 from cog_assets.stages.dataset import finish_shard
+from cog_assets.store import catalog
+from cog_assets.store.catalog import load_catalog
+from cog_assets.store.layout import CATALOG_ENTRIES_DIR
 from cog_assets_tests.fixtures.datasets import build_dataset, cas_store
 
 CLIP = ("clips/a.mp4", "a red ball", 9, 64, 96)

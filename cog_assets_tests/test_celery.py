@@ -35,8 +35,8 @@ from dagster import (
     instance_for_test,
 )
 
-from cog_assets.config import Settings, SettingsError, settings_env
-from cog_assets.defs.assets import GPU_POOL
+from cog_assets.core.config import Settings, SettingsError, settings_env
+from cog_assets.defs.assets.groups import GPU_POOL
 from cog_assets.defs.executors import celery_worker_config, executor_for
 from cog_assets.defs.runs import materialize_shards, register_shards
 from cog_assets_tests.conftest import make_dataset
@@ -55,8 +55,8 @@ HOLDER_RUN, HOLDER_STEP = "test-holds-the-gpu-slot", "holder"
 RUN_SHARD = """
 import json, sys
 from dagster import DagsterInstance, execute_job
-from cog_assets.config import load_settings
-from cog_assets.defs.definitions import reconstructable_job
+from cog_assets.core.config import load_settings
+from cog_assets.defs.build import reconstructable_job
 shard = sys.argv[1]
 job = reconstructable_job(load_settings())
 config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

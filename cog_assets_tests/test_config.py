@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cog_assets.cli import build_parser, main
-from cog_assets.config import (
+from cog_assets.core.config import (
     GROUPS,
     Settings,
     SettingsError,
@@ -17,8 +17,8 @@ from cog_assets.config import (
     settings_env,
     settings_table,
 )
+from cog_assets.core.reasons import RejectReason, reasons_table
 from cog_assets.defs.resources import RESOURCE_CLASSES, build_resources
-from cog_assets.reasons import RejectReason, reasons_table
 from cog_assets_tests.conftest import make_dataset
 
 README = Path(__file__).resolve().parents[1] / "README.md"

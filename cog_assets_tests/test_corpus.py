@@ -18,16 +18,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cog_assets.config import FrameSettings, MediaLimits, SourceSettings
-from cog_assets.frame_policy import FramePolicy
-from cog_assets.layout import ArtifactKind
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.core.config import FrameSettings, MediaLimits, SourceSettings
+from cog_assets.core.profiles import get_profile
+from cog_assets.media.frame_policy import FramePolicy
 from cog_assets.media.probe import probe_video
-from cog_assets.profiles import get_profile
 from cog_assets.stages.dataset import collect_rejects
 from cog_assets.stages.frames import extract_frames
 from cog_assets.stages.manifest import build_manifest
 from cog_assets.stages.validation import validate_clips
-from cog_assets.store import ContentStore
+from cog_assets.store.content_store import ContentStore
 from cog_assets_tests.fixtures.frames import read_frames
 from cog_assets_tests.fixtures.reference import (
     decode_displayed,

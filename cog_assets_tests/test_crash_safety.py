@@ -27,7 +27,7 @@ import polars as pl
 import pytest
 
 from cog_assets.loader import CogVideoXLatentDataset
-from cog_assets.store import ContentStore
+from cog_assets.store.content_store import ContentStore
 from cog_assets_tests.conftest import make_dataset
 from cog_assets_tests.fixtures.pipeline import (
     StepWatch,

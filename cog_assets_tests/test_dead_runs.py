@@ -22,7 +22,8 @@ import yaml
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, build_sensor_context
 from dagster._core.instance.ref import InstanceRef
 
-from cog_assets.config import Settings
+from cog_assets.core.config import Settings
+from cog_assets.defs.build import build_definitions
 from cog_assets.defs.dead_runs import (
     HOST_TAG,
     PID_TAG,
@@ -30,7 +31,6 @@ from cog_assets.defs.dead_runs import (
     release_dead_runs,
     run_process_tags,
 )
-from cog_assets.defs.definitions import build_definitions
 from cog_assets.defs.sensors import upload_sensor
 from cog_assets_tests.conftest import make_dataset
 

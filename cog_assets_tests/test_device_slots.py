@@ -15,8 +15,8 @@ import time
 import pytest
 import torch
 
-from cog_assets.config import DeviceSettings, ModelSettings
-from cog_assets.device_slots import claim_gpu, needs_claim
+from cog_assets.core.config import DeviceSettings, ModelSettings
+from cog_assets.models.device_slots import claim_gpu, needs_claim
 from cog_assets.models.runtime import PROCESS_MODELS, ModelRuntime
 
 GPUS = 3
@@ -69,7 +69,7 @@ def test_a_process_prefers_the_gpu_its_models_are_on(tmp_path):
 def test_a_killed_step_leaves_its_gpu_free(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\n"
-         "from cog_assets.device_slots import claim_gpu\n"
+         "from cog_assets.models.device_slots import claim_gpu\n"
          f"with claim_gpu(1, {str(tmp_path)!r}) as i:\n"
          "    print(i, flush=True); time.sleep(600)\n"],
         stdout=subprocess.PIPE, text=True)

@@ -6,7 +6,7 @@ import torch
 from dagster import instance_for_test
 from safetensors.torch import load_file
 
-from cog_assets.config import Settings
+from cog_assets.core.config import Settings
 from cog_assets.defs.runs import materialize_shards, run_exports
 from cog_assets.exports.naming import clip_stems
 from cog_assets_tests.conftest import make_dataset

@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from cog_assets.core.profiles import get_profile
 from cog_assets.exports import export_cogvideo_finetune
 from cog_assets.exports.cogvideo_finetune import sample_seed
 from cog_assets.loader import sample_from_moments
-from cog_assets.profiles import get_profile
 from cog_assets_tests.fixtures.datasets import (
     CLIPS,
     FLAT,

@@ -16,9 +16,9 @@ import pytest
 import torch
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
+from cog_assets.core.profiles import get_profile
 from cog_assets.exports import ExportReport, export_cogvideox_factory
 from cog_assets.exports.naming import clip_stems
-from cog_assets.profiles import get_profile
 from cog_assets_tests.fixtures.datasets import (
     CLIPS,
     FLAT,

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cog_assets.catalog import DatasetError
 from cog_assets.exports.atomic import atomic_file, fresh_folder, write_bytes
 from cog_assets.exports.naming import clip_stems, one_line
 from cog_assets.exports.source import read_clips
+from cog_assets.store.catalog import DatasetError
 from cog_assets_tests.fixtures.datasets import build_dataset, leftover_temp_files
 
 

@@ -17,16 +17,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cog_assets.config import MediaLimits, SourceSettings
-from cog_assets.frame_policy import FramePolicy
+from cog_assets.core.config import MediaLimits, SourceSettings
+from cog_assets.core.profiles import get_profile
 from cog_assets.media.errors import MediaError
+from cog_assets.media.frame_policy import FramePolicy
 from cog_assets.media.safe_open import hash_at_rest
-from cog_assets.profiles import get_profile
+from cog_assets.sources.uploads import LocalLister, refresh_snapshot, shard_fingerprints
 from cog_assets.stages.frames import extract_frames
 from cog_assets.stages.manifest import build_manifest
 from cog_assets.stages.validation import validate_clips
-from cog_assets.store import ContentStore
-from cog_assets.uploads import LocalLister, refresh_snapshot, shard_fingerprints
+from cog_assets.store.content_store import ContentStore
 from cog_assets_tests.conftest import make_dataset
 
 SHARD = "shard-00000"

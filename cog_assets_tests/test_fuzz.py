@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cog_assets.reasons import RejectReason
+from cog_assets.core.reasons import RejectReason
 from cog_assets_tests.fixtures.fuzz_worker import DecodeWorker
 from cog_assets_tests.fixtures.media import write_clip, write_webm_clip
 

@@ -14,18 +14,18 @@ import polars as pl
 import pytest
 import torch
 
-from cog_assets import layout
-from cog_assets.catalog import load_catalog
 from cog_assets.cli import main
-from cog_assets.contact_sheet import thumbnail_png
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.core.keys import artifact_key
 from cog_assets.exports.atomic import symlink
-from cog_assets.gc import GcError, collect, plan_gc
-from cog_assets.keys import artifact_key
-from cog_assets.layout import ArtifactKind
-from cog_assets.leases import Lease
 from cog_assets.loader import CogVideoXLatentDataset
-from cog_assets.store import ContentStore
-from cog_assets.verify import verify_store
+from cog_assets.media.contact_sheet import thumbnail_png
+from cog_assets.store import layout
+from cog_assets.store.catalog import load_catalog
+from cog_assets.store.collection import GcError, collect, plan_gc
+from cog_assets.store.content_store import ContentStore
+from cog_assets.store.leases import Lease
+from cog_assets.store.verify import verify_store
 from cog_assets_tests.fixtures.datasets import build_dataset
 
 HOUR = 3600.0

@@ -16,19 +16,24 @@ import numpy as np
 import pytest
 import torch
 
-from cog_assets.config import MediaLimits, SourceSettings
-from cog_assets.frame_policy import FramePolicy
-from cog_assets.layout import ArtifactKind
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.core.config import MediaLimits, SourceSettings
+from cog_assets.core.profiles import get_profile
 from cog_assets.media.decode import ClipTask, decode_clip_task
 from cog_assets.media.errors import MediaError
+from cog_assets.media.frame_policy import FramePolicy
 from cog_assets.media.probe import probe_video
 from cog_assets.media.probe_task import ProbeTask, probe_task
-from cog_assets.media.safe_open import FileStamp, hash_at_rest, open_media, open_regular_file
-from cog_assets.profiles import get_profile
+from cog_assets.media.safe_open import (
+    FileStamp,
+    hash_at_rest,
+    open_media,
+    open_regular_file,
+)
 from cog_assets.stages.frames import extract_frames
 from cog_assets.stages.manifest import build_manifest
 from cog_assets.stages.validation import validate_clips
-from cog_assets.store import ContentStore
+from cog_assets.store.content_store import ContentStore
 from cog_assets_tests.conftest import make_dataset
 from cog_assets_tests.fixtures.decoders import stuck_or_crashing_probe
 from cog_assets_tests.fixtures.frames import frame_spec, read_frames

@@ -8,13 +8,13 @@ from dagster import instance_for_test
 from PIL import Image
 from safetensors.torch import load_file
 
-from cog_assets.config import Settings
+from cog_assets.core.config import Settings
+from cog_assets.core.profiles import get_profile
 from cog_assets.defs.runs import materialize_shards
 from cog_assets.loader import CogVideoXLatentDataset
 from cog_assets.media.image import read_image
 from cog_assets.models.vae import load_vae
 from cog_assets.models.weights import WeightsSource
-from cog_assets.profiles import get_profile
 from cog_assets_tests.conftest import make_dataset
 from cog_assets_tests.fixtures.frames import read_frames
 from cog_assets_tests.fixtures.reference import encode_moments

@@ -34,8 +34,8 @@ from dagster_k8s.job import (
 )
 from kubernetes.client import ApiClient
 
-from cog_assets.config import Settings
-from cog_assets.defs.definitions import build_definitions
+from cog_assets.core.config import Settings
+from cog_assets.defs.build import build_definitions
 from cog_assets.defs.kubernetes import K8S_CONFIG_TAG
 
 REPO = Path(__file__).resolve().parents[1]
@@ -409,9 +409,9 @@ def test_the_code_server_loads_on_a_cpu_pod_with_the_gpu_steps_device_and_agrees
     """The Helm values set COG_ASSETS_DEVICE=cuda for every pod; the code server and the
     decode steps run on CPU pods. The definitions load there, and the code versions they
     record are the GPU pod's, so a materialization made there is not stale here."""
-    from cog_assets.config import Settings
-    from cog_assets.defs.definitions import build_definitions
-    from cog_assets.identity import code_versions
+    from cog_assets.core.config import Settings
+    from cog_assets.defs.build import build_definitions
+    from cog_assets.defs.versions import code_versions
 
     cuda = Settings.of(device="cuda")  # no CUDA on this machine
     assert build_definitions(cuda).resolve_job_def("prepare_shards")

@@ -8,12 +8,12 @@ from dagster import AssetKey, instance_for_test, materialize
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from cog_assets.config import Settings
-from cog_assets.defs.definitions import build_definitions
+from cog_assets.core.config import Settings
+from cog_assets.defs.build import build_definitions
 from cog_assets.defs.resources import build_resources
 from cog_assets.defs.runs import materialize_shards, observe_uploads
 from cog_assets.media.synthetic import write_test_video
-from cog_assets.sharding import shard_for
+from cog_assets.sources.sharding import shard_for
 from cog_assets_tests.conftest import make_dataset
 
 pytestmark = pytest.mark.slow
@@ -99,10 +99,10 @@ def test_change_delete_and_recaption_redo_exactly_that_work(materialized):
 
 
 def test_a_new_transform_version_recomputes_exactly_its_artefacts(materialized, monkeypatch):
-    import cog_assets.stages.latents as latents
+    import cog_assets.core.keys as keys
 
     root, settings, instance, first = materialized
-    monkeypatch.setattr(latents, "LATENTS_VERSION", latents.LATENTS_VERSION + "-next")
+    monkeypatch.setattr(keys, "LATENTS_VERSION", keys.LATENTS_VERSION + "-next")
     again = materialize_shards(settings, instance)
     computed = sum(s.computed for s in again.values())
     # 6 clips: their latents are new, and so their frames, a cache dropped once the shards
@@ -111,7 +111,7 @@ def test_a_new_transform_version_recomputes_exactly_its_artefacts(materialized, 
     keep = settings.with_(frames_retention="keep")
     kept = materialize_shards(keep, instance)  # keep decodes the frames once more...
     assert sum(s.computed for s in kept.values()) == 6
-    monkeypatch.setattr(latents, "LATENTS_VERSION", latents.LATENTS_VERSION + "-again")
+    monkeypatch.setattr(keys, "LATENTS_VERSION", keys.LATENTS_VERSION + "-again")
     again = materialize_shards(keep, instance)  # ...and then a new version costs latents only
     assert sum(s.computed for s in again.values()) == 6
 

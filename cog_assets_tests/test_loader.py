@@ -7,20 +7,20 @@ import warnings
 import pytest
 import torch
 
-from cog_assets.catalog import DatasetError
 from cog_assets.loader import (
     BadShardWarning,
     BucketBatchSampler,
     CogVideoXLatentDataset,
     pad_latent_frames,
 )
+from cog_assets.store.catalog import DatasetError
 from cog_assets_tests.fixtures.datasets import CLIPS, build_dataset
 
 ONE_15 = [("shard-00000", "a.mp4", "x", 81, 32, 48)]
 
 
 def _15(tmp_path, profile="cogvideox1.5-5b", image=False):
-    from cog_assets.profiles import get_profile
+    from cog_assets.core.profiles import get_profile
 
     expected = build_dataset(tmp_path / "ds", ONE_15, profile=get_profile(profile),
                              image_latents=image)
@@ -37,7 +37,7 @@ def test_15_pads_odd_latent_frames_by_repeating_the_first(tmp_path):
 
 
 def test_10_keeps_latent_frames_and_scales_by_the_factor(tmp_path):
-    from cog_assets.profiles import get_profile
+    from cog_assets.core.profiles import get_profile
 
     expected = build_dataset(tmp_path / "ds", [("shard-00000", "a.mp4", "x", 49, 32, 48)],
                              profile=get_profile("cogvideox-2b"))
@@ -59,7 +59,7 @@ def test_legacy_multiply_scaling_is_available(tmp_path):
 
 
 def test_samples_are_seeded_and_near_the_mean(tmp_path):
-    from cog_assets.profiles import get_profile
+    from cog_assets.core.profiles import get_profile
 
     expected = build_dataset(tmp_path / "ds", [("shard-00000", "a.mp4", "x", 49, 32, 48)],
                              profile=get_profile("cogvideox-5b"))

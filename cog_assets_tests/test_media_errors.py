@@ -2,8 +2,8 @@ import pickle
 
 import pytest
 
+from cog_assets.core.reasons import RejectReason
 from cog_assets.media.errors import MediaError
-from cog_assets.reasons import RejectReason
 
 
 def test_media_error_carries_reason_and_message():

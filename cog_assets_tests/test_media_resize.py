@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cog_assets.choices import ResizeMode
+from cog_assets.core.choices import ResizeMode
 from cog_assets.media.resize import (
     CoverGeometry,
     cover_geometry,

@@ -5,15 +5,16 @@ import polars as pl
 import pytest
 import torch
 
-from cog_assets.layout import ArtifactKind
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.core.keys import TextIdentity, VaeIdentity
+from cog_assets.core.profiles import get_profile
 from cog_assets.loader import sample_from_moments
 from cog_assets.models.text_encoder import load_text_encoder
 from cog_assets.models.vae import load_vae
 from cog_assets.models.weights import WeightsSource
-from cog_assets.profiles import get_profile
-from cog_assets.stages.embeddings import TextIdentity, encode_captions
-from cog_assets.stages.latents import VaeIdentity, encode_latents
-from cog_assets.store import ContentStore
+from cog_assets.stages.embeddings import encode_captions
+from cog_assets.stages.latents import encode_latents
+from cog_assets.store.content_store import ContentStore
 
 CPU = torch.device("cpu")
 TINY = WeightsSource(get_profile("tiny"))

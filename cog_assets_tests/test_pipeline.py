@@ -10,15 +10,14 @@ import pytest
 import torch
 from dagster import AssetKey, instance_for_test
 
-from cog_assets.config import Settings
-from cog_assets.contact_sheet import LABEL_LINE, THUMB_HEIGHT
-from cog_assets.defs.definitions import build_definitions
+from cog_assets.core.config import Settings
+from cog_assets.defs.build import build_definitions
 from cog_assets.defs.runs import materialize_shards
 from cog_assets.loader import CogVideoXLatentDataset
+from cog_assets.media.contact_sheet import LABEL_LINE, THUMB_HEIGHT
 from cog_assets.models.runtime import PROCESS_MODELS
-from cog_assets.sharding import shard_for
+from cog_assets.sources.sharding import shard_for
 from cog_assets_tests.conftest import make_dataset
-
 
 MODEL_LOADS: dict[str, int] = {}
 

@@ -54,9 +54,9 @@ def test_resize_modes(tmp_path):
 def test_limits_reject_with_their_reason(tmp_path):
     from pathlib import Path
 
-    from cog_assets.config import MediaLimits
-    from cog_assets.frame_policy import FramePolicy
-    from cog_assets.profiles import get_profile
+    from cog_assets.core.config import MediaLimits
+    from cog_assets.core.profiles import get_profile
+    from cog_assets.media.frame_policy import FramePolicy
     from cog_assets.stages.validation import verdict
 
     clip = Path(write_test_video(tmp_path / "a.mp4", width=160, height=96, seconds=2.0))

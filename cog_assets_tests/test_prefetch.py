@@ -17,17 +17,17 @@ import polars as pl
 import pytest
 import torch
 
-from cog_assets.config import MediaLimits, SourceSettings
-from cog_assets.frame_policy import FramePolicy
-from cog_assets.layout import ArtifactKind
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.core.config import MediaLimits, SourceSettings
+from cog_assets.core.profiles import get_profile
 from cog_assets.media.decode import ClipTask, decode_clip_task
 from cog_assets.media.errors import MediaError
-from cog_assets.prefetch import TaskTimeout, WorkerCrash, prefetch_map
-from cog_assets.profiles import get_profile
+from cog_assets.media.frame_policy import FramePolicy
+from cog_assets.runtime.worker_pool import TaskTimeout, WorkerCrash, prefetch_map
 from cog_assets.stages.frames import extract_frames
 from cog_assets.stages.manifest import build_manifest
 from cog_assets.stages.validation import validate_clips
-from cog_assets.store import ContentStore
+from cog_assets.store.content_store import ContentStore
 from cog_assets_tests.conftest import make_dataset
 from cog_assets_tests.fixtures.frames import read_frames
 from cog_assets_tests.fixtures.slow_start import SLOW_MODULE, STARTUP_S, SlowToLoad
@@ -241,7 +241,7 @@ def test_a_shard_whose_frames_are_all_stored_starts_no_decode_process(dataset, t
                                                                        monkeypatch):
     """Re-running frame_tensors on a full store: no decode worker is started (each start of
     the pool's worker class is counted; the workers themselves are the real ones)."""
-    import cog_assets.prefetch as prefetch
+    import cog_assets.runtime.worker_pool as prefetch
 
     root, policy, validated = dataset
     store = ContentStore(str(tmp_path / "store"))

@@ -1,6 +1,11 @@
 import pytest
 
-from cog_assets.profiles import PROFILES, ProfileError, check_clip_shape, get_profile
+from cog_assets.core.profiles import (
+    PROFILES,
+    ProfileError,
+    check_clip_shape,
+    get_profile,
+)
 
 
 def test_every_profile_accepts_its_own_defaults():

@@ -11,21 +11,22 @@ import polars as pl
 import pytest
 import torch
 
-from cog_assets import layout
-from cog_assets.config import FrameSettings, MediaLimits, SourceSettings
-from cog_assets.frame_policy import FramePolicy
-from cog_assets.layout import ArtifactKind
-from cog_assets.leases import Lease
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.core.config import FrameSettings, MediaLimits, SourceSettings
+from cog_assets.core.keys import VaeIdentity
+from cog_assets.core.profiles import get_profile
+from cog_assets.media.frame_policy import FramePolicy
 from cog_assets.media.synthetic import write_test_video
 from cog_assets.models.vae import load_vae
 from cog_assets.models.weights import WeightsSource
-from cog_assets.profiles import get_profile
-from cog_assets.retention import drop_frames
 from cog_assets.stages.frames import FramesLost, decode_again, extract_frames
-from cog_assets.stages.latents import VaeIdentity, encode_latents
+from cog_assets.stages.latents import encode_latents
 from cog_assets.stages.manifest import build_manifest
 from cog_assets.stages.validation import validate_clips
-from cog_assets.store import ContentStore
+from cog_assets.store import layout
+from cog_assets.store.content_store import ContentStore
+from cog_assets.store.leases import Lease
+from cog_assets.store.retention import drop_frames
 from cog_assets_tests.conftest import make_dataset
 
 TINY = get_profile("tiny")
@@ -144,7 +145,9 @@ def test_frames_that_cannot_be_decoded_the_same_again_are_named(shard):
 
 
 def test_decoded_clips_leave_a_thumbnail_the_contact_sheet_uses_once_frames_are_gone(shard):
-    from cog_assets.defs.assets import _contact_sheet  # the sheet frame_tensors shows
+    from cog_assets.defs.assets.frame_tensors import (
+        _contact_sheet,  # the sheet frame_tensors shows
+    )
 
     root, store, validated, frames = shard
     for key in frames["frames_key"]:
@@ -183,8 +186,8 @@ def _metadata(instance, asset: str) -> dict:
 def test_a_run_drops_its_frames_once_published_and_needs_them_only_for_new_latents(tmp_path):
     from dagster import instance_for_test, materialize
 
-    from cog_assets.config import Settings
-    from cog_assets.defs.definitions import build_definitions
+    from cog_assets.core.config import Settings
+    from cog_assets.defs.build import build_definitions
     from cog_assets.defs.resources import build_resources
     from cog_assets.defs.runs import materialize_shards
 
@@ -224,9 +227,9 @@ def test_a_run_drops_its_frames_once_published_and_needs_them_only_for_new_laten
 def test_keep_keeps_the_frames_and_none_drops_them_once_the_latents_are_written(tmp_path):
     from dagster import instance_for_test
 
-    from cog_assets.config import Settings
+    from cog_assets.core.config import Settings
     from cog_assets.defs.runs import materialize_shards
-    from cog_assets.gc import collect, plan_gc
+    from cog_assets.store.collection import collect, plan_gc
 
     root = make_dataset(tmp_path / "data", 2, broken=False)
     with instance_for_test() as instance:

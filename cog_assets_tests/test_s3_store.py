@@ -21,8 +21,8 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from cog_assets.keys import artifact_key
-from cog_assets.store import ContentStore
+from cog_assets.core.keys import artifact_key
+from cog_assets.store.content_store import ContentStore
 
 REGION = "us-east-1"
 CREDENTIALS = {"key": "testing", "secret": "testing"}  # moto accepts any
@@ -217,11 +217,11 @@ def test_shard_materializes_into_the_s3_store(s3_endpoint, bucket, tmp_path, mon
     deployment sets it with FSSPEC_S3_* variables."""
     from dagster import instance_for_test
 
-    from cog_assets.config import Settings
+    from cog_assets.core.choices import ArtifactKind
+    from cog_assets.core.config import Settings
     from cog_assets.defs.runs import materialize_shards
-    from cog_assets.gc import plan_gc
-    from cog_assets.layout import ArtifactKind
-    from cog_assets.verify import verify_store
+    from cog_assets.store.collection import plan_gc
+    from cog_assets.store.verify import verify_store
     from cog_assets_tests.conftest import make_dataset
 
     monkeypatch.setitem(fsspec.config.conf, "s3", storage_options(s3_endpoint))

@@ -14,27 +14,27 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cog_assets.choices import (
+from cog_assets.core.choices import (
+    ArtifactKind,
     CaptionSource,
     ResizeMode,
     SceneDetectorKind,
     ShortClipPolicy,
     StartPolicy,
 )
-from cog_assets.config import Settings
-from cog_assets.frame_policy import FramePolicy
-from cog_assets.layout import ArtifactKind
+from cog_assets.core.config import Settings
+from cog_assets.core.profiles import get_profile
+from cog_assets.core.reasons import RejectReason
 from cog_assets.media.decode import FrameSpec, read_clip_frames
 from cog_assets.media.errors import MediaError
+from cog_assets.media.frame_policy import FramePolicy
 from cog_assets.media.probe import probe_video
 from cog_assets.media.scan import ScanSpec, ScanTask, scan_source
 from cog_assets.media.synthetic import read_frame_index
-from cog_assets.profiles import get_profile
-from cog_assets.reasons import RejectReason
 from cog_assets.stages.manifest import build_manifest
-from cog_assets.stages.segments import split_segments
+from cog_assets.stages.scene_segments import split_segments
 from cog_assets.stages.validation import validate_clips
-from cog_assets.store import ContentStore
+from cog_assets.store.content_store import ContentStore
 from cog_assets_tests.fixtures.aesthetic import write_tiny_aesthetic_weights
 from cog_assets_tests.fixtures.multishot import (
     FPS,
@@ -278,9 +278,8 @@ def test_the_next_shard_decoded_ahead_is_cut_into_the_segments_its_run_reads(mul
     from dagster import instance_for_test
 
     from cog_assets.defs.runs import materialize_shards
-    from cog_assets.sharding import shard_for
-
     from cog_assets.media.synthetic import write_test_video
+    from cog_assets.sources.sharding import shard_for
 
     path, _ = multishot
     first = next(n for n in (f"plain_{i}.mp4" for i in range(40))

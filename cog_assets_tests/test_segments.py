@@ -10,18 +10,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cog_assets.config import Settings, SettingsError, load_settings
-from cog_assets.contact_sheet import THUMB_HEIGHT, contact_sheet
-from cog_assets.choices import CaptionSource
+from cog_assets.core.choices import CaptionSource
+from cog_assets.core.config import Settings, SettingsError, load_settings
+from cog_assets.media.contact_sheet import THUMB_HEIGHT, contact_sheet
 from cog_assets.media.scan import SAMPLE_COLUMNS
-from cog_assets.segment_captions import match_caption, read_segment_captions
-from cog_assets.segments import Segment, segment_id, segment_scores, split_scenes
-from cog_assets.sharding import shard_for
-from cog_assets.sources import ManifestError, read_manifests
+from cog_assets.media.scene_cuts import (
+    Segment,
+    segment_id,
+    segment_scores,
+    split_scenes,
+)
+from cog_assets.sources.manifests import ManifestError, read_manifests
+from cog_assets.sources.segment_captions import match_caption, read_segment_captions
+from cog_assets.sources.sharding import shard_for
+from cog_assets.sources.uploads import LocalLister, refresh_snapshot, shard_fingerprints
 from cog_assets.stages.manifest import build_manifest
-from cog_assets.stages.segments import split_segments
-from cog_assets.store import ContentStore
-from cog_assets.uploads import LocalLister, refresh_snapshot, shard_fingerprints
+from cog_assets.stages.scene_segments import split_segments
+from cog_assets.store.content_store import ContentStore
 from cog_assets_tests.conftest import make_dataset
 
 

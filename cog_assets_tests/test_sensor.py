@@ -5,12 +5,12 @@ import os
 import pytest
 from dagster import AssetKey, build_sensor_context, instance_for_test
 
-from cog_assets.config import Settings, SourceSettings
-from cog_assets.defs.definitions import build_definitions
+from cog_assets.core.config import Settings, SourceSettings
+from cog_assets.defs.build import build_definitions
 from cog_assets.defs.runs import materialize_shards
 from cog_assets.defs.sensors import upload_sensor
 from cog_assets.media.synthetic import write_test_video
-from cog_assets.sharding import shard_for
+from cog_assets.sources.sharding import shard_for
 from cog_assets_tests.conftest import make_dataset
 
 SHARDS = 8
@@ -105,8 +105,8 @@ def test_a_shard_that_lost_its_only_clip_before_it_ever_ran_needs_nothing(ticker
 
 
 def test_hashing_spreads_over_ticks_when_the_budget_runs_out(tmp_path):
-    from cog_assets.store import ContentStore
-    from cog_assets.uploads import UploadState, scan_uploads
+    from cog_assets.sources.uploads import UploadState, scan_uploads
+    from cog_assets.store.content_store import ContentStore
 
     root = make_dataset(tmp_path / "data", 4, broken=False)
     sources = SourceSettings(data_root=str(root), shard_count=SHARDS)

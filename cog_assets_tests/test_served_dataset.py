@@ -19,17 +19,17 @@ import pytest
 import torch
 from dagster import instance_for_test
 
-from cog_assets import layout
-from cog_assets.catalog import load_catalog
 from cog_assets.cli import main
-from cog_assets.config import Settings
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.core.config import Settings
+from cog_assets.core.keys import caption_sha256
+from cog_assets.core.profiles import get_profile
 from cog_assets.defs.runs import materialize_shards
 from cog_assets.exports import export_cogvideo_finetune, export_cogvideox_factory
-from cog_assets.keys import caption_sha256
-from cog_assets.layout import ArtifactKind
 from cog_assets.loader import CogVideoXLatentDataset
-from cog_assets.profiles import get_profile
-from cog_assets.store import ContentStore
+from cog_assets.store import layout
+from cog_assets.store.catalog import load_catalog
+from cog_assets.store.content_store import ContentStore
 from cog_assets_tests.conftest import make_dataset
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from cog_assets.sharding import shard_for, shard_index
+from cog_assets.sources.sharding import shard_for, shard_index
 
 # Ids and the shard each must land in. Published datasets and every partition Dagster has
 # materialized are keyed by these: a change of hash function (or of how the digest is reduced
@@ -26,7 +26,7 @@ def test_known_ids_land_in_their_known_shards():
 
 def test_shard_is_stable_across_processes():
     """hash() is salted per process; the shard must not be."""
-    code = "from cog_assets.sharding import shard_for; print(shard_for('clips/a.mp4', 16))"
+    code = "from cog_assets.sources.sharding import shard_for; print(shard_for('clips/a.mp4', 16))"
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               check=True).stdout.strip() for _ in range(2)}
     assert outputs == {shard_for("clips/a.mp4", 16)} == {KNOWN[("clips/a.mp4", 16)]}

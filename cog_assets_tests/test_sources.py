@@ -1,8 +1,8 @@
 import polars as pl
 import pytest
 
-from cog_assets.config import SourceSettings
-from cog_assets.sources import ManifestError, read_manifests
+from cog_assets.core.config import SourceSettings
+from cog_assets.sources.manifests import ManifestError, read_manifests
 
 
 def _read(root, **columns):
@@ -194,7 +194,7 @@ def test_a_table_that_is_not_a_manifest_is_skipped_with_a_warning(tmp_path, capl
     (tmp_path / "prompts.txt").write_text("a caption\n")
     (tmp_path / "scores.csv").write_text("clip,score\na.mp4,0.9\n")
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
-    with caplog.at_level("WARNING", logger="cog_assets.sources"):
+    with caplog.at_level("WARNING", logger="cog_assets.sources.manifests"):
         rows = _read(tmp_path)
     assert [r.clip_id for r in rows] == ["a.mp4"]
     warned = caplog.text

@@ -2,8 +2,8 @@ import polars as pl
 import pytest
 import torch
 
-from cog_assets.keys import artifact_key, file_sha256
-from cog_assets.store import ContentStore
+from cog_assets.core.keys import artifact_key, file_sha256
+from cog_assets.store.content_store import ContentStore
 
 
 def test_key_depends_on_every_part_and_not_on_order():
@@ -56,7 +56,7 @@ def test_the_digest_is_recorded_in_the_file_and_other_readers_still_load_it(tmp_
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from cog_assets.sealed_tensors import DIGEST_KEY
+    from cog_assets.store.sealed_tensors import DIGEST_KEY
 
     store = ContentStore(str(tmp_path))
     path = store.put_tensors("t", "k" * 64, {"x": torch.randn(4, 5)}, {"clip_id": "a"})
@@ -67,7 +67,7 @@ def test_the_digest_is_recorded_in_the_file_and_other_readers_still_load_it(tmp_
 
 
 def test_a_flipped_byte_is_found_by_a_read_quarantined_and_named(tmp_path):
-    from cog_assets.store import CorruptArtifact
+    from cog_assets.store.content_store import CorruptArtifact
 
     store = ContentStore(str(tmp_path))
     path = store.put_tensors("vae_moments", "a" * 64, {"moments": torch.randn(32, 3, 8, 12)})
@@ -109,10 +109,11 @@ def test_a_damaged_latent_is_replaced_by_the_stage_and_reported(tmp_path):
     quarantined and described with its key and path."""
     import polars as pl
 
+    from cog_assets.core.keys import VaeIdentity
+    from cog_assets.core.profiles import get_profile
     from cog_assets.models.vae import load_vae
     from cog_assets.models.weights import WeightsSource
-    from cog_assets.profiles import get_profile
-    from cog_assets.stages.latents import VaeIdentity, encode_latents
+    from cog_assets.stages.latents import encode_latents
 
     weights = WeightsSource(get_profile("tiny"))
     store = ContentStore(str(tmp_path))
@@ -139,10 +140,10 @@ def test_a_damaged_first_frame_png_is_quarantined_and_named(tmp_path):
     """The I2V first frame is a PNG: its chunk CRCs and zlib checksum are its digest."""
     import numpy as np
 
-    from cog_assets import layout
     from cog_assets.stages.dataset import first_frame_png
     from cog_assets.stages.frames import png_bytes
-    from cog_assets.store import CorruptArtifact
+    from cog_assets.store import layout
+    from cog_assets.store.content_store import CorruptArtifact
 
     store = ContentStore(str(tmp_path))
     path = store.path(layout.first_frame_png("e" * 64))
@@ -177,7 +178,7 @@ def test_verify_artifacts_makes_frames_reuse_read_and_check_them(tmp_path):
 
 def test_a_file_of_no_tensors_is_sealed_and_read_back():
     """A shard whose every clip was rejected (or deferred) still publishes its tensor files."""
-    from cog_assets.sealed_tensors import seal, unseal
+    from cog_assets.store.sealed_tensors import seal, unseal
 
     assert unseal(seal({})) == {}
     assert unseal(seal({}, {"k": "v"})) == {}

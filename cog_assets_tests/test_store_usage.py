@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from dagster import materialize
 
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.defs.assets.store_usage import store_usage
 from cog_assets.defs.resources import StoreResource
-from cog_assets.defs.store_usage import store_usage
-from cog_assets.footprint import kind_of, store_footprint
-from cog_assets.layout import ArtifactKind
-from cog_assets.store import ContentStore
+from cog_assets.store.content_store import ContentStore
+from cog_assets.store.footprint import kind_of, store_footprint
 from cog_assets_tests.fixtures.datasets import build_dataset
 
 

@@ -10,12 +10,18 @@ import polars as pl
 import pytest
 import torch
 
-from cog_assets.layout import ArtifactKind
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.core.keys import VaeIdentity
+from cog_assets.core.profiles import get_profile
 from cog_assets.models.vae import load_vae
 from cog_assets.models.weights import WeightsSource
-from cog_assets.profiles import get_profile
-from cog_assets.stages.latents import MissingFrames, BatchStream, VaeIdentity, _Target, encode_latents
-from cog_assets.store import ContentStore
+from cog_assets.stages.latents import (
+    BatchStream,
+    MissingFrames,
+    _Target,
+    encode_latents,
+)
+from cog_assets.store.content_store import ContentStore
 from cog_assets_tests.fixtures.reference import encode_moments
 
 CPU = torch.device("cpu")

@@ -12,15 +12,19 @@ import torch
 from diffusers import CogVideoXPipeline
 from transformers import T5Config, T5EncoderModel
 
+from cog_assets.core.profiles import get_profile
 from cog_assets.models.text_encoder import (
     TextEncoder,
     load_text_encoder,
     load_tokenizer,
     precision_of,
 )
-from cog_assets.models.tiny import quiet_transformers, tiny_text_encoder_dir, tiny_tokenizer
+from cog_assets.models.tiny import (
+    quiet_transformers,
+    tiny_text_encoder_dir,
+    tiny_tokenizer,
+)
 from cog_assets.models.weights import WeightsSource
-from cog_assets.profiles import get_profile
 
 CPU = torch.device("cpu")
 CAPTIONS = [

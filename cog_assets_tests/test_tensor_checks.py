@@ -3,10 +3,10 @@
 import polars as pl
 import torch
 
-from cog_assets.layout import ArtifactKind
-from cog_assets.profiles import get_profile
-from cog_assets.store import ContentStore
-from cog_assets.tensor_checks import latent_problems
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.core.profiles import get_profile
+from cog_assets.store.content_store import ContentStore
+from cog_assets.store.tensor_checks import latent_problems
 
 I2V = get_profile("tiny-i2v")
 

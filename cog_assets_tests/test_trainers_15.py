@@ -18,11 +18,11 @@ from dagster import instance_for_test
 from PIL import Image
 from safetensors.torch import load_file
 
-from cog_assets.config import Settings
+from cog_assets.core.config import Settings
+from cog_assets.core.profiles import ModelProfile, get_profile
 from cog_assets.defs.runs import materialize_shards
 from cog_assets.exports import export_cogvideo_finetune, export_cogvideox_factory
 from cog_assets.models.tiny import tiny_vae
-from cog_assets.profiles import ModelProfile, get_profile
 from cog_assets_tests.conftest import make_dataset
 from cog_assets_tests.fixtures.datasets import build_dataset
 from cog_assets_tests.fixtures.trainers import (

@@ -28,9 +28,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cog_assets.config import SourceSettings
+from cog_assets.core.config import SourceSettings
 from cog_assets.defs.partitions import SHARDS_PARTITION
-from cog_assets.sharding import shard_for
+from cog_assets.sources.sharding import shard_for
 from cog_assets.stages.manifest import discover_shards
 from cog_assets_tests.conftest import make_dataset
 

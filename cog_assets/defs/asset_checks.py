@@ -11,10 +11,10 @@ from dagster import (
     asset_check,
 )
 
+from cog_assets.core.profiles import get_profile
 from cog_assets.defs.partitions import shards_partitions
 from cog_assets.defs.resources import ModelResource, StoreResource
-from cog_assets.profiles import get_profile
-from cog_assets.tensor_checks import (
+from cog_assets.store.tensor_checks import (
     completeness_problems,
     embedding_problems,
     latent_problems,

@@ -22,10 +22,16 @@ import socket
 from dataclasses import dataclass
 
 import psutil
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-from dagster._core.events import DagsterEventType
-from dagster._core.launcher import DefaultRunLauncher
-from dagster._core.storage.dagster_run import FINISHED_STATUSES, DagsterRun
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultRunLauncher,
+    RunsFilter,
+)
+
+from cog_assets.defs.dagster_internals import FINISHED_STATUSES
 
 HOST_TAG = "cog-assets/host"
 PID_TAG = "cog-assets/pid"

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
 
-from cog_assets.choices import Executor
-from cog_assets.config import OrchestrationSettings
+from cog_assets.core.choices import Executor
+from cog_assets.core.config import OrchestrationSettings
 
 
 def celery_worker_config(orchestration: OrchestrationSettings) -> dict:

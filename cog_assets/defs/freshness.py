@@ -3,7 +3,7 @@
 A shard is up to date when every asset of it is materialized and *fresh* by Dagster's own
 staleness, the one the UI shows and its "Materialize stale" selects from:
 
-- each asset's code version (cog_assets.identity: settings, model identity, transform
+- each asset's code version (cog_assets.defs.versions: settings, model identity, transform
   versions) equals the one its latest materialization recorded;
 - no input's data version moved since, `uploads` included: its observation carries the
   shard's upload fingerprint, brought up to date here first (`record_uploads`);
@@ -20,16 +20,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dagster import AssetKey, AssetObservation, DagsterInstance
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-from dagster._time import get_current_datetime
 
-from cog_assets import layout
-from cog_assets.defs.assets import UPLOADS_KEY
-from cog_assets.identity import SHARD_ASSETS
-from cog_assets.keys import artifact_key
-from cog_assets.store import ContentStore
+from cog_assets.core.keys import artifact_key
+from cog_assets.defs.assets.groups import UPLOADS_KEY
+from cog_assets.defs.dagster_internals import (
+    BaseAssetGraph,
+    StaleStatus,
+    stale_status_resolver,
+)
+from cog_assets.defs.versions import SHARD_ASSETS
+from cog_assets.store import layout
+from cog_assets.store.content_store import ContentStore
 
 DATASET_KEY = AssetKey("training_dataset")
 # The tag an observation carries its data version in (dagster.DATA_VERSION_TAG, not exported).
@@ -54,15 +55,6 @@ def graph_identity(asset_graph: BaseAssetGraph) -> str:
     """One hash of the shard assets' code versions, as the definitions were built."""
     versions = {name: asset_graph.get(AssetKey(name)).code_version for name in SHARD_ASSETS}
     return artifact_key("identity", **versions)[:16]
-
-
-def _resolver(instance: DagsterInstance, asset_graph: BaseAssetGraph
-              ) -> CachingStaleStatusResolver:
-    view = AssetGraphView(temporal_context=TemporalContext(
-        effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance, asset_graph=asset_graph)
-    return CachingStaleStatusResolver(instance=instance, asset_graph=asset_graph,
-                                      loading_context=view)
 
 
 def record_uploads(instance: DagsterInstance, fingerprints: Mapping[str, str]) -> None:
@@ -95,7 +87,7 @@ def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
     (EMPTY_SHARD for a shard with no clip left)."""
     wanted = list(fingerprints)
     record_uploads(instance, fingerprints)
-    resolver = _resolver(instance, asset_graph)
+    resolver = stale_status_resolver(instance, asset_graph)
     states = {}
     for shard in wanted:
         state = ShardFreshness(shard, fingerprints[shard])

@@ -1,10 +1,17 @@
-"""The job that materializes a shard end to end."""
+"""The jobs: one that materializes a shard end to end, one that writes the trainer exports."""
 
 from dagster import AssetSelection, define_asset_job
+
+from cog_assets.defs.assets.groups import EXPORTS_GROUP, GROUP
 
 PREPARE_SHARDS = "prepare_shards"
 
 prepare_shards_job = define_asset_job(
-    PREPARE_SHARDS, selection=AssetSelection.groups("cogvideox").materializable(),
+    PREPARE_SHARDS, selection=AssetSelection.groups(GROUP).materializable(),
     description="Materialize every asset of one shard: manifest to finished training dataset.",
+)
+export_job = define_asset_job(
+    "export_datasets", selection=AssetSelection.groups(EXPORTS_GROUP),
+    description="Write the trainer caches (cogvideox-factory, CogVideo finetune) from the "
+                "finished shards.",
 )

@@ -6,7 +6,7 @@ dagster-k8s reads `dagster-k8s/config` from op tags when it builds the pod of a 
 
 from __future__ import annotations
 
-from cog_assets.config import OrchestrationSettings
+from cog_assets.core.config import OrchestrationSettings
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}

@@ -1,12 +1,12 @@
-"""The lease each step of a shard run takes on what it uses (see cog_assets.leases)."""
+"""The lease each step of a shard run takes on what it uses (see cog_assets.store.leases)."""
 
 from __future__ import annotations
 
 from dagster import AssetExecutionContext
 
-from cog_assets import layout
-from cog_assets.leases import Lease, run_holder
-from cog_assets.store import ContentStore
+from cog_assets.store import layout
+from cog_assets.store.content_store import ContentStore
+from cog_assets.store.leases import Lease, run_holder
 
 
 def step_lease(context: AssetExecutionContext, store: ContentStore,

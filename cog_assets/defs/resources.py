@@ -1,4 +1,4 @@
-"""Dagster resources: one per settings group of cog_assets.config, derived from it.
+"""Dagster resources: one per settings group of cog_assets.core.config, derived from it.
 
 Each resource has exactly its group's fields (names, types, defaults, descriptions: what the
 launchpad shows), is validated as the group when it is built, and hands the plain settings
@@ -18,8 +18,7 @@ from dagster import (
 )
 from pydantic import BaseModel, Field, model_validator
 
-from cog_assets import layout
-from cog_assets.config import (
+from cog_assets.core.config import (
     RESOURCE_GROUPS,
     DeviceSettings,
     FrameSettings,
@@ -30,10 +29,11 @@ from cog_assets.config import (
     SourceSettings,
     StoreSettings,
 )
-from cog_assets.frame_policy import FramePolicy
+from cog_assets.core.profiles import get_profile
+from cog_assets.media.frame_policy import FramePolicy
 from cog_assets.models.runtime import ModelRuntime
-from cog_assets.profiles import get_profile
-from cog_assets.store import ContentStore
+from cog_assets.store import layout
+from cog_assets.store.content_store import ContentStore
 
 
 def _resource_of(group: type[BaseModel]) -> type[ConfigurableResource]:

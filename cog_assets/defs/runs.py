@@ -20,11 +20,10 @@ from typing import Any
 
 from dagster import AssetRecordsFilter, DagsterInstance, execute_job
 
-from cog_assets import catalog, layout
-from cog_assets.config import Settings, SettingsError
-from cog_assets.decode_ahead import DecodeAhead
+from cog_assets.core.config import Settings, SettingsError
+from cog_assets.defs.assets.store_usage import report_store_usage
+from cog_assets.defs.build import build_definitions, reconstructable_job
 from cog_assets.defs.dead_runs import run_process_tags
-from cog_assets.defs.definitions import build_definitions, reconstructable_job
 from cog_assets.defs.freshness import (
     DATASET_KEY,
     ShardFreshness,
@@ -32,12 +31,13 @@ from cog_assets.defs.freshness import (
     shard_freshness,
 )
 from cog_assets.defs.partitions import SHARDS_PARTITION
-from cog_assets.defs.store_usage import report_store_usage
 from cog_assets.models.runtime import import_model_code_in_background
-from cog_assets.sharding import shard_key
+from cog_assets.sources.sharding import shard_key
+from cog_assets.sources.uploads import UploadState, scan_uploads
+from cog_assets.stages.decode_ahead import DecodeAhead
 from cog_assets.stages.manifest import discover_shards
-from cog_assets.store import ContentStore
-from cog_assets.uploads import UploadState, scan_uploads
+from cog_assets.store import catalog, layout
+from cog_assets.store.content_store import ContentStore
 
 EXPORT_JOB = "export_datasets"
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
     persistent one under DAGSTER_HOME, which the workers open too); otherwise the shards run
     one after the other in this process, which loads each model once for all of them, and
     with `decode_ahead` the next shard's frames are decoded while this one's run encodes
-    (cog_assets.decode_ahead). `resume_from` (a previous summary's "shards") skips shards
+    (cog_assets.stages.decode_ahead). `resume_from` (a previous summary's "shards") skips shards
     that succeeded there, with no deferred rows, and whose uploads have not changed since.
     `on_shard` is called with the summaries so far each time a shard ends (to write them
     where a killed backfill can resume from). The console shows `log_level` and above; the

@@ -15,7 +15,7 @@ from cog_assets.defs.freshness import EMPTY_SHARD, graph_identity, shard_freshne
 from cog_assets.defs.jobs import prepare_shards_job
 from cog_assets.defs.partitions import SHARDS_PARTITION
 from cog_assets.defs.resources import ModelResource, SourcesResource, StoreResource
-from cog_assets.uploads import UploadState, UploadTick, scan_uploads
+from cog_assets.sources.uploads import UploadState, UploadTick, scan_uploads
 
 # Hashing stops after this long in a tick (Dagster times a sensor out at 60 s); the rest of a
 # big first look is hashed on the next ticks.

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import polars as pl
 
+from cog_assets.core.clip_row import CLIP_COLUMNS
 from cog_assets.exports import atomic
 from cog_assets.exports.source import ClipRecord
-from cog_assets.layout import CLIP_COLUMNS
 
 CLIP_TABLE = "clips.parquet"
 TEXT_COLUMNS = ("source_video", "caption_source")  # the other CLIP_COLUMNS are numbers

@@ -52,7 +52,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from cog_assets.choices import ImageLatentScaling
+from cog_assets.core.choices import ImageLatentScaling
+from cog_assets.core.keys import caption_sha256
+from cog_assets.core.profiles import ModelProfile
 from cog_assets.exports import atomic
 from cog_assets.exports.clip_table import CLIP_TABLE, write_clip_table
 from cog_assets.exports.naming import clip_stems
@@ -64,9 +66,7 @@ from cog_assets.exports.report import (
     trainer_args_text,
 )
 from cog_assets.exports.source import ClipRecord, ShardTensors, read_clips
-from cog_assets.keys import caption_sha256
 from cog_assets.loader import DEFAULT_SCALING, image_latent_factor, sample_from_moments
-from cog_assets.profiles import ModelProfile
 
 
 def default_model_name(profile: ModelProfile) -> str:

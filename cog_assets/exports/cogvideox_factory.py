@@ -50,7 +50,8 @@ from pathlib import Path
 
 import torch
 
-from cog_assets.choices import ImageLatentScaling
+from cog_assets.core.choices import ImageLatentScaling
+from cog_assets.core.profiles import ModelProfile
 from cog_assets.exports import atomic
 from cog_assets.exports.clip_table import CLIP_TABLE, write_clip_table
 from cog_assets.exports.naming import clip_stems
@@ -63,7 +64,6 @@ from cog_assets.exports.report import (
 )
 from cog_assets.exports.source import ClipRecord, ShardTensors, read_clips
 from cog_assets.loader import DEFAULT_SCALING, image_latent_factor, pad_latent_frames
-from cog_assets.profiles import ModelProfile
 
 
 def trainer_num_frames(latent_frames: int) -> int:

@@ -5,9 +5,9 @@ Every message names the clip and its shard, because the fix is upstream in the p
 
 from __future__ import annotations
 
+from cog_assets.core.profiles import ModelProfile
 from cog_assets.exports.naming import one_line
 from cog_assets.exports.source import ClipRecord, ShardTensors
-from cog_assets.profiles import ModelProfile
 
 
 def check_clip_tensors(clip: ClipRecord, tensors: ShardTensors, profile: ModelProfile) -> None:

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from cog_assets.buckets import Bucket
-from cog_assets.catalog import DatasetError, load_catalog
-from cog_assets.layout import CLIP_COLUMNS
+from cog_assets.core.buckets import Bucket
+from cog_assets.core.clip_row import CLIP_COLUMNS
 from cog_assets.loader import check_file, open_shard
+from cog_assets.store.catalog import DatasetError, load_catalog
 
 SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
                       "F64": torch.float64}

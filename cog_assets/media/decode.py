@@ -16,13 +16,13 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from cog_assets.choices import ResizeMode, ShortClipPolicy, StartPolicy
-from cog_assets.reasons import RejectReason
+from cog_assets.core.choices import ResizeMode, ShortClipPolicy, StartPolicy
+from cog_assets.core.reasons import RejectReason
 
 from .errors import MediaError
 from .probe import VideoProbe, probe_video
-from .safe_open import FileStamp, open_media
 from .resize import resize_geometry
+from .safe_open import FileStamp, open_media
 from .sampling import PTS_EPSILON_S, sample_timestamps, select_streaming
 
 __all__ = ["FrameSpec", "ClipTask", "read_clip_frames", "half_frame", "decode_clip_task",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cog_assets.reasons import RejectReason
+from cog_assets.core.reasons import RejectReason
 
 __all__ = ["MediaError"]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cog_assets.choices import ResizeMode
+from cog_assets.core.choices import ResizeMode
+from cog_assets.core.reasons import RejectReason
 from cog_assets.media.errors import MediaError
 from cog_assets.media.resize import resize_frames
 from cog_assets.media.safe_open import open_regular_file
-from cog_assets.reasons import RejectReason
 
 
 def read_image(path: str | os.PathLike, height: int, width: int, mode: ResizeMode | str,

@@ -7,10 +7,10 @@ decoding runs (the worker pool).
 
 from __future__ import annotations
 
-from cog_assets.config import MediaLimits
+from cog_assets.core.config import MediaLimits
+from cog_assets.core.reasons import RejectReason
 from cog_assets.media.errors import MediaError
 from cog_assets.media.probe import VideoProbe
-from cog_assets.reasons import RejectReason
 
 
 def check_file_size(limits: MediaLimits, name: str, size_bytes: int | None) -> None:

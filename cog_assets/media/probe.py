@@ -15,7 +15,7 @@ from pathlib import Path
 
 import av
 
-from cog_assets.reasons import RejectReason
+from cog_assets.core.reasons import RejectReason
 
 from .errors import MediaError
 from .safe_open import FileStamp, display_rotation_ccw, open_media

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from cog_assets.config import MediaLimits
+from cog_assets.core.config import MediaLimits
 
 from .limits import check_probe
 from .probe import VideoProbe, probe_video

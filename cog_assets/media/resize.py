@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cog_assets.choices import ResizeMode
+from cog_assets.core.choices import ResizeMode
 
 __all__ = ["CoverGeometry", "cover_geometry", "resize_geometry", "resize_frames"]
 
@@ -40,7 +40,7 @@ def cover_geometry(src_width: int, src_height: int, dst_width: int, dst_height: 
 
 def resize_geometry(src_width: int, src_height: int, dst_width: int, dst_height: int,
                     mode: ResizeMode | str) -> CoverGeometry:
-    """Scaled size and crop offset for a ResizeMode (see cog_assets.choices)."""
+    """Scaled size and crop offset for a ResizeMode (see cog_assets.core.choices)."""
     mode = ResizeMode(mode)
     if mode == "cover":
         return cover_geometry(src_width, src_height, dst_width, dst_height)

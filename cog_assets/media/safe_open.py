@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import av
 import av.logging
 
-from cog_assets.reasons import RejectReason
+from cog_assets.core.reasons import RejectReason
 
 from .errors import MediaError
 

@@ -12,8 +12,8 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from cog_assets.choices import ShortClipPolicy, StartPolicy
-from cog_assets.reasons import RejectReason
+from cog_assets.core.choices import ShortClipPolicy, StartPolicy
+from cog_assets.core.reasons import RejectReason
 
 from .errors import MediaError
 

@@ -9,7 +9,7 @@ variable-frame-rate sources.
 Quality is sampled SCORE_FPS times per second of source time: brightness, sharpness and
 motion (optical flow from the frame before the sample) on the analysis frame and, with
 aesthetic weights, the aesthetic score of the sample. Segments are scored later from these
-samples (`cog_assets.segments`), so changing clip lengths or thresholds needs no decoding.
+samples (`cog_assets.media.scene_cuts`), so changing clip lengths or thresholds needs no decoding.
 """
 
 from __future__ import annotations
@@ -27,18 +27,17 @@ from av.video.reformatter import Interpolation, VideoReformatter
 from scenedetect import AdaptiveDetector, ContentDetector
 from scenedetect.scene_detector import SceneDetector
 
-from cog_assets.choices import SceneDetectorKind
-from cog_assets.reasons import RejectReason
+from cog_assets.core.choices import SceneDetectorKind
+from cog_assets.core.reasons import RejectReason
 
 from . import quality
 from .decode import _open_video, _origin
-from .safe_open import FileStamp
 from .errors import MediaError
+from .safe_open import FileStamp
 from .sampling import PTS_EPSILON_S
 
 __all__ = ["ScanSpec", "ScanTask", "SourceScan", "SAMPLE_COLUMNS", "scan_source"]
 
-SCAN_VERSION = "scan-v1"  # bump when the cuts or the samples change for the same inputs
 ANALYSIS_SIDE = 256  # long side of the analysis frame (PySceneDetect's own default width)
 SCORE_FPS = 2.0  # quality samples per second of source time
 MIN_SCENE_S = 0.5  # no two cuts closer than this (PySceneDetect's 15 frames at 30 fps)
@@ -68,8 +67,7 @@ class ScanSpec:
         return {"detector": self.detector, "threshold": self.detector_threshold,
                 "min_scene_s": MIN_SCENE_S, "analysis_side": ANALYSIS_SIDE,
                 "score_fps": SCORE_FPS, "flow_side": quality.FLOW_SIDE,
-                "aesthetic": aesthetic_identity,
-                "version": SCAN_VERSION}
+                "aesthetic": aesthetic_identity}
 
 
 @dataclass(frozen=True)
@@ -135,7 +133,9 @@ class _Oriented:
 
 @functools.lru_cache(maxsize=1)
 def _aesthetic_scorer(directory: str):
-    from cog_assets.models.aesthetic import AestheticScorer  # torch only where it is used
+    from cog_assets.models.aesthetic import (
+        AestheticScorer,  # torch only where it is used
+    )
 
     return AestheticScorer(directory)
 

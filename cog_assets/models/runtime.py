@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from cog_assets.choices import Dtype
-from cog_assets.config import DeviceSettings, ModelSettings
-from cog_assets.device_slots import claim_gpu, needs_claim
-from cog_assets.devices import dtype_name, resolve_device, resolve_dtype
+from cog_assets.core.choices import Dtype
+from cog_assets.core.config import DeviceSettings, ModelSettings
+from cog_assets.core.keys import TextIdentity, VaeIdentity
+from cog_assets.core.profiles import ModelProfile, get_profile
+from cog_assets.models.device_slots import claim_gpu, needs_claim
+from cog_assets.models.devices import dtype_name, resolve_device, resolve_dtype
 from cog_assets.models.text_encoder import (
     TextEncoder,
     count_tokens,
@@ -33,9 +35,6 @@ from cog_assets.models.text_encoder import (
 )
 from cog_assets.models.vae import load_vae
 from cog_assets.models.weights import WeightsSource
-from cog_assets.profiles import ModelProfile, get_profile
-from cog_assets.stages.embeddings import TextIdentity
-from cog_assets.stages.latents import VaeIdentity
 
 if TYPE_CHECKING:  # loaded on first use: judging which shards need a run imports neither
     from diffusers import AutoencoderKLCogVideoX

@@ -19,8 +19,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from cog_assets.devices import dtype_name
-from cog_assets.models.tiny import quiet_transformers, tiny_text_encoder_dir, tiny_tokenizer
+from cog_assets.models.devices import dtype_name
+from cog_assets.models.tiny import (
+    quiet_transformers,
+    tiny_text_encoder_dir,
+    tiny_tokenizer,
+)
 from cog_assets.models.weights import WeightsSource
 
 if TYPE_CHECKING:  # imported where a model is loaded: importing this module stays light

@@ -10,8 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from cog_assets.core.profiles import ModelProfile
 from cog_assets.models.tiny import TINY_IDENTITY
-from cog_assets.profiles import ModelProfile
 
 
 @dataclass(frozen=True)

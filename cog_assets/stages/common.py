@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cog_assets.core.reasons import RejectReason
 from cog_assets.media.errors import MediaError
-from cog_assets.prefetch import TaskTimeout, WorkerCrash, describe_exit
-from cog_assets.reasons import RejectReason
-from cog_assets.store import ContentStore
-
-REJECT_COLUMNS = ("clip_id", "source", "reason", "message", "stage")
+from cog_assets.runtime.worker_pool import TaskTimeout, WorkerCrash, describe_exit
+from cog_assets.store.content_store import ContentStore
 
 
 @dataclass

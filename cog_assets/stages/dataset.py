@@ -13,7 +13,7 @@ catalog sees the old version whole or the new one whole, also when a run fails o
 
 Each latent and embedding is stored once: after publication the shard's files are their home
 and the content-addressed store keeps a reference in place of its copy
-(`cog_assets.artifact_refs`). Before a previous version's files are removed, the artefacts
+(`cog_assets.store.references`). Before a previous version's files are removed, the artefacts
 only they held (clips the shard no longer has) are written back to the store in full, so
 nothing computed is lost; `cog-assets gc` decides what is garbage.
 """
@@ -25,17 +25,16 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from cog_assets import artifact_refs, catalog, layout
-from cog_assets.artifact_refs import TensorHome
-from cog_assets.catalog import CatalogFile, ShardEntry
-from cog_assets.choices import CaptionSource, FramesRetention, Status
-from cog_assets.keys import data_version_of
-from cog_assets.layout import CLIP_COLUMNS, INDEX_FILE, REJECTS_FILE, ArtifactKind
-from cog_assets.sealed_tensors import seal
-from cog_assets.stages.common import REJECT_COLUMNS
+from cog_assets.core.choices import ArtifactKind, CaptionSource, FramesRetention, Status
+from cog_assets.core.clip_row import CLIP_COLUMNS, REJECT_COLUMNS
+from cog_assets.core.keys import data_version_of
 from cog_assets.stages.validation import VALIDATED_SCHEMA
-from cog_assets.store import ContentStore, CorruptArtifact
-from cog_assets.verify import png_problem
+from cog_assets.store import adoption, catalog, layout, references
+from cog_assets.store.catalog import CatalogFile, ShardEntry
+from cog_assets.store.content_store import ContentStore, CorruptArtifact
+from cog_assets.store.layout import INDEX_FILE, REJECTS_FILE
+from cog_assets.store.sealed_tensors import seal
+from cog_assets.store.verify import png_problem
 
 
 def collect_rejects(validated: pl.DataFrame, frames: pl.DataFrame) -> pl.DataFrame:
@@ -158,7 +157,7 @@ def write_shard(store: ContentStore, shard_dir: str, shard: str, shard_count: in
             data = seal(content)
             store.write_bytes(paths[column], data)
             files[column] = CatalogFile.of(names[column], data)
-            digests[column] = artifact_refs.tensor_digests(data)
+            digests[column] = references.tensor_digests(data)
     index_bytes = store.write_table(paths[index_name], index)
     rejects_bytes = store.write_table(paths[REJECTS_FILE], rejects)
     store.write_bytes(paths[INDEX_FILE], index_bytes)
@@ -171,33 +170,6 @@ def write_shard(store: ContentStore, shard_dir: str, shard: str, shard_count: in
     return FinishedShard(index, paths, entry, digests)
 
 
-def artifact_homes(store: ContentStore, shard_dir: str, index: pl.DataFrame,
-                   files: dict[str, str], digests: dict[str, dict[str, str]]
-                   ) -> dict[tuple[str, str], dict[str, TensorHome]]:
-    """(kind, key) -> where each tensor of that artefact lives in the shard's files: a
-    clip's moments (and I2V image moments) by clip id, a caption's embedding by its sha256.
-    `files`: tensor file column -> file name; `digests`: column -> tensor -> digest."""
-    folder = store.relative(shard_dir)
-    homes: dict[tuple[str, str], dict[str, TensorHome]] = {}
-
-    def home(column: str, name: str) -> TensorHome | None:
-        digest = digests.get(column, {}).get(name)
-        return None if digest is None else TensorHome(f"{folder}/{files[column]}", name, digest)
-
-    for row in index.iter_rows(named=True):
-        latent = {"moments": home("latents_file", row["clip_id"])}
-        if files.get("image_latents_file"):
-            latent["image_moments"] = home("image_latents_file", row["clip_id"])
-        latent = {name: h for name, h in latent.items() if h is not None}
-        if "moments" in latent:
-            homes.setdefault((ArtifactKind.latents, row["latent_key"]), latent)
-        embedding = home("embeds_file", row["caption_sha256"])
-        if embedding is not None:
-            homes.setdefault((ArtifactKind.embeddings, row["embedding_key"]),
-                             {"prompt_embedding": embedding})
-    return homes
-
-
 def adopt_artifacts(store: ContentStore, shard_dir: str, written: FinishedShard) -> int:
     """Make the published shard's files the home of its latents and embeddings: the store
     keeps references and drops its copies. Returns how many artefacts were adopted (none
@@ -205,9 +177,9 @@ def adopt_artifacts(store: ContentStore, shard_dir: str, written: FinishedShard)
     if not store.holds(shard_dir):
         return 0
     files = {column: f.name for column, f in written.entry.files.items()}
-    homes = artifact_homes(store, shard_dir, written.index, files, written.digests)
+    homes = adoption.artifact_homes(store, shard_dir, written.index, files, written.digests)
     for (kind, key), tensors in homes.items():
-        artifact_refs.adopt(store, kind, key, tensors)
+        adoption.adopt(store, kind, key, tensors)
     return len(homes)
 
 
@@ -232,7 +204,7 @@ def remove_other_versions(store: ContentStore, shard_dir: str, entry: ShardEntry
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if name.endswith((".safetensors", ".parquet")) and name not in current:
             old.append(path)
-    artifact_refs.evict_from(store, old, [p for p in old if layout.is_versioned_index(p)])
+    adoption.evict_from(store, old, [p for p in old if layout.is_versioned_index(p)])
     for path in old:
         store.fs.rm(path)
     frames_dir = f"{shard_dir}/{layout.FIRST_FRAMES_DIR}"

@@ -4,37 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import polars as pl
 
-from cog_assets.choices import Status
-from cog_assets.keys import artifact_key
-from cog_assets.layout import ArtifactKind
+from cog_assets.core.choices import ArtifactKind, Status
+from cog_assets.core.clip_row import columns
+from cog_assets.core.keys import TextIdentity
 from cog_assets.models.text_encoder import TextEncoder
 from cog_assets.stages.common import Reuse, reusable
-from cog_assets.store import ContentStore
+from cog_assets.store.content_store import ContentStore
 
-EMBEDDINGS_VERSION = "t5-last-hidden-v1"
-
-EMBEDDINGS_SCHEMA = {
-    "caption_sha256": pl.String, "caption": pl.String, "embedding_key": pl.String,
-    "status": pl.String,
-}
+EMBEDDINGS_SCHEMA = columns("caption_sha256", "caption", "embedding_key", "status")
 
 
-@dataclass(frozen=True)
-class TextIdentity:
-    """What decides an embedding's bytes besides the caption."""
-
-    model: str
-    dtype: str
-    max_length: int
-
-    def key(self, caption_sha256: str) -> str:
-        return artifact_key(ArtifactKind.embeddings, caption=caption_sha256, model=self.model,
-                            dtype=self.dtype, max_length=self.max_length,
-                            version=EMBEDDINGS_VERSION)
 
 
 def encode_captions(validated: pl.DataFrame, store: ContentStore, identity: TextIdentity,

@@ -22,45 +22,29 @@ import polars as pl
 import torch
 from PIL import Image
 
-from cog_assets import layout
-from cog_assets.choices import Status
-from cog_assets.contact_sheet import thumbnail_png
-from cog_assets.frame_policy import FramePolicy
-from cog_assets.keys import artifact_key
-from cog_assets.layout import ArtifactKind
-from cog_assets.media.decode import ClipTask, FrameSpec, decode_clip_task
+from cog_assets.core.choices import ArtifactKind, Status
+from cog_assets.core.clip_row import columns
+from cog_assets.core.keys import frames_key
+from cog_assets.core.reasons import RejectReason
+from cog_assets.media.contact_sheet import thumbnail_png
+from cog_assets.media.decode import ClipTask, decode_clip_task
 from cog_assets.media.errors import MediaError
+from cog_assets.media.frame_policy import FramePolicy
 from cog_assets.media.safe_open import hash_at_rest
-from cog_assets.prefetch import (
+from cog_assets.runtime.worker_pool import (
     default_workers,
     prefetch_map,
 )
-from cog_assets.reasons import RejectReason
 from cog_assets.stages.common import Reuse, reusable, worker_failure
-from cog_assets.store import ContentStore, CorruptArtifact
+from cog_assets.store import layout
+from cog_assets.store.content_store import ContentStore, CorruptArtifact
 
-# Bump when the decoder's output bytes change for the same inputs.
-FRAMES_VERSION = "frames-v1"
-
-FRAMES_SCHEMA = {
-    "clip_id": pl.String, "source": pl.String, "content_hash": pl.String,
-    "caption_sha256": pl.String, "frames_key": pl.String, "bucket": pl.String,
-    "num_frames": pl.Int64, "height": pl.Int64, "width": pl.Int64, "status": pl.String,
-    "reason": pl.String, "message": pl.String,
-    # what decoding the clip again takes (its frames are a cache, see decode_again)
-    "source_video": pl.String, "start_s": pl.Float64, "end_s": pl.Float64,
-    "image_path": pl.String, "file_stamp": pl.String,
-}
+# what decoding the clip again takes (its frames are a cache, see decode_again)
 RECIPE_COLUMNS = ("source_video", "start_s", "end_s", "image_path", "file_stamp")
+FRAMES_SCHEMA = columns(
+    "clip_id", "source", "content_hash", "caption_sha256", "frames_key", "bucket",
+    "num_frames", "height", "width", "status", "reason", "message", *RECIPE_COLUMNS)
 
-
-def frames_key(spec: FrameSpec, content_hash: str, first_frame: str | None = None,
-               segment: tuple[float, float] | None = None) -> str:
-    """The key of one clip's frames: its bytes, the supplied I2V image and the spec, and for a
-    segment of a longer video its (start_s, end_s)."""
-    window = {} if segment is None else {"segment": list(segment)}
-    return artifact_key(ArtifactKind.frames, content=content_hash, first_frame=first_frame,
-                        version=FRAMES_VERSION, **window, **asdict(spec))
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -135,7 +119,7 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
             records.append(record)
             segment = None if row.get("start_s") is None else (row["start_s"], row["end_s"])
             try:
-                key = frames_key(spec, row["content_hash"], _image_hash(root, row)
+                key = frames_key(asdict(spec), row["content_hash"], _image_hash(root, row)
                                  if policy.profile.i2v else None, segment)
             except MediaError as exc:
                 _reject(record, stats, exc.reason, f"{row['clip_id']}: {exc.message}")

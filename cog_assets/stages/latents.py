@@ -10,30 +10,24 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import polars as pl
 import torch
 
-from cog_assets.choices import Status
-from cog_assets.heap import map_large_blocks, release_free_memory
-from cog_assets.keys import artifact_key
-from cog_assets.layout import ArtifactKind
+from cog_assets.core.choices import ArtifactKind, Status
+from cog_assets.core.clip_row import columns
+from cog_assets.core.keys import VaeIdentity
 from cog_assets.models.vae import frames_to_vae_input
+from cog_assets.runtime.heap import map_large_blocks, release_free_memory
 from cog_assets.stages.common import Reuse, reusable
-from cog_assets.store import ContentStore
+from cog_assets.store.content_store import ContentStore
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKLCogVideoX
 
-LATENTS_VERSION = "vae-moments-v1"
-
 OUTPUT_OF = {"frames": "moments", "first_frame": "image_moments"}  # input -> stored tensor
-LATENTS_SCHEMA = {
-    "clip_id": pl.String, "frames_key": pl.String, "latent_key": pl.String,
-    "bucket": pl.String, "status": pl.String,
-}
+LATENTS_SCHEMA = columns("clip_id", "frames_key", "latent_key", "bucket", "status")
 
 
 class MissingFrames(LookupError):
@@ -48,17 +42,6 @@ class MissingFrames(LookupError):
         self.clip_id, self.frames_key = clip_id, frames_key
 
 
-@dataclass(frozen=True)
-class VaeIdentity:
-    """What decides the moments' bytes besides the frames: weights, dtype, tiling."""
-
-    model: str
-    dtype: str
-    tiling: bool
-
-    def key(self, frames_key: str) -> str:
-        return artifact_key(ArtifactKind.latents, frames=frames_key, model=self.model, dtype=self.dtype,
-                            tiling=self.tiling, version=LATENTS_VERSION)
 
 
 def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdentity,

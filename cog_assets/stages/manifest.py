@@ -14,19 +14,17 @@ from pathlib import Path
 
 import polars as pl
 
-from cog_assets.config import SourceSettings
-from cog_assets.keys import caption_sha256
+from cog_assets.core.clip_row import columns
+from cog_assets.core.config import SourceSettings
+from cog_assets.core.keys import caption_sha256
 from cog_assets.media.errors import MediaError
 from cog_assets.media.safe_open import hash_at_rest
-from cog_assets.sharding import shard_for
-from cog_assets.sources import ManifestRow, read_manifests
+from cog_assets.sources.manifests import ManifestRow, read_manifests
+from cog_assets.sources.sharding import shard_for
 
-MANIFEST_SCHEMA = {
-    "clip_id": pl.String, "source": pl.String, "caption": pl.String,
-    "caption_sha256": pl.String, "image_path": pl.String, "size_bytes": pl.Int64,
-    "mtime_ns": pl.Int64, "content_hash": pl.String, "file_stamp": pl.String,
-    "issue_reason": pl.String, "issue_message": pl.String,
-}
+MANIFEST_SCHEMA = columns(
+    "clip_id", "source", "caption", "caption_sha256", "image_path", "size_bytes", "mtime_ns",
+    "content_hash", "file_stamp", "issue_reason", "issue_message")
 
 
 def discover_shards(sources: SourceSettings) -> list[str]:

@@ -22,32 +22,24 @@ from pathlib import Path
 
 import polars as pl
 
-from cog_assets.config import MediaLimits
-from cog_assets.frame_policy import FramePolicy
-from cog_assets.layout import CLIP_COLUMNS
+from cog_assets.core.clip_row import CLIP_COLUMNS, REJECT_COLUMNS, columns
+from cog_assets.core.config import MediaLimits
+from cog_assets.core.reasons import RejectReason
 from cog_assets.media.decode import half_frame, segment_sampling_span
 from cog_assets.media.errors import MediaError
+from cog_assets.media.frame_policy import FramePolicy
 from cog_assets.media.limits import check_file_size, check_probe
 from cog_assets.media.probe import VideoProbe, probe_video
 from cog_assets.media.probe_task import ProbeTask, probe_task
-from cog_assets.prefetch import prefetch_map
-from cog_assets.reasons import RejectReason
-from cog_assets.stages.common import REJECT_COLUMNS, worker_failure
+from cog_assets.runtime.worker_pool import prefetch_map
+from cog_assets.stages.common import worker_failure
 
-VALIDATED_SCHEMA = {
-    "clip_id": pl.String, "source": pl.String, "caption": pl.String,
-    "caption_sha256": pl.String, "content_hash": pl.String, "file_stamp": pl.String,
-    "image_path": pl.String, "codec": pl.String, "pix_fmt": pl.String, "width": pl.Int64,
-    "height": pl.Int64, "sar": pl.Float64, "rotation": pl.Int64, "fps": pl.Float64,
-    "duration_s": pl.Float64, "frame_count": pl.Int64, "has_audio": pl.Boolean,
-    "bucket": pl.String, "caption_tokens": pl.Int64, "caption_truncated": pl.Boolean,
-    "accepted": pl.Boolean, "reason": pl.String, "message": pl.String, "stage": pl.String,
-    "source_video": pl.String, "start_s": pl.Float64, "end_s": pl.Float64,
-    "caption_source": pl.String, "motion_score": pl.Float64, "brightness": pl.Float64,
-    "sharpness": pl.Float64, "aesthetic_score": pl.Float64,
-}
 PROBE_FIELDS = ("codec", "pix_fmt", "width", "height", "sar", "rotation", "fps", "duration_s",
                 "frame_count", "has_audio")
+VALIDATED_SCHEMA = columns(
+    "clip_id", "source", "caption", "caption_sha256", "content_hash", "file_stamp",
+    "image_path", *PROBE_FIELDS, "bucket", "caption_tokens", "caption_truncated", "accepted",
+    "reason", "message", "stage", *CLIP_COLUMNS)
 
 
 def judge(probe: VideoProbe, name: str, policy: FramePolicy, limits: MediaLimits,

@@ -1,0 +1,40 @@
+"""t5_embeddings: per distinct caption, the T5 last hidden state; a GPU step (the `gpu` pool)."""
+
+import polars as pl
+from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
+
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.defs.assets.groups import GPU_POOL, GROUP
+from cog_assets.defs.leasing import step_lease
+from cog_assets.defs.partitions import shards_partitions
+from cog_assets.defs.resources import (
+    DeviceResource,
+    ModelResource,
+    StoreResource,
+    runtime,
+)
+from cog_assets.defs.versions import data_version
+from cog_assets.stages.embeddings import encode_captions
+
+
+def t5_embeddings_asset(op_tags: dict) -> AssetsDefinition:
+    """The asset, in the `gpu` pool, with `op_tags` (Kubernetes GPUs)."""
+
+    @asset(partitions_def=shards_partitions, group_name=GROUP,
+           kinds={"pytorch", "transformers"}, pool=GPU_POOL, op_tags=op_tags)
+    def t5_embeddings(context: AssetExecutionContext, validated_clips: pl.DataFrame,
+                      model: ModelResource, device: DeviceResource,
+                      store: StoreResource) -> Output[pl.DataFrame]:
+        """Per distinct caption, the T5 last hidden state [226, D], deduplicated by hash."""
+        models = runtime(model, device)
+        content, identity = store.open(), models.text_identity()
+        captions = validated_clips.filter(pl.col("accepted"))["caption_sha256"].unique()
+        with step_lease(context, content) as lease, models.step_device() as on:
+            lease.hold(ArtifactKind.embeddings, [identity.key(c) for c in captions])
+            table, stats = encode_captions(validated_clips, content, identity,
+                                           lambda: models.text_encoder(on),
+                                           device.text_batch_size)
+        return Output(table, data_version=data_version("t5_embeddings", table),
+                      metadata={"captions": len(table), **stats.as_metadata()})
+
+    return t5_embeddings

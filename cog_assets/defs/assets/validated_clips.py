@@ -1,0 +1,37 @@
+"""validated_clips: the probe of every clip and its verdict, accepted or rejected with a reason."""
+
+import time
+
+import polars as pl
+from dagster import AssetExecutionContext, Output, asset
+
+from cog_assets.defs.assets.groups import GROUP
+from cog_assets.defs.metadata import reason_counts, table_metadata
+from cog_assets.defs.partitions import shards_partitions
+from cog_assets.defs.resources import (
+    FramesResource,
+    LimitsResource,
+    ModelResource,
+    SourcesResource,
+    frame_policy,
+    runtime,
+)
+from cog_assets.defs.versions import data_version
+from cog_assets.stages.validation import rejects_of, validate_clips
+
+
+@asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"polars"})
+def validated_clips(context: AssetExecutionContext, scene_segments: pl.DataFrame,
+                    sources: SourcesResource, frames: FramesResource, limits: LimitsResource,
+                    model: ModelResource) -> Output[pl.DataFrame]:
+    """The probe of every clip (codec, size after rotation, fps, duration) and its verdict."""
+    started = time.perf_counter()
+    table = validate_clips(scene_segments, sources.data_root, frame_policy(model, frames),
+                           limits.settings(), runtime(model).token_counter())
+    rejects = rejects_of(table)
+    return Output(table, data_version=data_version("validated_clips", table), metadata={
+        "rows": len(table), "accepted": len(table) - len(rejects), "rejected": len(rejects),
+        "rejects_by_reason": reason_counts(rejects), "rejects": table_metadata(rejects),
+        "captions_truncated": int(table["caption_truncated"].fill_null(False).sum()),
+        "seconds": round(time.perf_counter() - started, 3),
+    })

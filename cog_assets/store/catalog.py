@@ -1,0 +1,271 @@
+"""A dataset's catalog: the live shards, their index versions, clip counts and file digests.
+
+Loaders and exports read only what `datasets/<profile>/catalog.json` lists, so a shard folder
+left over from another shard count, or a shard that lost its last clip, is never served. The
+catalog is published after each shard, atomically (one file replaced whole):
+
+- each shard's run writes its own entry, `catalog.d/<shard>.json` (index version, clip count,
+  every file it serves with its size and blake3), then rebuilds `catalog.json` from all
+  entries: those of the current shard count whose shard still has clips in the data root;
+- an entry of another shard count, or of a shard without clips, is retired: its entry is
+  removed, and its folder too when no live shard has that name (a live one keeps its folder:
+  its new version replaces the old files);
+- on a local store the rebuild holds a lock (`.catalog.lock`), so shards finishing at once all
+  land; on an object store a lost race leaves a shard out until the next publication or the
+  backfill's final reconcile (`reconcile`) rebuilds it from the entries.
+
+Everything a live shard serves or references is reachable from here: the index files the
+entries name hold each clip's `latent_key`, `embedding_key` and `frames_key`, which is what a
+garbage collector keeps.
+
+This module imports no pipeline code: a trainer reads the catalog with `load_catalog`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cog_assets.core.keys import DIGEST, digest_of
+from cog_assets.store import layout
+
+if TYPE_CHECKING:
+    from cog_assets.store.content_store import ContentStore
+
+CATALOG_FORMAT = "cog-assets-catalog/1"
+
+
+class DatasetError(ValueError):
+    """A finished dataset cannot be served as it is; the message names the file and why."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class CatalogFile:
+    """One file a shard serves, relative to its shard folder, with what it must hold."""
+
+    name: str
+    bytes: int
+    digest: str  # blake3 of the whole file
+
+    @classmethod
+    def of(cls, name: str, data: bytes) -> "CatalogFile":
+        return cls(name, len(data), digest_of(data))
+
+    def problem(self, data: bytes | None) -> str | None:
+        """What is wrong with `data` as this file (None: it is the file that was published)."""
+        if data is None:
+            return "missing"
+        if len(data) != self.bytes:
+            return f"{len(data)} bytes, the catalog records {self.bytes}"
+        actual = digest_of(data)
+        if actual != self.digest:
+            return f"{DIGEST} {actual[:16]}…, the catalog records {self.digest[:16]}…"
+        return None
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard's publication: which index version is live and the files it serves."""
+
+    shard: str
+    shard_count: int
+    version: str
+    clips: int
+    index: CatalogFile
+    files: dict[str, CatalogFile]  # index column (latents_file, ...) -> tensor file
+    rejects: CatalogFile | None = None
+    first_frames: tuple[CatalogFile, ...] = ()
+    published_at: str = field(default_factory=_now)
+    frames_retention: str | None = None  # what the run did with its frames (None: not said)
+
+    def served(self) -> list[CatalogFile]:
+        """Every file of the shard a reader may open, index first."""
+        return [self.index, *self.files.values(), *self.first_frames]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> "ShardEntry":
+        return cls(
+            shard=value["shard"], shard_count=int(value["shard_count"]),
+            version=value["version"], clips=int(value["clips"]),
+            index=CatalogFile(**value["index"]),
+            files={k: CatalogFile(**v) for k, v in value["files"].items()},
+            rejects=CatalogFile(**value["rejects"]) if value.get("rejects") else None,
+            first_frames=tuple(CatalogFile(**v) for v in value.get("first_frames", ())),
+            published_at=value.get("published_at", ""),
+            frames_retention=value.get("frames_retention"))
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The live shards of one dataset (one profile)."""
+
+    profile: str
+    shard_count: int | None
+    shards: dict[str, ShardEntry]
+    retired: dict[str, str] = field(default_factory=dict)  # shard -> why it is not served
+    updated_at: str = field(default_factory=_now)
+
+    @property
+    def clips(self) -> int:
+        return sum(entry.clips for entry in self.shards.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": CATALOG_FORMAT, "profile": self.profile,
+                "shard_count": self.shard_count, "updated_at": self.updated_at,
+                "clips": self.clips,
+                "shards": {k: v.to_json() for k, v in sorted(self.shards.items())},
+                "retired": dict(sorted(self.retired.items()))}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any], where: str) -> "Catalog":
+        if value.get("format") != CATALOG_FORMAT:
+            raise DatasetError(f"{where}: not a catalog of this version of cog-assets "
+                               f"(format {value.get('format')!r}, expected {CATALOG_FORMAT!r})")
+        try:
+            return cls(profile=value["profile"], shard_count=value.get("shard_count"),
+                       shards={k: ShardEntry.from_json(v) for k, v in value["shards"].items()},
+                       retired=dict(value.get("retired") or {}),
+                       updated_at=value.get("updated_at", ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(f"{where}: unreadable catalog: {type(exc).__name__}: {exc}"
+                               ) from None
+
+
+def parse_catalog(text: bytes | str, where: str) -> Catalog:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise DatasetError(f"{where}: unreadable catalog: {exc}") from None
+    if not isinstance(value, dict):
+        raise DatasetError(f"{where}: unreadable catalog: not a JSON object")
+    return Catalog.from_json(value, where)
+
+
+def load_catalog(dataset_dir: str | Path) -> Catalog:
+    """The catalog of a dataset directory on local disk (what a trainer opens)."""
+    path = Path(dataset_dir) / layout.CATALOG_FILE
+    if not path.is_file():
+        hint = (" (it is a shard folder: pass its parent, the dataset directory)"
+                if (Path(dataset_dir) / layout.INDEX_FILE).is_file() else "")
+        raise DatasetError(f"{path}: no catalog; a finished dataset directory "
+                           f"(<store>/datasets/<profile>) has one{hint}")
+    return parse_catalog(path.read_bytes(), str(path))
+
+
+def read_catalog(store: ContentStore, dataset_dir: str) -> Catalog | None:
+    """The catalog of a dataset directory in a store, None when nothing was published yet."""
+    path = f"{dataset_dir}/{layout.CATALOG_FILE}"
+    if not store.exists(path):
+        return None
+    return parse_catalog(store.read_bytes(path), store.local_path(path))
+
+
+# -- publishing ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _locked(store: ContentStore, dataset_dir: str) -> Iterator[None]:
+    """An exclusive lock on the dataset's catalog where the filesystem has one (local disk)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    if not isinstance(store.fs, LocalFileSystem):
+        yield
+        return
+    import fcntl
+
+    store.fs.makedirs(dataset_dir, exist_ok=True)
+    with open(f"{dataset_dir}/{layout.CATALOG_LOCK}", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def publish_shard(store: ContentStore, dataset_dir: str, profile: str, entry: ShardEntry,
+                  live: Iterable[str]) -> Catalog:
+    """Make `entry` the shard's live version and rebuild the catalog. Every file it names
+    must exist (a concurrent run of the same shard may have replaced them: then this one
+    fails, loudly, instead of publishing files that are gone)."""
+    shard_dir = f"{dataset_dir}/{entry.shard}"
+    with _locked(store, dataset_dir):
+        gone = [f.name for f in entry.served() if not store.exists(f"{shard_dir}/{f.name}")]
+        if gone:
+            raise DatasetError(f"{store.local_path(shard_dir)}: files of version "
+                               f"{entry.version} disappeared before publication ({gone[:3]}); "
+                               "another run of this shard replaced them: run it again")
+        store.write_json(f"{dataset_dir}/{layout.catalog_entry(entry.shard)}", entry.to_json())
+        return _rebuild(store, dataset_dir, profile, set(live), entry.shard_count)
+
+
+def reconcile(store: ContentStore, dataset_dir: str, profile: str, live: Iterable[str],
+              shard_count: int) -> Catalog:
+    """Rebuild the catalog for the data root's current shards (retiring the others); what a
+    backfill does at the end, and a run of a shard that has no clips any more."""
+    with _locked(store, dataset_dir):
+        return _rebuild(store, dataset_dir, profile, set(live), shard_count)
+
+
+def published_entries(store: ContentStore, dataset_dir: str) -> dict[str, ShardEntry]:
+    """Every shard entry under catalog.d/ (the catalog is rebuilt from these)."""
+    folder = f"{dataset_dir}/{layout.CATALOG_ENTRIES_DIR}"
+    if not store.exists(folder):
+        return {}
+    entries = {}
+    for path in store.fs.ls(folder, detail=False):
+        if path.endswith(".json"):
+            try:
+                entry = ShardEntry.from_json(json.loads(store.read_bytes(path)))
+            except (ValueError, KeyError, TypeError):
+                continue  # unreadable: treated as not published; the shard's next run rewrites it
+            entries[entry.shard] = entry
+    return entries
+
+
+def _rebuild(store: ContentStore, dataset_dir: str, profile: str, live: set[str],
+             shard_count: int) -> Catalog:
+    previous = read_catalog_quietly(store, dataset_dir)
+    retired = dict(previous.retired) if previous else {}
+    kept = {}
+    for shard, entry in published_entries(store, dataset_dir).items():
+        if entry.shard_count != shard_count:
+            why = (f"from {entry.shard_count} shards; the dataset now has {shard_count}")
+        elif shard not in live:
+            why = "no clip of the data root falls in it any more"
+        else:
+            kept[shard] = entry
+            continue
+        retired[shard] = why
+        store.fs.rm(f"{dataset_dir}/{layout.catalog_entry(shard)}")
+    for path in store.fs.ls(dataset_dir, detail=False) if store.exists(dataset_dir) else []:
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith("shard-") and name not in live and store.fs.isdir(path):
+            from cog_assets.store.adoption import (
+                remove_folder,  # the publishing side only
+            )
+
+            remove_folder(store, path)  # retired: not served; what it held goes back to cas
+            retired.setdefault(name, "not a shard of the current data root")
+    for shard in kept:
+        retired.pop(shard, None)
+    catalog = Catalog(profile=profile, shard_count=shard_count, shards=kept, retired=retired)
+    store.write_json(f"{dataset_dir}/{layout.CATALOG_FILE}", catalog.to_json())
+    return catalog
+
+
+def read_catalog_quietly(store: ContentStore, dataset_dir: str) -> Catalog | None:
+    try:
+        return read_catalog(store, dataset_dir)
+    except DatasetError:
+        return None  # rebuilt from the entries anyway

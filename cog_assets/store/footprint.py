@@ -1,0 +1,75 @@
+"""What a store holds, in bytes per kind: what the UI shows and what gc is measured by.
+
+Kinds: the content-addressed artefacts by their folder under `cas/` (frames, latents,
+embeddings, first-frame PNGs, thumbnails, scene scans; a latent or embedding whose home is a
+shard file is a small reference there), the finished datasets, the trainer exports, the
+per-shard tables and contact sheets, quarantined files, run state (upload fingerprints, leases) and temporary
+files of killed runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from cog_assets.core.choices import ArtifactKind
+from cog_assets.store import layout
+from cog_assets.store.content_store import ContentStore, StoredFile
+
+CAS_KINDS = {ArtifactKind.frames: "frames", ArtifactKind.latents: "latents",
+             ArtifactKind.embeddings: "embeddings", ArtifactKind.first_frame: "first_frames",
+             ArtifactKind.thumbnail: "thumbnails", ArtifactKind.scene_scan: "scene_scans"}
+AREAS = {layout.DATASETS_DIR: "datasets", layout.EXPORTS_DIR: "exports",
+         layout.TABLES_DIR: "tables", layout.CONTACT_SHEETS_DIR: "contact_sheets",
+         layout.QUARANTINE_DIR: "quarantine", "state": "state"}
+KINDS = (*CAS_KINDS.values(), *AREAS.values(), "temporaries", "other")
+TEMP_MARKS = (".tmp-", ".tmp")  # ContentStore's and the exports' temporary names
+
+
+@dataclass
+class Footprint:
+    bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    files: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+
+    @property
+    def total(self) -> int:
+        return sum(self.bytes.values())
+
+    @property
+    def outside_datasets(self) -> int:
+        """Everything but the finished datasets and the exports (what the pipeline keeps on
+        the side of what trainers read)."""
+        return self.total - self.bytes["datasets"] - self.bytes["exports"]
+
+    def add(self, kind: str, size: int) -> None:
+        self.bytes[kind] += size
+        self.files[kind] += 1
+
+
+def is_temporary(name: str) -> bool:
+    """A file name ContentStore or an export gives what it is still writing."""
+    return TEMP_MARKS[0] in name or (name.startswith(".") and name.endswith(TEMP_MARKS[1]))
+
+
+def kind_of(relative: str) -> str:
+    """The kind a store-relative file path counts as."""
+    parts = relative.split("/")
+    if is_temporary(parts[-1]):
+        return "temporaries"
+    if parts[0] == layout.CAS_DIR and len(parts) > 1:
+        return CAS_KINDS.get(parts[1], "other")
+    return AREAS.get(parts[0], "other")
+
+
+def store_footprint(store: ContentStore, listing: Iterable[StoredFile] | None = None
+                    ) -> Footprint:
+    """Bytes and files per kind, from one walk of the store (links not followed), or from
+    `listing`, one made already."""
+    footprint = Footprint()
+    for found in store.walk() if listing is None else listing:
+        footprint.add(kind_of(store.relative(found.path)), found.size)
+    return footprint
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"

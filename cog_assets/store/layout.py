@@ -1,0 +1,143 @@
+"""Where everything lives in a store: the one module that knows the store's layout.
+
+Paths here are relative to the store's root (`ContentStore.path(...)` makes them absolute,
+a loader joins them to the dataset directory). The stages, the loader and the exports all
+import from here; this module imports nothing of the pipeline, so a trainer that imports
+`cog_assets.loader` pulls in neither PyAV nor diffusers nor Dagster.
+
+    cas/<kind>/<key[:2]>/<key>.safetensors     content-addressed artefacts (frames, latents, ...)
+    cas/<kind>/<key[:2]>/<key>.ref.json        an artefact whose home is a published shard's file
+    quarantine/<kind>/<key>.<stamp>.corrupt    artefacts found damaged, moved out of the way
+    tables/<asset>/<shard>.parquet             each asset's per-shard table
+    datasets/<profile>/catalog.json            the live shards: what loaders and exports read
+    datasets/<profile>/catalog.d/<shard>.json  each shard's last publication (the catalog's source)
+    datasets/<profile>/<shard>/                finished shards (versioned index and tensor files)
+    exports/<profile>/<trainer>                trainer caches (a link to the current version)
+    state/uploads/<id>/<generation>.parquet    what the upload sensor last saw
+    state/leases/<run>.<step>.json             what a running step holds (gc leaves it alone)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from cog_assets.core.choices import ArtifactKind
+
+CAS_DIR = "cas"
+QUARANTINE_DIR = "quarantine"
+TABLES_DIR = "tables"
+DATASETS_DIR = "datasets"
+EXPORTS_DIR = "exports"
+CONTACT_SHEETS_DIR = "contact_sheets"
+REF_SUFFIX = ".ref.json"  # in place of `.safetensors`: the artefact lives in a shard's file
+
+
+def artifact_path(kind: ArtifactKind | str, key: str, suffix: str = ".safetensors") -> str:
+    return f"{CAS_DIR}/{kind}/{key[:2]}/{key}{suffix}"
+
+
+def ref_path(kind: ArtifactKind | str, key: str) -> str:
+    """Where the store keeps the reference of an artefact whose home is a shard's file."""
+    return artifact_path(kind, key, REF_SUFFIX)
+
+
+QUARANTINE_STAMP = "%Y%m%dT%H%M%S"  # the time in a quarantined file's name: when it was moved
+
+
+def quarantine_path(kind: ArtifactKind | str, key: str) -> str:
+    """Where a damaged artefact is moved, so its key is free to be computed again and the
+    bytes stay for a look (the `.corrupt` suffix: no reader takes it for an artefact)."""
+    stamp = f"{time.strftime(QUARANTINE_STAMP)}-{uuid.uuid4().hex[:8]}"
+    return f"{QUARANTINE_DIR}/{kind}/{key}.{stamp}.corrupt"
+
+
+def first_frame_png(frames_key: str) -> str:
+    """Where the I2V first frame of these frames is kept as a PNG, to be shown and exported."""
+    return artifact_path(ArtifactKind.first_frame, frames_key, ".png")
+
+
+def thumbnail_png(frames_key: str) -> str:
+    """Where the middle frame of these frames is kept small, for the contact sheet: it stays
+    when the frames themselves are dropped."""
+    return artifact_path(ArtifactKind.thumbnail, frames_key, ".png")
+
+
+def table_path(asset: str, shard: str) -> str:
+    return f"{TABLES_DIR}/{asset}/{shard}.parquet"
+
+
+def dataset_dir(profile: str) -> str:
+    return f"{DATASETS_DIR}/{profile}"
+
+
+def shard_dir(profile: str, shard: str) -> str:
+    return f"{dataset_dir(profile)}/{shard}"
+
+
+# -- a dataset's catalog: the live shards (relative to the dataset directory) ---------------
+
+CATALOG_FILE = "catalog.json"
+CATALOG_ENTRIES_DIR = "catalog.d"
+CATALOG_LOCK = ".catalog.lock"
+
+
+def catalog_path(profile: str) -> str:
+    return f"{dataset_dir(profile)}/{CATALOG_FILE}"
+
+
+def catalog_entry(shard: str) -> str:
+    return f"{CATALOG_ENTRIES_DIR}/{shard}.json"
+
+
+def export_dir(profile: str, trainer: str) -> str:
+    return f"{EXPORTS_DIR}/{profile}/{trainer}"
+
+
+def contact_sheet_path(shard: str) -> str:
+    """The latest frame_tensors contact sheet of a shard (a JPEG the UI's metadata names)."""
+    return f"{CONTACT_SHEETS_DIR}/{shard}.jpg"
+
+
+def upload_state_dir(ident: str) -> str:
+    return f"state/uploads/{ident}"
+
+
+LEASES_DIR = "state/leases"
+
+
+def lease_path(holder: str) -> str:
+    return f"{LEASES_DIR}/{holder}.json"
+
+
+# -- a finished shard ----------------------------------------------------------------------
+
+INDEX_FILE = "index.parquet"  # the shard's latest index, for people and tools (a copy)
+REJECTS_FILE = "rejects.parquet"
+FIRST_FRAMES_DIR = "first_frames"
+
+# index column -> the shard's tensor file it names (with the version before the suffix)
+TENSOR_FILES = {"latents_file": "latents.safetensors",
+                "embeds_file": "prompt_embeds.safetensors",
+                "image_latents_file": "image_latents.safetensors"}
+
+
+def index_file(version: str) -> str:
+    """The versioned index the catalog names: one row per clip, naming the tensor files."""
+    return f"index.{version}.parquet"
+
+
+def is_versioned_index(path: str) -> bool:
+    """Whether a path names a shard's versioned index (index.<v>.parquet)."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name.startswith("index.") and name.endswith(".parquet") and name != INDEX_FILE
+
+
+def tensor_files(version: str) -> dict[str, str]:
+    """Versioned names of a shard's tensor files, by index column."""
+    return {column: name.replace(".safetensors", f".{version}.safetensors")
+            for column, name in TENSOR_FILES.items()}
+
+
+def first_frame_png_in_shard(version: str, position: int) -> str:
+    return f"{FIRST_FRAMES_DIR}/{version}/{position:06d}.png"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# System packages some tests need (Debian/Ubuntu): redis-server for cog_assets_tests/test_celery.py
-# (the dagster-celery broker) and chromium for cog_assets_tests/test_ui.py (headless browser
+# System packages some tests need (Debian/Ubuntu): redis-server for cog_assets_tests/end_to_end/test_celery.py
+# (the dagster-celery broker) and chromium for cog_assets_tests/end_to_end/test_ui.py (headless browser
 # driven by Playwright; no browser is ever downloaded by `playwright install`).
 #
 # Idempotent and quiet: does nothing (and touches no package index) when both are installed.

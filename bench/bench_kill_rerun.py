@@ -19,12 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cog_assets_tests.conftest import make_dataset  # noqa: E402
-from cog_assets_tests.fixtures.pipeline import (  # noqa: E402
-    StepWatch,
-    kill_inside_step,
-    start_backfill,
-)
+from cog_assets.media.synthetic import write_test_dataset  # noqa: E402
+from cog_assets.testing import StepWatch, kill_inside_step, start_backfill  # noqa: E402
 
 LIMIT_S = 900
 
@@ -36,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        data = make_dataset(tmp / "data", args.clips, broken=True)
+        data = write_test_dataset(tmp / "data", args.clips, broken=True)
         started = time.monotonic()
         fresh = start_backfill(data, tmp / "store-fresh", tmp / "home-fresh", tmp / "fresh")
         assert fresh.wait(LIMIT_S) == 0, fresh.output()[-2000:]

@@ -5,12 +5,12 @@ import json
 import pytest
 
 from cog_assets.cli import main
-from cog_assets_tests.conftest import make_dataset
+from cog_assets.media.synthetic import write_test_dataset
 
 
 @pytest.fixture
 def data_root(tmp_path):
-    return make_dataset(tmp_path / "data", 3)
+    return write_test_dataset(tmp_path / "data", 3)
 
 
 @pytest.mark.slow
@@ -80,7 +80,7 @@ def test_backfill_refuses_a_bucket_the_model_cannot_take_before_any_work(
 @pytest.mark.slow
 def test_parallel_backfill_of_a_range_then_resume_skips_finished_shards(
         tmp_path, monkeypatch):
-    data_root = make_dataset(tmp_path / "data", 6, broken=False)
+    data_root = write_test_dataset(tmp_path / "data", 6, broken=False)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     summary_path = tmp_path / "summary.json"
     common = ["backfill", "--data-root", str(data_root), "--store", str(tmp_path / "store"),
@@ -105,7 +105,7 @@ def test_a_shard_whose_every_clip_is_rejected_is_published_empty(tmp_path, monke
     from cog_assets.loader import CogVideoXLatentDataset
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    data = make_dataset(tmp_path / "data", 0)  # only a file that is not a video
+    data = write_test_dataset(tmp_path / "data", 0)  # only a file that is not a video
     summary_path = tmp_path / "summary.json"
     code = main(["backfill", "--data-root", str(data), "--store", str(tmp_path / "store"),
                  "--shards", "1", "--device", "cpu", "--summary-json", str(summary_path)])
@@ -117,7 +117,7 @@ def test_a_shard_whose_every_clip_is_rejected_is_published_empty(tmp_path, monke
 
 @pytest.mark.slow
 def test_one_failing_shard_fails_the_backfill_and_is_named(tmp_path, monkeypatch):
-    data_root = make_dataset(tmp_path / "data", 6, broken=False)
+    data_root = write_test_dataset(tmp_path / "data", 6, broken=False)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     store = tmp_path / "store"
     # shard-00001's finished-dataset folder is blocked by a file: only that shard can fail.

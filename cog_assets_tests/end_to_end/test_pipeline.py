@@ -1,0 +1,158 @@
+"""The whole asset graph through Dagster, on generated videos and the tiny profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from dagster import AssetKey, instance_for_test
+
+from cog_assets.core.config import Settings
+from cog_assets.defs.build import build_definitions
+from cog_assets.defs.runs import materialize_shards
+from cog_assets.loader import CogVideoXLatentDataset
+from cog_assets.media.contact_sheet import LABEL_LINE, THUMB_HEIGHT
+from cog_assets.media.synthetic import write_test_dataset
+from cog_assets.models.runtime import PROCESS_MODELS
+from cog_assets.sources.sharding import shard_for
+
+MODEL_LOADS: dict[str, int] = {}
+
+
+@pytest.fixture(scope="module")
+def run_twice(tmp_path_factory):
+    """Materialize every shard of a 2-shard dataset, then again with nothing changed
+    (forced: an up-to-date shard is not launched otherwise)."""
+    root = tmp_path_factory.mktemp("data")
+    write_test_dataset(root, 6)
+    settings = Settings.of(data_root=str(root), store=str(tmp_path_factory.mktemp("store")),
+                           shards=2, device="cpu")
+    with instance_for_test() as instance:
+        PROCESS_MODELS.clear()
+        loads = PROCESS_MODELS.loads
+        first = materialize_shards(settings, instance)
+        MODEL_LOADS["first run"] = PROCESS_MODELS.loads - loads
+        event = instance.get_latest_materialization_event(AssetKey("frame_tensors"))
+        sheet = {k: v.value for k, v in event.asset_materialization.metadata.items()
+                 if k.startswith("contact_sheet")}
+        second = materialize_shards(settings, instance, force=True)
+        yield settings, first, second, sheet
+
+
+def test_definitions_load_with_seven_assets_and_checks():
+    defs = build_definitions(Settings())
+    graph = defs.resolve_asset_graph()
+    names = {key.path[-1] for key in graph.materializable_asset_keys
+             if graph.get(key).group_name == "cogvideox"}
+    assert names == {"raw_manifest", "scene_segments", "validated_clips", "frame_tensors",
+                     "vae_latents", "t5_embeddings", "training_dataset"}
+    assert AssetKey("uploads") in graph.observable_asset_keys  # the raw files, observed
+    assert len(list(graph.asset_check_keys)) == 4
+    for gpu_step in ("vae_latents", "t5_embeddings"):
+        assert graph.get(AssetKey(gpu_step)).pools == {"gpu"}
+
+
+@pytest.mark.slow
+def test_two_shards_materialize_with_checks_passing(run_twice):
+    settings, first, _, _ = run_twice
+    assert sorted(first) == ["shard-00000", "shard-00001"]
+    for summary in first.values():
+        assert summary.success, summary.failure
+        assert summary.failed_checks == []
+    assert sum(s.clips for s in first.values()) == 7
+    assert sum(s.accepted for s in first.values()) == 6
+    assert sum(s.computed for s in first.values()) > 0
+
+
+@pytest.mark.slow
+def test_a_backfill_loads_each_model_once_for_all_its_shards(run_twice):
+    """Two shards, run one after the other in this process: the tokenizer, T5 and the VAE
+    are each loaded once, not once per shard or per step."""
+    assert run_twice and MODEL_LOADS["first run"] == 3
+
+
+@pytest.mark.slow
+def test_the_second_shard_is_decoded_while_the_first_one_encodes(run_twice):
+    """The backfill decodes shard-00001's frames while shard-00000's run encodes; its run
+    finds them all in the store, and the totals are those of decoding in the run."""
+    settings, first, _, _ = run_twice
+    assert first["shard-00000"].decoded_ahead == 0
+    later = first["shard-00001"]
+    assert later.decoded_ahead == later.accepted > 0
+    # per shard: frames + latents per accepted clip, one embedding per caption
+    for summary in first.values():
+        assert summary.computed == 3 * summary.accepted
+
+
+@pytest.mark.slow
+def test_undecodable_clip_is_rejected_with_reason_and_shard_succeeds(run_twice):
+    settings, first, _, _ = run_twice
+    shard = shard_for("clips/garbage.mp4", 2)
+    summary = first[shard]
+    assert summary.success and summary.rejected == 1
+    assert summary.rejects_by_reason == {"unreadable": 1}
+    rejects = pl.read_parquet(summary.rejects_path)
+    assert rejects["clip_id"].to_list() == ["clips/garbage.mp4"]
+    assert "clips/garbage.mp4" in rejects["message"][0]
+
+
+@pytest.mark.slow
+def test_unchanged_shard_rematerializes_with_everything_reused(run_twice):
+    _, first, second, _ = run_twice
+    for key, summary in second.items():
+        assert summary.success
+        assert summary.computed == 0
+        assert summary.reused == first[key].computed + first[key].reused
+
+
+@pytest.mark.slow
+def test_finished_dataset_reads_back_without_models(run_twice):
+    settings, first, _, _ = run_twice
+    dataset = CogVideoXLatentDataset(f"{settings.store.url}/datasets/tiny", "tiny")
+    assert len(dataset) == 6
+    item = dataset[0]
+    assert item["latents"].shape == (16, 3, 8, 12)
+    assert item["prompt_embeds"].shape == (226, 32)
+    assert torch.isfinite(item["latents"]).all()
+    index = pl.read_parquet(first["shard-00000"].index_path)
+    assert set(index.columns) >= {"clip_id", "caption", "bucket", "latent_key", "embedding_key"}
+
+
+@pytest.mark.slow
+def test_dagster_cli_validates_the_workspace(tmp_path):
+    """What `dagster dev` loads: workspace.yaml -> cog_assets.definitions."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_frame_tensors_show_a_small_contact_sheet(run_twice):
+    import base64
+    import io
+
+    from PIL import Image
+
+    *_, sheet = run_twice
+    prefix = "![contact sheet](data:image/jpeg;base64,"
+    markdown = sheet["contact_sheet"]
+    assert markdown.startswith(prefix) and markdown.endswith(")")
+    jpeg = base64.b64decode(markdown[len(prefix):-1])
+    assert len(jpeg) < 48_000
+    assert Path(sheet["contact_sheet_path"]).read_bytes() == jpeg  # the same, as a file
+    image = Image.open(io.BytesIO(jpeg)).convert("L")
+    assert image.height >= THUMB_HEIGHT + LABEL_LINE and image.width >= THUMB_HEIGHT
+    # each frame is labelled with its clip id: light text on the black band under it
+    band = np.asarray(image)[THUMB_HEIGHT:THUMB_HEIGHT + LABEL_LINE]
+    assert (band > 200).sum() > 20

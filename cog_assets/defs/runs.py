@@ -32,7 +32,7 @@ from cog_assets.defs.freshness import (
 )
 from cog_assets.defs.partitions import SHARDS_PARTITION
 from cog_assets.models.runtime import import_model_code_in_background
-from cog_assets.sources.sharding import shard_key
+from cog_assets.sources.sharding import is_shard_key, shard_key
 from cog_assets.sources.uploads import UploadState, scan_uploads
 from cog_assets.stages.decode_ahead import DecodeAhead
 from cog_assets.stages.manifest import discover_shards
@@ -154,9 +154,9 @@ def select_shards(all_shards: list[str], keys: Iterable[str] | None = None,
     if shard_range:
         first, colon, last = shard_range.partition(":")
         bounds = [shard_key(int(b)) if b.isdigit() else b for b in (first, last)]
-        if not colon or not all(bounds):
-            raise SettingsError(f"--shard-range {shard_range!r}: expected FIRST:LAST, by index "
-                                "(2:5) or key (shard-00002:shard-00005)")
+        if not colon or not all(map(is_shard_key, bounds)):
+            raise SettingsError(f"--shard-range {shard_range!r} is invalid: expected FIRST:LAST, "
+                                "by index (2:5) or key (shard-00002:shard-00005)")
         low, high = bounds
         if low > high:
             raise SettingsError(f"--shard-range {shard_range!r} is inverted: {low} comes after "

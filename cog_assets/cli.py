@@ -57,6 +57,24 @@ def _instance(dagster_home: str | None):
     return instance
 
 
+def _given(args: argparse.Namespace, flat: str) -> bool:
+    """Whether the user gave a setting (its flag or its COG_ASSETS_* variable)."""
+    return flat in overrides_from_args(args) or bool(
+        os.environ.get(field_by_flat(flat).env, "").strip())
+
+
+def _require_store(args: argparse.Namespace, command: str) -> None:
+    """The store's default is the demo's (cog-assets-demo/store): outside the demo, a command
+    that writes or removes must be told which store, never fall back to that one."""
+    if _given(args, "store"):
+        return
+    store = field_by_flat("store")
+    raise SettingsError(
+        f"{command} needs the store to {'collect' if command == 'gc' else 'write to'}: pass "
+        f"--store DIR_OR_URL (or set {store.env}); without one it would use the demo's store "
+        f"{store.default} (pass --store {store.default} to mean it)")
+
+
 def _print_summaries(summaries) -> None:
     for key, s in summaries.items():
         state = ("done  " if s.resumed else "fresh " if s.up_to_date
@@ -151,7 +169,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         write_summary_json,
     )
 
+    if _given(args, "data_root"):  # another dataset than the demo's: its own store
+        _require_store(args, "backfill")
     settings = load_settings(overrides=overrides_from_args(args))
+    if not _given(args, "store"):
+        print(f"cog-assets: no --store given: the demo's data ({settings.sources.data_root}) "
+              f"into the demo's store ({settings.store.url})", file=sys.stderr)
     previous = None
     if args.resume:
         if not args.summary_json:
@@ -209,6 +232,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from cog_assets.store.verify import verify_store
 
     settings = load_settings(overrides=overrides_from_args(args))
+    if not _given(args, "store"):
+        print(f"cog-assets: no --store given: checking the demo's store {settings.store.url}",
+              file=sys.stderr)
     store = ContentStore(settings.store.url)
     report = verify_store(store, args.profile)
     for finding in report.findings:
@@ -222,6 +248,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from cog_assets.store.content_store import ContentStore
     from cog_assets.store.footprint import megabytes
 
+    _require_store(args, "gc")
     settings = load_settings(overrides=overrides_from_args(args))
     store = ContentStore(settings.store.url)
     grace_s = settings.store.gc_grace_s

@@ -161,3 +161,32 @@ def test_ui_on_a_dataset_without_an_instance_is_refused(tmp_path, monkeypatch, c
     code = main(["ui", "--data-root", str(tmp_path)])
     assert code == 2
     assert "set DAGSTER_HOME or --dagster-home" in capsys.readouterr().err
+
+
+def test_a_backfill_of_another_data_root_without_a_store_writes_nothing_to_the_demos(
+        tmp_path, data_root, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("COG_ASSETS_STORE", raising=False)
+    code = main(["backfill", "--data-root", str(data_root), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "backfill needs the store to write to: pass --store" in err
+    assert "cog-assets-demo/store" in err
+    assert not (tmp_path / "cog-assets-demo").exists()
+
+
+def test_gc_without_a_store_collects_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("COG_ASSETS_STORE", raising=False)
+    leftover = tmp_path / "cog-assets-demo" / "store" / "quarantine" / "frames" / "k.corrupt"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"x")
+    code = main(["gc", "--gc-grace-s", "0"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "gc needs the store to collect: pass --store" in err
+    assert leftover.exists()
+    monkeypatch.setenv("COG_ASSETS_STORE", str(tmp_path / "cog-assets-demo" / "store"))
+    assert main(["gc", "--gc-grace-s", "0"]) == 0  # named: collected
+    assert not leftover.exists()

@@ -8,7 +8,10 @@ staleness, the one the UI shows and its "Materialize stale" selects from:
 - no input's data version moved since, `uploads` included: its observation carries the
   shard's upload fingerprint, brought up to date here first (`record_uploads`);
 - its last run deferred no row (a file still being written is read by a later run);
-- and the finished index is still in the store (a deleted store is not "up to date").
+- and what it serves is still in the store: the dataset's catalog lists the shard, every
+  file the catalog lists for it exists with its published size (a stat per file, no reads),
+  and so does the index copy `index.parquet` (a deleted or damaged store is not "up to date";
+  `cog-assets verify` reads and checks digests).
 
 The backfill skips such shards without starting a run, the sensor requests runs for exactly
 the others, and after either the UI shows nothing stale.
@@ -30,6 +33,7 @@ from cog_assets.defs.dagster_internals import (
 )
 from cog_assets.defs.versions import SHARD_ASSETS
 from cog_assets.store import layout
+from cog_assets.store.catalog import Catalog, DatasetError, read_catalog, served_problems
 from cog_assets.store.content_store import ContentStore
 
 DATASET_KEY = AssetKey("training_dataset")
@@ -89,6 +93,7 @@ def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
     record_uploads(instance, fingerprints)
     resolver = stale_status_resolver(instance, asset_graph)
     states = {}
+    catalogs: dict[str, Catalog | None | str] = {}
     for shard in wanted:
         state = ShardFreshness(shard, fingerprints[shard])
         last = instance.get_latest_data_version_record(DATASET_KEY, False, shard)
@@ -110,9 +115,33 @@ def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
                                      + (f" ({cause.dependency.asset_key.to_user_string()})"
                                         if cause.dependency else "")
                                      for cause in causes)
-        index = f"{store.path(layout.shard_dir(profile, shard))}/{layout.INDEX_FILE}"
-        live = state.fingerprint != EMPTY_SHARD  # a retired shard has no index to check
-        if not state.reasons and live and not store.exists(index):
-            state.reasons.append(f"its finished index {index} is missing from the store")
+        live = state.fingerprint != EMPTY_SHARD  # a retired shard has nothing to serve
+        if not state.reasons and live:
+            state.reasons += _serving_problems(store, profile, shard, catalogs)
         states[shard] = state
     return states
+
+
+def _serving_problems(store: ContentStore, profile: str, shard: str,
+                      catalogs: dict[str, Catalog | None | str]) -> list[str]:
+    """Why the store does not serve the shard as published (empty: it does)."""
+    dataset_dir = store.path(layout.dataset_dir(profile))
+    if profile not in catalogs:  # read once per judgement of many shards
+        try:
+            catalogs[profile] = read_catalog(store, dataset_dir)
+        except DatasetError as exc:
+            catalogs[profile] = str(exc)
+    catalog = catalogs[profile]
+    if isinstance(catalog, str):
+        return [f"the dataset's catalog cannot be read: {catalog}"]
+    where = f"{store.local_path(dataset_dir)}/{layout.CATALOG_FILE}"
+    entry = catalog.shards.get(shard) if catalog is not None else None
+    if entry is None:
+        return [f"the dataset's catalog {where} does not list it"]
+    shard_dir = store.path(layout.shard_dir(profile, shard))
+    problems = served_problems(store, shard_dir, entry)
+    index = f"{shard_dir}/{layout.INDEX_FILE}"
+    if not store.exists(index):
+        problems.append(f"its finished index {store.local_path(index)} is missing from the "
+                        "store")
+    return problems

@@ -172,6 +172,23 @@ def read_catalog(store: ContentStore, dataset_dir: str) -> Catalog | None:
     return parse_catalog(store.read_bytes(path), store.local_path(path))
 
 
+def served_problems(store: ContentStore, shard_dir: str, entry: ShardEntry) -> list[str]:
+    """What is wrong with the files a shard's entry serves, by a stat per file (no reads):
+    each must exist with its published size. Empty: every file is there."""
+    problems = []
+    for published in [*entry.served(), *([entry.rejects] if entry.rejects else [])]:
+        path = f"{shard_dir}/{published.name}"
+        try:
+            size = int(store.fs.size(path))
+        except FileNotFoundError:
+            problems.append(f"{store.local_path(path)} (listed by the catalog) is missing")
+            continue
+        if size != published.bytes:
+            problems.append(f"{store.local_path(path)} has {size} bytes, the catalog records "
+                            f"{published.bytes}")
+    return problems
+
+
 # -- publishing ------------------------------------------------------------------------------
 
 @contextlib.contextmanager

@@ -164,8 +164,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from cog_assets.defs.runs import (
         materialize_shards,
         register_shards,
+        resumable,
         run_exports,
         select_shards,
+        summary_work,
         write_summary_json,
     )
 
@@ -180,24 +182,31 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if not args.summary_json:
             raise SettingsError("--resume needs --summary-json pointing at the earlier summary")
         if Path(args.summary_json).is_file():
-            previous = json.loads(Path(args.summary_json).read_text())["shards"]
+            earlier = json.loads(Path(args.summary_json).read_text())
+            why = resumable(earlier, settings)
+            if why is None:
+                previous = earlier["shards"]
+            else:
+                print(f"not resuming {args.summary_json}: {why}; running as a plain backfill "
+                      "(shards up to date are still skipped)", file=sys.stderr)
         else:  # killed before its first shard ended: nothing finished to skip
             print(f"no summary at {args.summary_json} yet: nothing to resume, running every "
                   "shard")
     instance = _instance(args.dagster_home)
     shards = select_shards(register_shards(instance, settings), args.shard, args.shard_range)
+    work = summary_work(settings)
 
     def after_each_shard(so_far) -> None:  # a backfill killed now can --resume from here
         if args.summary_json:
             write_summary_json(args.summary_json, so_far,
-                               pending=[s for s in shards if s not in so_far])
+                               pending=[s for s in shards if s not in so_far], work=work)
 
     summaries = materialize_shards(settings, instance, shards, parallel=args.parallel,
                                    resume_from=previous, force=args.force,
                                    on_shard=after_each_shard)
     _print_summaries(summaries)
     if args.summary_json:
-        write_summary_json(args.summary_json, summaries)
+        write_summary_json(args.summary_json, summaries, work=work)
         print(f"summary written to {args.summary_json}")
     failed = [k for k, s in summaries.items() if not s.success]
     if args.export and not failed:

@@ -190,3 +190,36 @@ def test_gc_without_a_store_collects_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COG_ASSETS_STORE", str(tmp_path / "cog-assets-demo" / "store"))
     assert main(["gc", "--gc-grace-s", "0"]) == 0  # named: collected
     assert not leftover.exists()
+
+
+@pytest.mark.slow
+def test_resume_with_another_setting_or_store_runs_as_a_plain_backfill(tmp_path, monkeypatch,
+                                                                        capsys):
+    data_root = write_test_dataset(tmp_path / "data", 2, broken=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    summary_path = tmp_path / "summary.json"
+    common = ["backfill", "--data-root", str(data_root), "--shards", "1", "--device", "cpu",
+              "--summary-json", str(summary_path)]
+    assert main([*common, "--store", str(tmp_path / "store")]) == 0
+    written = json.loads(summary_path.read_text())
+    assert written["store"] == str(tmp_path / "store") and written["identity"]
+
+    assert main([*common, "--store", str(tmp_path / "other"), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "not resuming" in err and "running as a plain backfill" in err
+    assert f"store {str(tmp_path / 'store')!r}, now {str(tmp_path / 'other')!r}" in err
+    [shard] = json.loads(summary_path.read_text())["shards"].values()
+    assert not shard["resumed"] and shard["success"]
+    assert shard["index_path"].startswith(str(tmp_path / "other"))
+
+    assert main([*common, "--store", str(tmp_path / "other"), "--resize", "stretch",
+                 "--resume"]) == 0
+    assert "identity" in capsys.readouterr().err
+    [shard] = json.loads(summary_path.read_text())["shards"].values()
+    assert not shard["resumed"] and shard["computed"] > 0  # the stretched frames and latents
+
+    assert main([*common, "--store", str(tmp_path / "other"), "--resize", "stretch",
+                 "--resume"]) == 0
+    assert "not resuming" not in capsys.readouterr().err
+    [shard] = json.loads(summary_path.read_text())["shards"].values()
+    assert shard["resumed"]

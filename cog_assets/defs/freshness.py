@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 
 from dagster import AssetKey, AssetObservation, DagsterInstance
 
-from cog_assets.core.keys import artifact_key
 from cog_assets.defs.assets.groups import UPLOADS_KEY
 from cog_assets.defs.dagster_internals import (
     BaseAssetGraph,
     StaleStatus,
     stale_status_resolver,
 )
-from cog_assets.defs.versions import SHARD_ASSETS
+from cog_assets.defs.versions import SHARD_ASSETS, identity_of
 from cog_assets.store import layout
 from cog_assets.store.catalog import Catalog, DatasetError, read_catalog, served_problems
 from cog_assets.store.content_store import ContentStore
@@ -57,8 +56,8 @@ class ShardFreshness:
 
 def graph_identity(asset_graph: BaseAssetGraph) -> str:
     """One hash of the shard assets' code versions, as the definitions were built."""
-    versions = {name: asset_graph.get(AssetKey(name)).code_version for name in SHARD_ASSETS}
-    return artifact_key("identity", **versions)[:16]
+    return identity_of({name: asset_graph.get(AssetKey(name)).code_version
+                        for name in SHARD_ASSETS})
 
 
 def record_uploads(instance: DagsterInstance, fingerprints: Mapping[str, str]) -> None:

@@ -65,6 +65,17 @@ def code_versions(settings: Settings) -> dict[str, str]:
             for name, parts in output_identities(settings).items()}
 
 
+def identity_of(versions: dict[str, str]) -> str:
+    """One hash of the shard assets' code versions: what the settings make of a shard."""
+    return artifact_key("identity", **{name: versions[name] for name in SHARD_ASSETS})[:16]
+
+
+def settings_identity(settings: Settings) -> str:
+    """identity_of the code versions these settings give (what a summary records, so that
+    `--resume` resumes only the same work)."""
+    return identity_of(code_versions(settings))
+
+
 
 # Per shard asset, the columns whose values, row by row, make its data version: what it
 # produced, so a re-run that changed nothing keeps its version and sets nothing in motion.

@@ -157,3 +157,26 @@ def test_an_id_token_reaches_captions_embeddings_and_exports(tmp_path):
     prompts = (out / "prompts.txt").read_text().splitlines()
     assert prompts and all(p.startswith("BW_STYLE ") for p in prompts)
     assert "--id_token BW_STYLE" in report.args_text()
+
+
+def test_a_damaged_frames_file_met_by_vae_latents_is_decoded_again(tmp_path):
+    """Frames are a cache: a damaged one is replaced as a damaged latent is, not a failure."""
+    root = write_test_dataset(tmp_path / "data", 3, broken=False)
+    store_dir = tmp_path / "store"
+    settings = Settings.of(data_root=str(root), store=str(store_dir), shards=1, device="cpu",
+                           frames_retention="keep")
+    with instance_for_test() as instance:
+        [first] = materialize_shards(settings, instance).values()
+        assert first.success
+        index = pl.read_parquet(first.index_path)
+        key = index["frames_key"][1]
+        frames = Path(ContentStore(str(store_dir)).artifact_path(ArtifactKind.frames, key))
+        data = bytearray(frames.read_bytes())
+        data[-1000] ^= 0x10  # a pixel changed: same size, the header parses
+        frames.write_bytes(bytes(data))
+        # new latents (tiling) need every clip's frames: the damaged one is met when read
+        [second] = materialize_shards(settings.with_(vae_tiling=True), instance).values()
+    assert second.success, second.failure
+    [line] = second.corrupt
+    assert line.startswith(f"frames artefact {key} at {frames}: ") and "decoded again" in line
+    assert CogVideoXLatentDataset(store_dir / "datasets" / "tiny", "tiny", verify=True)[1]

@@ -202,7 +202,8 @@ class SegmentSettings(_Group):
         "content)", gt=0)
     min_motion: Optional[float] = setting(
         None, "reject clips whose motion_score (mean optical-flow speed, in frame lengths per "
-        "second) is under this, as low_motion (e.g. 0.01)", ge=0)
+        "second, where the picture changed beyond compression noise) is under this, as "
+        "low_motion (e.g. 0.002)", ge=0)
     min_brightness: Optional[float] = setting(
         None, "reject clips whose brightness (mean luma, 0-1) is under this, as too_dark "
         "(e.g. 0.1)", ge=0, le=1)

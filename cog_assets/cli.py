@@ -75,6 +75,15 @@ def _require_store(args: argparse.Namespace, command: str) -> None:
         f"{store.default} (pass --store {store.default} to mean it)")
 
 
+def _check_weights(settings) -> None:
+    """Refuse (exit 2) weights whose configuration disagrees with the named model profile,
+    before any work: their VAE scaling, latent channels, temporal compression, T5 width and
+    maximum length are read from a local directory's config files."""
+    from cog_assets.models.runtime import ModelRuntime
+
+    ModelRuntime(settings.model, settings.device).profile  # noqa: B018 - raises WeightsMismatch
+
+
 def _print_summaries(summaries) -> None:
     for key, s in summaries.items():
         state = ("done  " if s.resumed else "fresh " if s.up_to_date
@@ -146,6 +155,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
                      **overrides}
         home = str(demo_dir / "dagster_home")
     settings = load_settings(overrides=overrides)
+    _check_weights(settings)
     _instance(home).dispose()  # checked writable; cog-assets' dagster.yaml put there if new
     home = os.environ["DAGSTER_HOME"]
     env = {**os.environ, **settings_env(settings)}
@@ -174,6 +184,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if _given(args, "data_root"):  # another dataset than the demo's: its own store
         _require_store(args, "backfill")
     settings = load_settings(overrides=overrides_from_args(args))
+    _check_weights(settings)
     if not _given(args, "store"):
         print(f"cog-assets: no --store given: the demo's data ({settings.sources.data_root}) "
               f"into the demo's store ({settings.store.url})", file=sys.stderr)

@@ -30,7 +30,7 @@ from cog_assets.core.clip_row import CLIP_COLUMNS, REJECT_COLUMNS
 from cog_assets.core.keys import data_version_of
 from cog_assets.stages.validation import VALIDATED_SCHEMA
 from cog_assets.store import adoption, catalog, layout, references
-from cog_assets.store.catalog import CatalogFile, ShardEntry
+from cog_assets.store.catalog import CatalogFile, ShardEntry, VaeScaling
 from cog_assets.store.content_store import ContentStore, CorruptArtifact
 from cog_assets.store.layout import INDEX_FILE, REJECTS_FILE
 from cog_assets.store.sealed_tensors import seal
@@ -93,21 +93,22 @@ class FinishedShard:
 
 def finish_shard(store: ContentStore, dataset_dir: str, profile: str, shard: str,
                  shard_count: int, live: Iterable[str], index: pl.DataFrame,
-                 rejects: pl.DataFrame, *, frames_retention: FramesRetention | None = None
-                 ) -> FinishedShard:
+                 rejects: pl.DataFrame, *, frames_retention: FramesRetention | None = None,
+                 vae_scaling: VaeScaling | None = None) -> FinishedShard:
     """Write the shard's files, publish them in the catalog, make them the home of the
     shard's latents and embeddings, then drop the previous version.
 
     `live` are the shards the data root has clips in now; a shard not among them (its last
     clip deleted) is retired instead: out of the catalog, its folder removed.
-    `frames_retention` is recorded in the catalog entry (what gc may do with the frames)."""
+    `frames_retention` is recorded in the catalog entry (what gc may do with the frames), and
+    `vae_scaling` (what the loader and the exports scale the latents by)."""
     live = set(live)
     shard_dir = f"{dataset_dir}/{shard}"
     if shard not in live:
         catalog.reconcile(store, dataset_dir, profile, live, shard_count)
         return FinishedShard(index, {}, None)
     written = write_shard(store, shard_dir, shard, shard_count, index, rejects,
-                          frames_retention=frames_retention)
+                          frames_retention=frames_retention, vae_scaling=vae_scaling)
     catalog.publish_shard(store, dataset_dir, profile, written.entry, live)
     adopt_artifacts(store, shard_dir, written)
     remove_other_versions(store, shard_dir, written.entry)
@@ -116,7 +117,8 @@ def finish_shard(store: ContentStore, dataset_dir: str, profile: str, shard: str
 
 def write_shard(store: ContentStore, shard_dir: str, shard: str, shard_count: int,
                 index: pl.DataFrame, rejects: pl.DataFrame, *,
-                frames_retention: FramesRetention | None = None) -> FinishedShard:
+                frames_retention: FramesRetention | None = None,
+                vae_scaling: VaeScaling | None = None) -> FinishedShard:
     """Gather the shard's tensors from the store (each digest-checked) into its files.
 
     Returns the index as written, the paths of its files, the digest of each tensor in them
@@ -166,7 +168,10 @@ def write_shard(store: ContentStore, shard_dir: str, shard: str, shard_count: in
                        rejects=CatalogFile.of(REJECTS_FILE, rejects_bytes),
                        first_frames=tuple(png_files),
                        frames_retention=None if frames_retention is None
-                       else str(frames_retention))
+                       else str(frames_retention),
+                       scaling_factor=vae_scaling.scaling_factor if vae_scaling else None,
+                       invert_scale_latents=(vae_scaling.invert_scale_latents if vae_scaling
+                                             else None))
     return FinishedShard(index, paths, entry, digests)
 
 

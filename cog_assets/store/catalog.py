@@ -73,6 +73,16 @@ class CatalogFile:
 
 
 @dataclass(frozen=True)
+class VaeScaling:
+    """How the VAE that made a shard's latents scales them: a trainer multiplies a latent
+    sample by `scaling_factor` (image latents: see the loader's image_latent_factor). A
+    ModelProfile has the same two fields."""
+
+    scaling_factor: float
+    invert_scale_latents: bool
+
+
+@dataclass(frozen=True)
 class ShardEntry:
     """One shard's publication: which index version is live and the files it serves."""
 
@@ -86,10 +96,21 @@ class ShardEntry:
     first_frames: tuple[CatalogFile, ...] = ()
     published_at: str = field(default_factory=_now)
     frames_retention: str | None = None  # what the run did with its frames (None: not said)
+    # the VAE's latent scaling the latents were made with (None: a shard published before
+    # cog-assets recorded it; the profile's is meant)
+    scaling_factor: float | None = None
+    invert_scale_latents: bool | None = None
 
     def served(self) -> list[CatalogFile]:
         """Every file of the shard a reader may open, index first."""
         return [self.index, *self.files.values(), *self.first_frames]
+
+    def vae_scaling(self, default: VaeScaling) -> VaeScaling:
+        """The scaling its latents were made with (`default`, the profile's, for a shard
+        published before it was recorded)."""
+        if self.scaling_factor is None:
+            return VaeScaling(default.scaling_factor, default.invert_scale_latents)
+        return VaeScaling(self.scaling_factor, bool(self.invert_scale_latents))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,7 +125,9 @@ class ShardEntry:
             rejects=CatalogFile(**value["rejects"]) if value.get("rejects") else None,
             first_frames=tuple(CatalogFile(**v) for v in value.get("first_frames", ())),
             published_at=value.get("published_at", ""),
-            frames_retention=value.get("frames_retention"))
+            frames_retention=value.get("frames_retention"),
+            scaling_factor=value.get("scaling_factor"),
+            invert_scale_latents=value.get("invert_scale_latents"))
 
 
 @dataclass(frozen=True)

@@ -180,3 +180,36 @@ def test_a_damaged_frames_file_met_by_vae_latents_is_decoded_again(tmp_path):
     [line] = second.corrupt
     assert line.startswith(f"frames artefact {key} at {frames}: ") and "decoded again" in line
     assert CogVideoXLatentDataset(store_dir / "datasets" / "tiny", "tiny", verify=True)[1]
+
+
+def test_the_loader_and_the_exports_scale_by_the_vae_that_made_the_latents(tmp_path):
+    """Tiny weights whose VAE says 1.15258426 (CogVideoX-2b's factor), not the tiny 0.7: the
+    shard records it and the loader and both exports use it, as CogVideo's encode_video
+    (`vae.config.scaling_factor`) would."""
+    from cog_assets.exports.cogvideo_finetune import sample_seed
+    from cog_assets.loader import sample_from_moments
+    from cog_assets_tests.fixtures.weights import write_tiny_weights
+
+    factor = 1.15258426
+    weights = write_tiny_weights(tmp_path / "weights", scaling_factor=factor)
+    root = write_test_dataset(tmp_path / "data", 2, broken=False)
+    store_dir = tmp_path / "store"
+    settings = Settings.of(data_root=str(root), store=str(store_dir), shards=1, device="cpu",
+                           weights=str(weights))
+    with instance_for_test() as instance:
+        [summary] = materialize_shards(settings, instance).values()
+    assert summary.success, summary.failure
+    dataset_dir = store_dir / "datasets" / "tiny"
+    dataset = CogVideoXLatentDataset(dataset_dir, "tiny", sample=False)
+    mean = dataset.moments(0).float().chunk(2, dim=0)[0]
+    assert torch.allclose(dataset[0]["latents"], mean * factor)
+    [entry] = load_catalog(dataset_dir).shards.values()
+    assert (entry.scaling_factor, entry.invert_scale_latents) == (factor, False)
+    export_cogvideo_finetune(dataset_dir, tmp_path / "finetune", TINY)
+    [cached] = (tmp_path / "finetune").glob(
+        f"cache/video_latent/*/*/{dataset.clip_ids[0].replace('/', '_').removesuffix('.mp4')}*")
+    from safetensors.torch import load_file
+
+    generator = torch.Generator().manual_seed(sample_seed(0, dataset.clip_ids[0]))
+    expected = sample_from_moments(dataset.moments(0), generator) * factor
+    assert torch.allclose(load_file(cached)["encoded_video"], expected)

@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 from dagster import (
     ConfigurableIOManager,
+    Failure,
     ConfigurableResource,
     InputContext,
     OutputContext,
@@ -31,6 +32,7 @@ from cog_assets.core.config import (
 )
 from cog_assets.core.profiles import get_profile
 from cog_assets.media.frame_policy import FramePolicy
+from cog_assets.defs.run_settings import defined_settings, refusal
 from cog_assets.models.runtime import ModelRuntime
 from cog_assets.store import layout
 from cog_assets.store.content_store import ContentStore
@@ -113,20 +115,51 @@ class ShardTableIOManager(ConfigurableIOManager):
         asset = "/".join(context.asset_key.path)
         return store.path(layout.table_path(asset, context.asset_partition_key))
 
+    def _refuse_another_store(self, metadata) -> None:
+        """The tables live in the settings' store: a run config naming another is refused
+        (as an overridden store resource is, cog_assets.defs.run_settings)."""
+        defined = defined_settings(metadata or {})
+        if defined is not None and self.store_url != defined.store.url:
+            raise Failure(description=refusal([("store", defined.store.url, self.store_url)])
+                          .replace("(resource store)", "(io_manager's store_url)"))
+
     def handle_output(self, context: OutputContext, obj: pl.DataFrame) -> None:
+        self._refuse_another_store(context.definition_metadata)
         store = ContentStore(self.store_url)
         path = self._path(store, context)
         store.write_table(path, obj)
         context.add_output_metadata({"table_path": store.local_path(path)})
 
     def load_input(self, context: InputContext) -> pl.DataFrame:
+        self._refuse_another_store(context.upstream_output.definition_metadata)
         store = ContentStore(self.store_url)
         return store.read_table(self._path(store, context))
 
 
+def with_defaults(cls: type[ConfigurableResource], values: dict[str, Any]
+                  ) -> type[ConfigurableResource]:
+    """`cls` whose fields default to `values`. Dagster builds a resource's run config schema
+    from its class, so without this the launchpad would offer the settings' built-in defaults,
+    and a run config giving one field of a group would put every other field back to them
+    (the store's url to the demo's); with it, it offers the code location's values and a
+    run config changes only what it names."""
+    namespace: dict[str, Any] = {
+        name: Field(default=values[name], description=info.description)
+        for name, info in cls.model_fields.items()}
+    namespace["__annotations__"] = {name: info.annotation
+                                    for name, info in cls.model_fields.items()}
+    namespace["__module__"] = cls.__module__
+    namespace["__doc__"] = cls.__doc__
+    return type(cls.__name__, (cls,), namespace)
+
+
 def build_resources(settings: Settings) -> dict[str, Any]:
-    """The resources of one set of settings, by key (plus the shard-table IO manager)."""
-    resources: dict[str, Any] = {
-        key: cls(**getattr(settings, key).model_dump()) for key, cls in RESOURCE_CLASSES.items()}
-    resources["io_manager"] = ShardTableIOManager(store_url=settings.store.url)
+    """The resources of one set of settings, by key (plus the shard-table IO manager), their
+    fields defaulting to these settings (what the launchpad shows)."""
+    resources: dict[str, Any] = {}
+    for key, cls in RESOURCE_CLASSES.items():
+        values = getattr(settings, key).model_dump()
+        resources[key] = with_defaults(cls, values)(**values)
+    store = {"store_url": settings.store.url}
+    resources["io_manager"] = with_defaults(ShardTableIOManager, store)(**store)
     return resources

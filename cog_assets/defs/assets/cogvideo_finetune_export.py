@@ -15,6 +15,7 @@ from cog_assets.defs.resources import (
     SourcesResource,
     StoreResource,
 )
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.exports import export_cogvideo_finetune
 
 
@@ -24,6 +25,7 @@ def cogvideo_finetune_export(context: AssetExecutionContext, model: ModelResourc
                              store: StoreResource) -> MaterializeResult:
     """CogVideo `finetune/` data root with its cache already full: video latents sampled and
     scaled, prompt embeddings under the sha256 of each prompt, videos linked to the sources."""
+    refuse_output_overrides(context, model=model, sources=sources, frames=frames, store=store)
     dataset_dir, out_dir = export_dirs(store, model, "cogvideo-finetune")
     with export_lease(context, store, model):
         return export_result(export_cogvideo_finetune(

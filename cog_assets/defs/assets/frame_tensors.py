@@ -18,6 +18,7 @@ from cog_assets.defs.resources import (
     frame_policy,
     runtime,
 )
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.defs.versions import data_version
 from cog_assets.media.contact_sheet import contact_sheet, markdown_image
 from cog_assets.stages.frames import extract_frames, stored_thumbnail
@@ -35,6 +36,8 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
 
     Frames are a cache (frames_retention): a clip whose latents for this run's VAE are in
     the store is not decoded again."""
+    refuse_output_overrides(context, sources=sources, frames=frames, limits=limits, model=model,
+                            device=device, store=store)
     content = store.open()
     unneeded = latent_keys_making_frames_unneeded(store.frames_retention,
                                                   runtime(model, device).vae_identities())

@@ -16,6 +16,7 @@ from cog_assets.defs.resources import (
     StoreResource,
     runtime,
 )
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.defs.versions import dataset_data_version
 from cog_assets.stages.dataset import build_index, collect_rejects, finish_shard
 from cog_assets.stages.manifest import discover_shards
@@ -32,6 +33,7 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
                      model: ModelResource, store: StoreResource) -> Output[pl.DataFrame]:
     """The finished shard (versioned index and tensor files, rejects.parquet), published in
     the dataset's catalog; a shard with no clips left in the data root is retired instead."""
+    refuse_output_overrides(context, sources=sources, model=model, store=store)
     started = time.perf_counter()
     content = store.open()
     settings = sources.settings()

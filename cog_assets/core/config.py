@@ -303,8 +303,10 @@ class StoreSettings(_Group):
         "only when new latents need them) or none (dropped once their latents are written)")
     gc_grace_s: float = setting(
         3600.0, "cog-assets gc removes nothing written in the last this many seconds: "
-        "unreferenced artefacts, old shard versions, quarantined files and killed runs' "
-        "temporary files must be older (files a running run holds are never removed)", ge=0)
+        "unreferenced artefacts, quarantined files and killed runs' temporary files must be "
+        "older, old shard versions and retired shards superseded that long ago (readers that "
+        "opened them finish; 0 may break open readers); files a running run holds are never "
+        "removed", ge=0)
 
     _url_absolute = field_validator("url")(_absolute)
 

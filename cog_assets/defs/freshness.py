@@ -30,14 +30,12 @@ from cog_assets.defs.dagster_internals import (
     StaleStatus,
     stale_status_resolver,
 )
-from cog_assets.defs.versions import SHARD_ASSETS, identity_of
+from cog_assets.defs.versions import DATA_VERSION_TAG, SHARD_ASSETS, identity_of
 from cog_assets.store import layout
 from cog_assets.store.catalog import Catalog, DatasetError, read_catalog, served_problems
 from cog_assets.store.content_store import ContentStore
 
 DATASET_KEY = AssetKey("training_dataset")
-# The tag an observation carries its data version in (dagster.DATA_VERSION_TAG, not exported).
-DATA_VERSION_TAG = "dagster/data_version"
 # The upload fingerprint of a shard whose last clip left the data root.
 EMPTY_SHARD = "empty"
 

@@ -33,6 +33,7 @@ from cog_assets.core.config import (
 from cog_assets.core.profiles import get_profile
 from cog_assets.media.frame_policy import FramePolicy
 from cog_assets.defs.run_settings import defined_settings, refusal
+from cog_assets.defs.versions import DATA_VERSION_COLUMNS, DATA_VERSION_TAG, data_version
 from cog_assets.models.runtime import ModelRuntime
 from cog_assets.store import layout
 from cog_assets.store.content_store import ContentStore
@@ -107,21 +108,36 @@ def runtime(model: ModelResource, device: DeviceResource | None = None) -> Model
 
 
 class ShardTableIOManager(ConfigurableIOManager):
-    """Each asset's per-shard table as parquet in the store: tables/<asset>/<shard>.parquet."""
+    """Each asset's per-shard table as parquet in the store, under its dataset's profile:
+    tables/<profile>/<asset>/<shard>.parquet, so two profiles share a store without reading
+    each other's tables.
+
+    A table read as an input must be the one this instance recorded for that shard: its data
+    version is compared with the upstream's latest materialization here, so a table another
+    instance (other settings on the same profile) wrote since is refused, naming it, instead of
+    being published under this instance's versions. A store written before tables were per
+    profile keeps them at tables/<asset>/<shard>.parquet: read from there when it is the
+    table this instance recorded (the next materialization writes it to its new place)."""
 
     store_url: str
+    profile: str
 
     def _path(self, store: ContentStore, context: InputContext | OutputContext) -> str:
         asset = "/".join(context.asset_key.path)
-        return store.path(layout.table_path(asset, context.asset_partition_key))
+        return store.path(layout.table_path(self.profile, asset, context.asset_partition_key))
 
     def _refuse_another_store(self, metadata) -> None:
-        """The tables live in the settings' store: a run config naming another is refused
-        (as an overridden store resource is, cog_assets.defs.run_settings)."""
+        """The tables live in the settings' store, under their profile: a run config naming
+        another is refused (as an overridden store resource is, cog_assets.defs.run_settings)."""
         defined = defined_settings(metadata or {})
-        if defined is not None and self.store_url != defined.store.url:
-            raise Failure(description=refusal([("store", defined.store.url, self.store_url)])
-                          .replace("(resource store)", "(io_manager's store_url)"))
+        if defined is None:
+            return
+        for flat, mine, run in (("store", defined.store.url, self.store_url),
+                                ("profile", defined.model.profile, self.profile)):
+            if mine != run:
+                raise Failure(description=refusal([(flat, mine, run)]).replace(
+                    f"(resource {'store' if flat == 'store' else 'model'})",
+                    f"(io_manager's {'store_url' if flat == 'store' else 'profile'})"))
 
     def handle_output(self, context: OutputContext, obj: pl.DataFrame) -> None:
         self._refuse_another_store(context.definition_metadata)
@@ -133,7 +149,37 @@ class ShardTableIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> pl.DataFrame:
         self._refuse_another_store(context.upstream_output.definition_metadata)
         store = ContentStore(self.store_url)
-        return store.read_table(self._path(store, context))
+        path = self._path(store, context)
+        asset = context.asset_key.path[-1]
+        try:
+            table = store.read_table(path)
+        except FileNotFoundError:
+            legacy = store.path(layout.legacy_table_path(asset, context.asset_partition_key))
+            if not store.exists(legacy):
+                raise
+            path, table = legacy, store.read_table(legacy)
+        self._refuse_another_runs(context, asset, table, store.local_path(path))
+        return table
+
+    @staticmethod
+    def _refuse_another_runs(context: InputContext, asset: str, table: pl.DataFrame,
+                             where: str) -> None:
+        if asset not in DATA_VERSION_COLUMNS:  # training_dataset's needs its rejects too
+            return
+        shard = context.asset_partition_key
+        record = context.instance.get_latest_data_version_record(context.asset_key, False,
+                                                                 shard)
+        event = record.event_log_entry.asset_materialization if record else None
+        recorded = event.tags.get(DATA_VERSION_TAG) if event else None
+        found = data_version(asset, table).value
+        if recorded != found:
+            said = (f"this instance recorded data version {recorded}" if recorded else
+                    "this instance has no materialization of it")
+            raise Failure(description=(
+                f"{where} is not the {asset} table of {shard} this instance materialized: it "
+                f"holds data version {found}, {said}. Another instance (other settings on "
+                f"the same profile and store) wrote it since, or it changed: materialize "
+                f"{asset} of {shard} again (with what comes after it)."))
 
 
 def with_defaults(cls: type[ConfigurableResource], values: dict[str, Any]
@@ -160,6 +206,6 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     for key, cls in RESOURCE_CLASSES.items():
         values = getattr(settings, key).model_dump()
         resources[key] = with_defaults(cls, values)(**values)
-    store = {"store_url": settings.store.url}
-    resources["io_manager"] = with_defaults(ShardTableIOManager, store)(**store)
+    tables = {"store_url": settings.store.url, "profile": settings.model.profile}
+    resources["io_manager"] = with_defaults(ShardTableIOManager, tables)(**tables)
     return resources

@@ -48,7 +48,8 @@ def observe_uploads(instance: DagsterInstance, settings: Settings) -> dict[str, 
     """Scan the data root as the upload sensor does (saving the upload state it starts from)
     and record each shard's fingerprint that moved as an observation of `uploads`, so the
     UI's staleness compares against what was actually run."""
-    state = UploadState(ContentStore(settings.store.url), settings.sources)
+    state = UploadState(ContentStore(settings.store.url), settings.sources,
+                        settings.model.profile)
     tick = scan_uploads(state, state.latest_generation(), settings.sources)
     record_uploads(instance, tick.fingerprints)
     return tick.fingerprints

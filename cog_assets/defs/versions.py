@@ -21,6 +21,9 @@ from cog_assets.core import keys
 from cog_assets.core.config import Settings
 from cog_assets.core.keys import artifact_key, data_version_of
 
+# The tag a materialization or observation carries its data version in (Dagster's
+# DATA_VERSION_TAG, which it does not export).
+DATA_VERSION_TAG = "dagster/data_version"
 SHARD_ASSETS = ("raw_manifest", "scene_segments", "validated_clips", "frame_tensors",
                 "vae_latents", "t5_embeddings", "training_dataset")
 

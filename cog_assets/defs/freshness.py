@@ -8,10 +8,11 @@ staleness, the one the UI shows and its "Materialize stale" selects from:
 - no input's data version moved since, `uploads` included: its observation carries the
   shard's upload fingerprint, brought up to date here first (`record_uploads`);
 - its last run deferred no row (a file still being written is read by a later run);
-- and what it serves is still in the store: the dataset's catalog lists the shard, every
-  file the catalog lists for it exists with its published size (a stat per file, no reads),
-  and so does the index copy `index.parquet` (a deleted or damaged store is not "up to date";
-  `cog-assets verify` reads and checks digests).
+- and what it serves is still in the store: the dataset's catalog lists the shard at the
+  version its last materialization published (not one another instance published since),
+  every file the catalog lists for it exists with its published size (a stat per file, no
+  reads), and so does the index copy `index.parquet` (a deleted or damaged store is not "up to
+  date"; `cog-assets verify` reads and checks digests).
 
 The backfill skips such shards without starting a run, the sensor requests runs for exactly
 the others, and after either the UI shows nothing stale.
@@ -114,14 +115,27 @@ def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
                                      for cause in causes)
         live = state.fingerprint != EMPTY_SHARD  # a retired shard has nothing to serve
         if not state.reasons and live:
-            state.reasons += _serving_problems(store, profile, shard, catalogs)
+            state.reasons += _serving_problems(store, profile, shard, catalogs,
+                                               _published_version(last))
         states[shard] = state
     return states
 
 
+def _published_version(record) -> str | None:
+    """The shard version the last training_dataset materialization published."""
+    if record is None or record.event_log_entry.asset_materialization is None:
+        return None
+    value = record.event_log_entry.asset_materialization.metadata.get("index_version")
+    return None if value is None else str(getattr(value, "value", value))
+
+
 def _serving_problems(store: ContentStore, profile: str, shard: str,
-                      catalogs: dict[str, Catalog | None | str]) -> list[str]:
-    """Why the store does not serve the shard as published (empty: it does)."""
+                      catalogs: dict[str, Catalog | None | str], published: str | None
+                      ) -> list[str]:
+    """Why the store does not serve the shard as this instance published it (empty: it
+    does): the catalog lists the version its last materialization published (another run,
+    e.g. another instance with other settings on the same store, may have published its own
+    since), and every file of it is there with its size."""
     dataset_dir = store.path(layout.dataset_dir(profile))
     if profile not in catalogs:  # read once per judgement of many shards
         try:
@@ -135,6 +149,9 @@ def _serving_problems(store: ContentStore, profile: str, shard: str,
     entry = catalog.shards.get(shard) if catalog is not None else None
     if entry is None:
         return [f"the dataset's catalog {where} does not list it"]
+    if published is not None and entry.version != published:
+        return [f"the dataset's catalog {where} serves version {entry.version} of it, which "
+                f"another run published after this instance's last one ({published})"]
     shard_dir = store.path(layout.shard_dir(profile, shard))
     problems = served_problems(store, shard_dir, entry)
     index = f"{shard_dir}/{layout.INDEX_FILE}"

@@ -30,6 +30,7 @@ from cog_assets.loader import CogVideoXLatentDataset
 from cog_assets.media.synthetic import write_test_dataset
 from cog_assets.store import layout
 from cog_assets.store.catalog import load_catalog
+from cog_assets.store.collection import collect, plan_gc
 from cog_assets.store.content_store import ContentStore
 
 pytestmark = pytest.mark.slow
@@ -67,8 +68,15 @@ def test_resharding_and_a_deleted_clip_leave_nothing_stale(tmp_path):
     remaining = sorted(f"clips/clip_{i:02d}.mp4" for i in range(10) if i != 3)
     dataset = CogVideoXLatentDataset(dataset_dir, "tiny", verify=True)
     assert sorted(dataset.clip_ids) == remaining  # each once, the deleted one gone
-    assert sorted(load_catalog(dataset_dir).shards) == ["shard-00000", "shard-00001"]
+    listed = load_catalog(dataset_dir)
+    assert sorted(listed.shards) == ["shard-00000", "shard-00001"]
+    # the retired shards' folders stay for readers that opened them, until gc
+    assert sorted(listed.retired_at) == ["shard-00002", "shard-00003"]
+    store = ContentStore(str(tmp_path / "store"))
+    collect(store, plan_gc(store, grace_s=0), grace_s=0)
     assert sorted(p.name for p in dataset_dir.glob("shard-*")) == ["shard-00000", "shard-00001"]
+    assert sorted(CogVideoXLatentDataset(dataset_dir, "tiny", verify=True).clip_ids) == \
+        remaining
     factory = export_cogvideox_factory(dataset_dir, tmp_path / "factory", TINY)
     finetune = export_cogvideo_finetune(dataset_dir, tmp_path / "finetune", TINY)
     assert factory.clips == finetune.clips == 9

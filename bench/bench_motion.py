@@ -33,8 +33,8 @@ from cog_assets.media.probe import probe_video  # noqa: E402
 from cog_assets.media.scan import ScanSpec, ScanTask, scan_source  # noqa: E402
 
 FPS, WIDTH, HEIGHT = 25, 320, 180
-ENCODINGS = {"mpeg4": ("mpeg4", {}), "x264-crf18": ("libx264", {"preset": "ultrafast",
-                                                                  "crf": "18"}),
+ENCODINGS = {"mpeg4": ("mpeg4", {}),
+             "x264-crf18": ("libx264", {"preset": "ultrafast", "crf": "18"}),
              "x264-crf35": ("libx264", {"preset": "ultrafast", "crf": "35"})}
 # Corpus files whose own content hardly moves, so their "moving" version is no moving
 # footage: three frames, held (decord's), a frame counter on a flat page, NASA's dark shot, a

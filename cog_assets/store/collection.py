@@ -21,9 +21,10 @@ plan is made from one listing; before anything is removed the catalogs and lease
 again and each file is judged again, so a shard published or a run started meanwhile keeps
 what it needs. A dataset's shard files are judged that last time, and removed, under the
 dataset's lock (the one publication holds: `cog_assets.store.dataset_lock`), after writing
-back in full what they are home to that is still wanted (live, or held by a running step). Live latents and embeddings that still have a full copy in `cas/` beside their
-shard file, or whose reference points at a file that is not served, are repaired first: the
-reference is pointed at the live shard's file and the copy removed (stored once).
+back in full what they are home to that is still wanted (live, or held by a running step).
+Live latents and embeddings that still have a full copy in `cas/` beside their shard file, or
+whose reference points at a file that is not served, are repaired first: the reference is
+pointed at the live shard's file and the copy removed (stored once).
 """
 
 from __future__ import annotations

@@ -29,9 +29,8 @@ def raw_manifest(context: AssetExecutionContext, sources: SourcesResource,
     started = time.perf_counter()
     frame_policy(model, frames)  # refuse shapes the model cannot train on before any work
     settings = sources.settings()
-    table = build_manifest(settings, context.partition_key,
-                           known=UploadState(store.open(), settings,
-                                                     model.profile).known_hashes())
+    known = UploadState(store.open(), settings, model.profile).known_hashes()
+    table = build_manifest(settings, context.partition_key, known=known)
     return Output(table, data_version=data_version("raw_manifest", table), metadata={
         "rows": len(table), "seconds": round(time.perf_counter() - started, 3),
         "data_root": settings.data_root,

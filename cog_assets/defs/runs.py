@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import AssetRecordsFilter, DagsterInstance, execute_job
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, execute_job
 
 from cog_assets.core.config import Settings, SettingsError
 from cog_assets.defs.assets.store_usage import report_store_usage
@@ -40,6 +40,7 @@ from cog_assets.store import catalog, layout
 from cog_assets.store.content_store import ContentStore
 
 EXPORT_JOB = "export_datasets"
+CAPTIONS_KEY = AssetKey("clip_captions")
 log = logging.getLogger(__name__)
 
 
@@ -85,6 +86,12 @@ class ShardSummary:
     up_to_date: bool = False  # skipped: its last materialization matches (no run started)
     decoded_ahead: int = 0  # of `computed`: frames decoded while the previous shard ran
     why: list[str] = field(default_factory=list)  # why it ran (the freshness rule's reasons)
+    captions_by_source: dict[str, int] = field(default_factory=dict)  # of the trained clips
+    captions_inherited_shared: int = 0  # trained clips sharing their source's one caption
+    captions_written: int = 0  # captions generated or polished by this run (models asked)
+    caption_requests: int = 0  # requests sent to caption_endpoint by this run (retries too)
+    needs_captions: int = 0  # clips listed for a person to caption
+    needs_captions_path: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -113,6 +120,8 @@ def _read_dataset_metadata(summary: ShardSummary, metadata) -> None:
     summary.rejected = int(meta["rejected"])
     summary.rejects_by_reason = dict(meta.get("rejects_by_reason") or {})
     summary.deferred = int(summary.rejects_by_reason.get("deferred", 0))
+    summary.captions_by_source = dict(meta.get("captions_by_source") or {})
+    summary.captions_inherited_shared = int(meta.get("captions_inherited_shared") or 0)
     summary.index_path = str(meta["index_path"]) if "index_path" in meta else None
     summary.rejects_path = str(meta["rejects_path"]) if "rejects_path" in meta else None
 
@@ -129,6 +138,12 @@ def summarise(shard: str, result) -> ShardSummary:
                             if line]
         if materialization.asset_key == DATASET_KEY:
             _read_dataset_metadata(summary, materialization.metadata)
+        if materialization.asset_key == CAPTIONS_KEY:
+            summary.captions_written = int(meta.get("computed", 0))
+            summary.caption_requests = int(meta.get("requests", 0))
+            summary.needs_captions = int(meta.get("needs_captions", 0))
+            summary.needs_captions_path = (str(meta["needs_captions_path"])
+                                           if "needs_captions_path" in meta else None)
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
             summary.failed_checks.append(evaluation.asset_check_key.to_user_string())

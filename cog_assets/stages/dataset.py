@@ -61,6 +61,7 @@ def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataF
         pl.col("start_s").fill_null(0.0),
         pl.col("end_s").fill_null(pl.col("duration_s")),
         pl.col("caption_source").fill_null(CaptionSource.manifest),
+        pl.col("original_caption").fill_null(pl.col("caption")),
     ).select("clip_id", "caption", "caption_sha256", "content_hash", "fps", "duration_s",
              *CLIP_COLUMNS)
     return (
@@ -71,6 +72,18 @@ def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataF
         .join(embeddings.select("caption_sha256", "embedding_key"), on="caption_sha256")
         .sort("clip_id")
     )
+
+
+def caption_counts(index: pl.DataFrame) -> dict:
+    """How many trained clips have a caption of each source (manifest, inherited,
+    segment_table, generated, polished), and how many inherit one caption with other scenes
+    of their source (each trains on a text describing the whole video)."""
+    by_source = {str(k): int(n) for k, n in
+                 index.group_by("caption_source").len().sort("caption_source").iter_rows()}
+    inherited = index.filter(pl.col("caption_source") == CaptionSource.inherited)
+    per_source = inherited.group_by("source_video").len()
+    shared = int(per_source.filter(pl.col("len") >= 2)["len"].sum())
+    return {"captions_by_source": by_source, "captions_inherited_shared": shared}
 
 
 def shard_version(index: pl.DataFrame) -> str:

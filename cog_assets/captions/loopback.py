@@ -12,6 +12,7 @@ prompt and a caption) gets the caption rewritten. Its failures are scripted per 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import threading
@@ -48,8 +49,9 @@ def _tone(mean: np.ndarray) -> str:
     return ("reddish", "greenish", "bluish")[int(np.argmax(mean))]
 
 
-def describe_frames(frames: list[np.ndarray]) -> str:
-    """A caption from pictures: it changes with their content, never with anything else."""
+def describe_frames(frames: list[np.ndarray], prompt: str = "") -> str:
+    """A caption from pictures: it changes with their content and, as a model's answer does,
+    with the question asked (one of two phrasings, by the prompt's digest)."""
     stack = np.stack([f.astype(np.float32) for f in frames])
     mean = stack.reshape(-1, 3).mean(axis=0)
     light = stack.mean()
@@ -58,9 +60,13 @@ def describe_frames(frames: list[np.ndarray]) -> str:
     brightness = "dark" if light < 70 else "bright" if light > 170 else "softly lit"
     motion = ("barely changes" if change < 4 else "changes steadily" if change < 20
               else "changes quickly")
+    colours = (f"red {mean[0]:.0f}, green {mean[1]:.0f} and blue {mean[2]:.0f} over "
+               f"{len(frames)} frames of {width} by {height} pixels")
+    if int(hashlib.sha256(prompt.encode("utf-8")).hexdigest()[0], 16) % 2:
+        return (f"In a {brightness} {_tone(mean)} setting the picture {motion} from frame "
+                f"to frame, with a mean of {colours}.")
     return (f"A {brightness} {_tone(mean)} scene whose picture {motion} between frames, "
-            f"averaging red {mean[0]:.0f}, green {mean[1]:.0f} and blue {mean[2]:.0f} over "
-            f"{len(frames)} frames of {width} by {height} pixels.")
+            f"averaging {colours}.")
 
 
 def polish_text(caption: str) -> str:
@@ -152,7 +158,8 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                 frames, answer = [], polish_text(user)
             else:
                 frames = _frames(user)
-                answer = describe_frames(frames)
+                prompt = " ".join(p.get("text", "") for p in user if p.get("type") == "text")
+                answer = describe_frames(frames, prompt)
             behaviour = server.next_behaviour(answer)
             authorization = self.headers.get("Authorization")
             if server.key is not None and authorization != f"Bearer {server.key}":

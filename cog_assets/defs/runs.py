@@ -270,7 +270,8 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
     one after the other in this process, which loads each model once for all of them, and
     with `decode_ahead` the next shard's frames are decoded while this one's run encodes
     (cog_assets.stages.decode_ahead). `resume_from` (a previous summary's "shards") skips shards
-    that succeeded there, with no deferred rows, and whose uploads have not changed since.
+    that succeeded there, with no deferred rows nor failed captions, and whose uploads have not
+    changed since.
     `on_shard` is called with the summaries so far each time a shard ends (to write them
     where a killed backfill can resume from). The console shows `log_level` and above; the
     instance keeps every event for the UI.
@@ -284,8 +285,9 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
     wanted = list(all_shards if shards is None else shards)
     done = {}
     for shard, previous in (resume_from or {}).items():
+        retried = (previous.get("rejects_by_reason") or {}).get("caption_failed")
         if (shard in wanted and previous.get("success") and not previous.get("deferred")
-                and previous.get("fingerprint") == fingerprints.get(shard)):
+                and not retried and previous.get("fingerprint") == fingerprints.get(shard)):
             done[shard] = ShardSummary(**{**previous, "resumed": True})
     states = judge_shards(settings, instance, [s for s in wanted if s not in done],
                           fingerprints)

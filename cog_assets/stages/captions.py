@@ -22,7 +22,6 @@ a degenerate or foreign one) are listed, with a thumbnail, in the `segment_capti
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -65,8 +64,6 @@ HAND_CAPTION = (*NO_CAPTION, RejectReason.degenerate_caption, RejectReason.non_e
 WRITTEN = (CaptionSource.generated, CaptionSource.polished)
 THUMBNAIL_SIDE = 256
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class CaptionedShard:
@@ -89,9 +86,13 @@ def caption_clips(segments: pl.DataFrame, data_root: str | Path, store: ContentS
     stats.extra.update(requests=0, captions_generated=0, captions_polished=0,
                        caption_failures=0, boilerplate_stripped=0)
     rows = segments.to_dicts()
+    scenes = _scenes_per_source(rows)
     for row in rows:
         row.update(original_caption=row["caption"] or None, caption_model=None,
                    caption_key=None, polish_key=None, thumbnail_key=None)
+        if row["caption_source"] == CaptionSource.inherited and \
+                scenes.get(row["source_video"]) == 1:  # a source left whole: its own caption
+            row["caption_source"] = CaptionSource.manifest
     run = _Run(rows, Path(data_root), store, tools, stats, decode_timeout_s,
                default_workers() if workers is None else workers, hold or (lambda keys: None))
     settings = tools.settings
@@ -121,13 +122,19 @@ def _segment(row: dict) -> tuple[float, float] | None:
     return None if row["start_s"] is None else (row["start_s"], row["end_s"])
 
 
-def _to_write(rows: list[dict], mode: CaptionMode) -> list[int]:
-    """The rows the mode captions: only clips otherwise kept or kept for want of a caption,
-    whose bytes are known (content_hash: their frames can be keyed)."""
+def _scenes_per_source(rows: list[dict]) -> dict[str, int]:
+    """Source video -> the segments it was cut into (kept or not; whole files: none)."""
     scenes: dict[str, int] = {}
     for row in rows:
         if row["start_s"] is not None:
             scenes[row["source_video"]] = scenes.get(row["source_video"], 0) + 1
+    return scenes
+
+
+def _to_write(rows: list[dict], mode: CaptionMode) -> list[int]:
+    """The rows the mode captions: only clips otherwise kept or kept for want of a caption,
+    whose bytes are known (content_hash: their frames can be keyed)."""
+    scenes = _scenes_per_source(rows)
     chosen = []
     for i, row in enumerate(rows):
         if row["content_hash"] is None or row["issue_reason"] not in (None, *NO_CAPTION):
@@ -389,11 +396,6 @@ class _Run:
                 "source": row["source"], "why": why,
                 "thumbnail": None if thumb is None else self.store.local_path(
                     self.store.path(layout.thumbnail_png(thumb)))})
-        if shared:
-            log.warning("%d scenes of %d source videos share their source's one caption "
-                        "(a caption of the whole video for each shot): listed in "
-                        "needs_captions.jsonl; caption_mode segments writes each its own",
-                        sum(shared.values()), len(shared))
         return needs
 
     def _thumbnails(self, chosen: list[int]) -> None:

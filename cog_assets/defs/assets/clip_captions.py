@@ -5,6 +5,7 @@ import json
 from contextlib import nullcontext
 
 import polars as pl
+import torch
 from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, Output, asset
 
 from cog_assets.captions.tools import caption_tools
@@ -52,15 +53,17 @@ def clip_captions_asset(op_tags: dict, on_gpu: bool) -> AssetsDefinition:
                 models.step_device() if settings.local_model else nullcontext(None)) as on:
             tools = caption_tools(
                 settings, id_token=sources.id_token, device=on,
-                dtype=resolve_dtype(device.dtype, on) if on is not None else models.torch_dtype,
+                dtype=resolve_dtype(device.dtype, on) if on is not None else torch.float32,
                 count_tokens=models.token_counter() if counting else None,
                 token_limit=models.profile.text_max_length)
             shard = caption_clips(scene_segments, sources.data_root, content, tools,
                                   decode_timeout_s=limits.decode_timeout_s, hold=lease.hold_all)
         table, needs = shard.table, shard.needs
         if shard.shared:
+            sources_text = "1 source video" if len(shard.shared) == 1 else \
+                f"{len(shard.shared)} source videos"
             context.log.warning(
-                f"{sum(shard.shared.values())} scenes of {len(shard.shared)} source videos "
+                f"{sum(shard.shared.values())} scenes of {sources_text} "
                 "inherit their source's one caption (it describes the whole video, not the "
                 "shot): " + ", ".join(f"{s} ({n} scenes)" for s, n in shard.shared.items())
                 + "; caption_mode segments writes each scene its own, or caption them by hand "

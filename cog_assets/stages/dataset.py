@@ -52,6 +52,8 @@ def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataF
     Every clip says where it comes from: `source_video` with `start_s`/`end_s` (a whole file:
     0 to its duration) and `caption_source`, plus its quality scores (null: not measured)."""
     accepted = validated.filter(pl.col("accepted"))
+    if "original_caption" not in accepted.columns:  # tables written before the caption step
+        accepted = accepted.with_columns(pl.col("caption").alias("original_caption"))
     for column in CLIP_COLUMNS:  # tables written before scene splitting existed
         if column not in accepted.columns:
             accepted = accepted.with_columns(pl.lit(None, dtype=VALIDATED_SCHEMA[column])
@@ -61,7 +63,6 @@ def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataF
         pl.col("start_s").fill_null(0.0),
         pl.col("end_s").fill_null(pl.col("duration_s")),
         pl.col("caption_source").fill_null(CaptionSource.manifest),
-        pl.col("original_caption").fill_null(pl.col("caption")),
     ).select("clip_id", "caption", "caption_sha256", "content_hash", "fps", "duration_s",
              *CLIP_COLUMNS)
     return (

@@ -104,9 +104,10 @@ def test_a_folder_without_captions_is_captioned_scene_by_scene_incrementally(
 
         # caption_mode segments through the endpoint
         code, summary, out = backfill_here(root, store, home, tmp_path / "w1", *split,
-                                           "--caption-mode", "segments", *endpoint)
+                                           "--caption-mode", "segments", *endpoint, "--export")
         assert code == 0, out
         [shard] = summary["shards"].values()
+        assert shard["failed_checks"] == []  # every_kept_clip_has_a_caption among them
         index = pl.read_parquet(shard["index_path"])
         assert (index["caption"].str.len_chars() > 0).all()
         by_video = {v: set(g["caption_source"]) for (v,), g in index.group_by("source_video")}
@@ -117,6 +118,8 @@ def test_a_folder_without_captions_is_captioned_scene_by_scene_incrementally(
         assert len(shots) == 3 and shots["caption"].n_unique() == 3  # each shot its own
         assert set(shots["original_caption"]) == {CAPTIONED["threeshot.mp4"]}
         assert set(shots["caption_model"]) == {"endpoint:qwen2.5-vl-7b"}
+        uncaptioned = index.filter(pl.col("source_video").is_in(list(UNCAPTIONED)))
+        assert uncaptioned["original_caption"].is_null().all()  # they came with none
         manifest = index.filter(pl.col("source_video") == "carphone.mp4")
         assert manifest["caption"].to_list() == [CAPTIONED["carphone.mp4"]]
         generated = int((index["caption_source"] == "generated").sum())
@@ -125,6 +128,17 @@ def test_a_folder_without_captions_is_captioned_scene_by_scene_incrementally(
         assert shard["captions_inherited_shared"] == 0 and shard["needs_captions"] == 0
         assert all(s.authorization == f"Bearer {KEY}" for s in server.seen)
         first_index = index
+        # the export trains on these captions, and lists them for review beside its files
+        export = store / "exports" / "tiny" / "cogvideox-factory"
+        reviewed = [json.loads(line) for line in (export / "captions.jsonl").read_text()
+                    .splitlines()]
+        prompts = (export / "prompts.txt").read_text().splitlines()
+        assert [r["caption"] for r in reviewed] == prompts
+        assert {(r["clip_id"], r["caption"], r["caption_source"]) for r in reviewed} == set(
+            index.select("clip_id", "caption", "caption_source").iter_rows())
+        assert {r["original_caption"] for r in reviewed if r["video"] == "threeshot.mp4"} == {
+            CAPTIONED["threeshot.mp4"]}
+        assert all({"video", "start_s", "end_s"} <= set(r) for r in reviewed)
 
         # A rerun asks nothing: skipped as up to date, and when forced, all reused.
         code, summary, _ = backfill_here(root, store, home, tmp_path / "w2", *split,

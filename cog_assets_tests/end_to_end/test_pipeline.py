@@ -50,7 +50,7 @@ def test_definitions_load_with_eight_assets_and_checks():
     assert names == {"raw_manifest", "scene_segments", "clip_captions", "validated_clips",
                      "frame_tensors", "vae_latents", "t5_embeddings", "training_dataset"}
     assert AssetKey("uploads") in graph.observable_asset_keys  # the raw files, observed
-    assert len(list(graph.asset_check_keys)) == 4
+    assert len(list(graph.asset_check_keys)) == 5
     for gpu_step in ("vae_latents", "t5_embeddings"):
         assert graph.get(AssetKey(gpu_step)).pools == {"gpu"}
     # captions are written by an endpoint or not at all: no GPU to wait for

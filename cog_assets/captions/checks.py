@@ -114,6 +114,13 @@ def _identifier():
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+def load_in_background() -> threading.Thread:
+    """Load langid's model in a thread, so a step pays for it while it waits on a model."""
+    thread = threading.Thread(target=_identifier, name="cog-assets-langid", daemon=True)
+    thread.start()
+    return thread
+
+
 def language_of(text: str, wanted: str) -> LanguageVerdict:
     """Whether `text` is in `wanted` (ISO 639-1; "any" accepts everything). A caption is
     refused only when another language is certain: langid at least LANGID_CONFIDENCE sure, or,

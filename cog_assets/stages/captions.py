@@ -32,7 +32,12 @@ import polars as pl
 import torch
 
 from cog_assets.captions.captioner import CaptionJob
-from cog_assets.captions.checks import degeneracy, language_of, strip_boilerplate
+from cog_assets.captions.checks import (
+    degeneracy,
+    language_of,
+    load_in_background,
+    strip_boilerplate,
+)
 from cog_assets.captions.frames import CaptionFramesTask, decode_caption_frames
 from cog_assets.captions.tools import CaptionTools
 from cog_assets.core.choices import ArtifactKind, CaptionMode, CaptionOverLimit, CaptionSource
@@ -96,6 +101,8 @@ def caption_clips(segments: pl.DataFrame, data_root: str | Path, store: ContentS
     run = _Run(rows, Path(data_root), store, tools, stats, decode_timeout_s,
                default_workers() if workers is None else workers, hold or (lambda keys: None))
     settings = tools.settings
+    if settings.active and settings.caption_language != "any":
+        load_in_background()  # while the captioners work
     if settings.captions_written:
         run.write(_to_write(rows, settings.caption_mode))
     if settings.active:
@@ -233,8 +240,11 @@ class _Run:
         if missing:
             tasks = [self._source_task(self.rows[by_key[key][0]], settings.caption_frames,
                                        settings.caption_frame_size) for key in missing]
-            outcomes = prefetch_map(decode_caption_frames, tasks,
-                                    workers=min(self.workers, len(tasks)),
+            # Decoded ahead by as many clips as requests may be in flight (a few MB each), so
+            # a freed slot never waits for a decode.
+            workers = min(self.workers, len(tasks))
+            outcomes = prefetch_map(decode_caption_frames, tasks, workers=workers,
+                                    depth=2 * workers + settings.caption_concurrency,
                                     timeout_s=self.decode_timeout_s, ordered=False,
                                     preload=(decode_caption_frames.__module__,))
 

@@ -21,7 +21,7 @@ from cog_assets.core.choices import CaptionOverLimit
 from cog_assets.core.config import CaptionSettings
 from cog_assets.core.keys import CaptionerIdentity
 from cog_assets.models.devices import dtype_name
-from cog_assets.models.vlm import process_image_text_model, vlm_identity
+from cog_assets.models.vlm import ImageTextModel, process_image_text_model, vlm_identity
 
 
 @dataclass
@@ -69,6 +69,23 @@ def chat_endpoint(settings: CaptionSettings, model: str) -> ChatEndpoint:
                         concurrency=settings.caption_concurrency, key=api_key())
 
 
+def _captioner(settings: CaptionSettings, writer: CaptionerIdentity,
+               device: torch.device | None, dtype: torch.dtype) -> Callable[[], Captioner]:
+    """What makes the captioner: an endpoint's client, or the local model's batched writer
+    (the model itself loads on its first clip)."""
+    if settings.caption_endpoint:
+        return lambda: EndpointCaptioner(chat_endpoint(settings, settings.caption_model),
+                                         writer.prompt)
+
+    def load() -> ImageTextModel:
+        return process_image_text_model(settings.caption_model, settings.caption_revision,
+                                        device or torch.device("cpu"), dtype,
+                                        settings.caption_trust_remote_code)
+
+    return lambda: LocalCaptioner(load, writer.prompt, writer.model, settings.caption_max_tokens,
+                                  settings.caption_temperature, settings.caption_batch_size)
+
+
 def caption_tools(settings: CaptionSettings, *, id_token: str | None = None,
                   device: torch.device | None = None, dtype: torch.dtype = torch.float32,
                   count_tokens: Callable[[list[str]], list[int]] | None = None,
@@ -76,22 +93,11 @@ def caption_tools(settings: CaptionSettings, *, id_token: str | None = None,
     """The tools of these settings; a local model would run on `device` in `dtype`."""
     writer = captioner_identity(settings, dtype_name(dtype))
     polisher = polisher_identity(settings)
-    make_captioner = make_polisher = None
-    if writer is not None and settings.caption_endpoint:
-        def make_captioner() -> Captioner:
-            return EndpointCaptioner(chat_endpoint(settings, settings.caption_model),
-                                     writer.prompt)
-    elif writer is not None:
-        def make_captioner() -> Captioner:
-            return LocalCaptioner(
-                lambda: process_image_text_model(
-                    settings.caption_model, settings.caption_revision,
-                    device or torch.device("cpu"), dtype, settings.caption_trust_remote_code),
-                writer.prompt, writer.model, settings.caption_max_tokens,
-                settings.caption_temperature, settings.caption_batch_size)
+    make_polisher = None
     if polisher is not None:
-        def make_polisher() -> Captioner:
-            name = settings.caption_polish_model or settings.caption_model
-            return EndpointPolisher(chat_endpoint(settings, name), polisher.prompt)
-    return CaptionTools(settings, id_token, writer, polisher, make_captioner, make_polisher,
-                        count_tokens, token_limit)
+        name = settings.caption_polish_model or settings.caption_model
+        make_polisher = lambda: EndpointPolisher(chat_endpoint(settings, name),  # noqa: E731
+                                                 polisher.prompt)
+    return CaptionTools(settings, id_token, writer, polisher,
+                        None if writer is None else _captioner(settings, writer, device, dtype),
+                        make_polisher, count_tokens, token_limit)

@@ -48,9 +48,11 @@ def caption(root: Path, store: ContentStore, server=None, *, token_limit=226, **
     manifest = build_manifest(settings.sources, "shard-00000")
     segments, _, _ = split_segments(manifest, settings.sources, settings.segments,
                                     settings.limits, store)
+    counting = settings.captions.caption_over_limit != "flag"  # as the asset: T5's tokenizer
     runtime = ModelRuntime(settings.model, settings.device)
     tools = caption_tools(settings.captions, id_token=settings.sources.id_token,
-                          count_tokens=runtime.token_counter(), token_limit=token_limit)
+                          count_tokens=runtime.token_counter() if counting else None,
+                          token_limit=token_limit)
     shard = caption_clips(segments, root, store, tools, decode_timeout_s=60, workers=0)
     return shard, {row["clip_id"]: row for row in shard.table.iter_rows(named=True)}
 
@@ -180,3 +182,29 @@ def test_degenerate_foreign_and_over_long_written_captions_are_rejected(tmp_path
                           caption_over_limit="reject", token_limit=20)
     long = [r for r in rows.values() if r["issue_reason"] == "caption_too_long"]
     assert long and "T5 tokens" in long[0]["issue_message"]
+
+
+def test_a_local_model_writes_through_the_same_step_and_a_rerun_loads_nothing(tmp_path,
+                                                                              shared_media,
+                                                                              store):
+    from cog_assets.models.runtime import PROCESS_MODELS
+
+    PROCESS_MODELS.clear()
+    before = PROCESS_MODELS.loads
+    root = data_root(tmp_path, shared_media, {"pancake.mkv": "", "nasa.mp4": ""})
+    shard, rows = caption(root, store, caption_mode="fill", caption_model="tiny",
+                          caption_frames=2, caption_max_tokens=24)
+    assert PROCESS_MODELS.loads - before == 1  # the captioner, once
+    assert shard.stats.extra["captions_generated"] == 2
+    # the toy model writes word salad: each clip is captioned, then judged like any other
+    for row in rows.values():
+        assert row["caption_key"] and row["caption_model"].startswith("tiny-vlm-seed0-v1/")
+        assert row["caption_source"] == "generated" or row["issue_reason"] in (
+            "degenerate_caption", "non_english")
+    loads = PROCESS_MODELS.loads
+    PROCESS_MODELS.clear()
+    again, rows_again = caption(root, store, caption_mode="fill", caption_model="tiny",
+                                caption_frames=2, caption_max_tokens=24)
+    assert PROCESS_MODELS.loads == loads and again.stats.reused == 2  # nothing loaded
+    assert {c: r["caption"] for c, r in rows_again.items()} == {
+        c: r["caption"] for c, r in rows.items()}

@@ -208,3 +208,24 @@ def test_a_local_model_writes_through_the_same_step_and_a_rerun_loads_nothing(tm
     assert PROCESS_MODELS.loads == loads and again.stats.reused == 2  # nothing loaded
     assert {c: r["caption"] for c, r in rows_again.items()} == {
         c: r["caption"] for c, r in rows.items()}
+
+
+def test_a_damaged_caption_is_found_by_verify_quarantined_and_written_again(tmp_path,
+                                                                            shared_media,
+                                                                            store):
+    from cog_assets.store.verify import verify_store
+
+    root = data_root(tmp_path, shared_media)
+    with chat_server() as server:
+        _, rows = caption(root, store, server, caption_mode="fill")
+        assert verify_store(store).ok
+        damaged = Path(store.artifact_path(ArtifactKind.caption, rows["nasa.mp4"]["caption_key"]))
+        data = bytearray(damaged.read_bytes())
+        data[-3] ^= 0xFF  # one flipped byte of the caption's text
+        damaged.write_bytes(bytes(data))
+        report = verify_store(store)
+        assert not report.ok and any(str(damaged) in f.line() for f in report.findings)
+        shard, again = caption(root, store, server, caption_mode="fill")
+    assert server.requests == 3  # the damaged one only, asked again
+    assert shard.stats.corrupt and again["nasa.mp4"]["caption"] == rows["nasa.mp4"]["caption"]
+    assert verify_store(store).ok

@@ -31,7 +31,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from cog_assets.captions.captioner import CaptionJob
+from cog_assets.captions.captioner import CaptionJob, CaptionResult
 from cog_assets.captions.checks import (
     degeneracy,
     language_of,
@@ -199,6 +199,32 @@ class _Run:
         self.store.put_tensors(ArtifactKind.caption, key, {"text": data},
                                {"step": step, "model": model})
 
+    def _reuse(self, keys: list[str]) -> dict[str, str]:
+        """Hold `keys` (the step's lease), and the written captions the store has under them."""
+        self.hold({ArtifactKind.caption: keys})
+        texts = {}
+        for key in keys:
+            text = self._stored(key)
+            if text is not None:
+                texts[key] = text
+                self.stats.reused += 1
+        return texts
+
+    def _gather(self, results: Iterator[CaptionResult], step: str, model: str,
+                texts: dict[str, str], failures: dict[str, tuple[RejectReason, str]],
+                why: str) -> None:
+        """Store each caption written (`step`: caption or polish), note each failure."""
+        counter = "captions_generated" if step == "caption" else "captions_polished"
+        for result in results:
+            self.stats.extra["requests"] += result.requests
+            if result.ok:
+                self._store(result.tag, result.text, step, model)
+                texts[result.tag] = result.text
+                self.stats.computed += 1
+                self.stats.extra[counter] += 1
+            else:
+                failures[result.tag] = (RejectReason.caption_failed, f"{why}: {result.error}")
+
     def _fail(self, row: dict, reason: RejectReason, message: str) -> None:
         row.update(issue_reason=reason, issue_message=f"{row['clip_id']}: {message}",
                    issue_stage=STAGE)
@@ -229,13 +255,7 @@ class _Run:
                                            settings.caption_frames, settings.caption_frame_size)
             row["caption_key"] = identity.caption_key(recipe)
             by_key.setdefault(row["caption_key"], []).append(i)
-        self.hold({ArtifactKind.caption: list(by_key)})
-        texts, failures = {}, {}
-        for key in by_key:
-            text = self._stored(key)
-            if text is not None:
-                texts[key] = text
-                self.stats.reused += 1
+        texts, failures = self._reuse(list(by_key)), {}
         missing = [key for key in by_key if key not in texts]
         if missing:
             tasks = [self._source_task(self.rows[by_key[key][0]], settings.caption_frames,
@@ -258,17 +278,8 @@ class _Run:
                     outcome.value = None
 
             with closing(outcomes):
-                for result in self.tools.make_captioner().run(jobs()):
-                    self.stats.extra["requests"] += result.requests
-                    if result.ok:
-                        self._store(result.tag, result.text, "caption", identity.model)
-                        texts[result.tag] = result.text
-                        self.stats.computed += 1
-                        self.stats.extra["captions_generated"] += 1
-                    else:
-                        failures[result.tag] = (RejectReason.caption_failed,
-                                                f"the captioner {identity.model} failed: "
-                                                f"{result.error}")
+                self._gather(self.tools.make_captioner().run(jobs()), "caption", identity.model,
+                             texts, failures, f"the captioner {identity.model} failed")
         for key, indices in by_key.items():
             for i in indices:
                 row = self.rows[i]
@@ -308,30 +319,17 @@ class _Run:
             row["polish_key"] = identity.polish_key(caption_sha256(text))
             inputs[row["polish_key"]] = text
             by_key.setdefault(row["polish_key"], []).append(i)
-        self.hold({ArtifactKind.caption: list(by_key)})
-        texts, failures = {}, {}
-        for key in by_key:
-            text = self._stored(key)
-            if text is not None:
-                texts[key] = text
-                self.stats.reused += 1
+        texts, failures = self._reuse(list(by_key)), {}
         missing = [CaptionJob(key, text=inputs[key]) for key in by_key if key not in texts]
         if missing:
-            for result in self.tools.make_polisher().run(missing):
-                self.stats.extra["requests"] += result.requests
-                if result.ok:
-                    self._store(result.tag, result.text, "polish", identity.model)
-                    texts[result.tag] = result.text
-                    self.stats.computed += 1
-                    self.stats.extra["captions_polished"] += 1
-                else:
-                    failures[result.tag] = f"polishing by {identity.model} failed: {result.error}"
+            self._gather(self.tools.make_polisher().run(missing), "polish", identity.model,
+                         texts, failures, f"polishing by {identity.model} failed")
         for key, indices in by_key.items():
             for i in indices:
                 row = self.rows[i]
                 if key not in texts:
                     self.stats.extra["caption_failures"] += 1
-                    self._fail(row, RejectReason.caption_failed, failures[key])
+                    self._fail(row, *failures[key])
                     continue
                 cleaned = strip_boilerplate(texts[key])
                 self.stats.extra["boilerplate_stripped"] += cleaned != texts[key].strip()

@@ -51,7 +51,8 @@ def with_settings(assets: Sequence[AssetsDefinition], settings: Settings
 
 def build_definitions(settings: Settings) -> Definitions:
     """Everything `dagster dev` serves for these settings (already validated)."""
-    assets = with_code_versions(shard_assets(gpu_op_tags(settings.orchestration)), settings)
+    assets = with_code_versions(shard_assets(gpu_op_tags(settings.orchestration),
+                                             settings.captions.local_model), settings)
     if settings.orchestration.automation:
         assets = with_automation(assets)
     others = with_settings([*EXPORT_ASSETS, store_usage], settings)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from cog_assets.core.config import (
     RESOURCE_GROUPS,
+    CaptionSettings,
     DeviceSettings,
     FrameSettings,
     MediaLimits,
@@ -91,9 +92,14 @@ class StoreResource(_resource_of(StoreSettings)):
         return ContentStore(self.url, verify_reuse=self.verify_artifacts)
 
 
+class CaptionsResource(_resource_of(CaptionSettings)):
+    """Captions written, polished and checked (the endpoint's key: COG_ASSETS_CAPTION_API_KEY)."""
+
+
 RESOURCE_CLASSES: dict[str, type[ConfigurableResource]] = {
     "sources": SourcesResource, "frames": FramesResource, "limits": LimitsResource,
     "segments": SegmentsResource, "model": ModelResource, "device": DeviceResource, "store": StoreResource,
+    "captions": CaptionsResource,
 }
 assert RESOURCE_CLASSES.keys() == RESOURCE_GROUPS.keys()
 

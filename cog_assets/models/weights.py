@@ -42,11 +42,11 @@ class WeightsSource:
             raise ValueError(f"profile {self.profile.name} has no weights: set a directory or hub id")
         local = Path(location) / component
         if local.is_dir():
-            return f"dir:{_fingerprint(local)}/{component}"
+            return f"dir:{directory_fingerprint(local)}/{component}"
         return f"hub:{location}@{self.revision or 'main'}/{component}"
 
 
-def _fingerprint(directory: Path) -> str:
+def directory_fingerprint(directory: Path) -> str:
     """Names, sizes and the head and tail of every file: cheap, and changes with the weights."""
     digest = hashlib.sha256()
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
@@ -156,9 +156,19 @@ def effective_profile(source: WeightsSource) -> ModelProfile:
         return source.profile
     configs = local_configs(source)
     if configs is None:
+        location = source.location
+        if location.startswith(("/", "./", "../", "~")) or Path(location).exists():
+            raise WeightsMismatch(f"the weights {location} are not a directory (a local "
+                                  "diffusers-layout folder with vae/, text_encoder/, "
+                                  "tokenizer/, or a hub id)")
         if not source.profile.name.startswith("tiny"):
             return source.profile
-        configs = hub_configs(source)
+        try:
+            configs = hub_configs(source)
+        except Exception as exc:  # noqa: BLE001 - offline, unknown id: say which and why
+            raise WeightsMismatch(f"the weights {location}: their configuration could not "
+                                  f"be read from the hub ({type(exc).__name__}: {exc})"
+                                  ) from None
     return reconcile(source.profile, weight_facts(configs), source.location)
 
 

@@ -151,11 +151,10 @@ def judge(relative: str, mtime: float, live: LiveSet, holding: HeldSet, cutoff: 
     elif area == layout.DATASETS_DIR:
         category = _judge_dataset_file(relative, parts, live)
         recent = recent or live.stopped_serving(relative) > cutoff  # readers may have it open
-    elif area == layout.TABLES_DIR and len(parts) == 4:  # tables/<profile>/<asset>/<shard>
-        category = None if (parts[1], name.removesuffix(".parquet")) in live.tables \
-            else "tables"
+    elif area == layout.TABLES_DIR and len(parts) == 4:  # tables/<profile>/<asset>/<shard>.*
+        category = None if (parts[1], name.split(".")[0]) in live.tables else "tables"
     elif area == layout.TABLES_DIR and len(parts) == 3:  # a store's before profiles: any
-        category = None if name.removesuffix(".parquet") in live.shards else "tables"
+        category = None if name.split(".")[0] in live.shards else "tables"
     elif area == layout.CONTACT_SHEETS_DIR and len(parts) == 3:
         category = None if (parts[1], name.removesuffix(".jpg")) in live.tables \
             else "contact_sheets"
@@ -176,9 +175,11 @@ def _judge_artifact(parts: list[str], live: LiveSet, holding: HeldSet) -> str | 
         return "references" if "." + suffix == layout.REF_SUFFIX else CAS_KINDS[kind]
     if kind == ArtifactKind.frames:
         keep = key in live.frames_kept
-    elif kind in (ArtifactKind.first_frame, ArtifactKind.thumbnail):
+    elif kind == ArtifactKind.first_frame:
         keep = key in live.frames_any
-    elif kind == ArtifactKind.scene_scan:
+    elif kind == ArtifactKind.thumbnail:  # of decoded frames, or of a clip needing a caption
+        keep = key in live.frames_any or live.has(kind, key)
+    elif kind in (ArtifactKind.scene_scan, ArtifactKind.caption):
         keep = live.has(kind, key)
     else:
         return None  # not ours

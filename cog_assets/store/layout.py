@@ -9,6 +9,8 @@ import from here; this module imports nothing of the pipeline, so a trainer that
     cas/<kind>/<key[:2]>/<key>.ref.json        an artefact whose home is a published shard's file
     quarantine/<kind>/<key>.<stamp>.corrupt    artefacts found damaged, moved out of the way
     tables/<profile>/<asset>/<shard>.parquet   each asset's per-shard table, per dataset
+    tables/<profile>/needs_captions/<shard>.jsonl  clips a person should caption
+                                               (segment_captions format)
     datasets/<profile>/catalog.json            the live shards: what loaders and exports read
     datasets/<profile>/catalog.d/<shard>.json  each shard's last publication (the catalog's source)
     datasets/<profile>/<shard>/                finished shards (versioned index and tensor files)
@@ -77,6 +79,11 @@ def table_path(profile: str, asset: str, shard: str) -> str:
 def legacy_table_path(asset: str, shard: str) -> str:
     """Where a store written before tables were kept per profile has the table."""
     return f"{TABLES_DIR}/{asset}/{shard}.parquet"
+
+
+def needs_captions_path(profile: str, shard: str) -> str:
+    """The clips of a shard that need a person's caption, as a segment_captions table."""
+    return f"{TABLES_DIR}/{profile}/needs_captions/{shard}.jsonl"
 
 
 def dataset_dir(profile: str) -> str:

@@ -11,7 +11,7 @@ from dagster import execute_job, instance_for_test
 from cog_assets.core.config import RESOURCE_GROUPS, Settings, SettingsError, setting_fields
 from cog_assets.defs.build import reconstructable_job
 from cog_assets.defs.runs import materialize_shards, register_shards
-from cog_assets.defs.versions import code_versions
+from cog_assets.defs.versions import SHARD_ASSETS, code_versions
 from cog_assets.media.synthetic import write_test_dataset
 
 # another valid value of each launchpad setting, where the type alone does not give one
@@ -110,11 +110,7 @@ def test_a_run_config_overriding_the_buckets_is_refused_and_writes_nothing(datas
         # the next backfill runs the shard: nothing was recorded as materialized
         [summary] = materialize_shards(settings, instance).values()
         assert not summary.up_to_date and summary.success
-        assert summary.why == ["raw_manifest never materialized", "scene_segments never "
-                               "materialized", "validated_clips never materialized",
-                               "frame_tensors never materialized", "vae_latents never "
-                               "materialized", "t5_embeddings never materialized",
-                               "training_dataset never materialized"]
+        assert summary.why == [f"{name} never materialized" for name in SHARD_ASSETS]
 
 
 @pytest.mark.slow

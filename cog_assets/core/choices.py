@@ -118,3 +118,11 @@ class ArtifactKind(Choice):
     embeddings = "t5_embedding"  # T5 last hidden state [L, D]
     scene_scan = "scene_scan"  # one source video's cut times and per-sample quality scores
     thumbnail = "thumbnail"  # the middle frame as a small PNG, keyed by its frames key
+    clip_file = "clip_file"  # one accepted clip cut out of its source as an H.264 MP4 (+ .json)
+
+
+class CutMethod(Choice):
+    """How a clip file was cut out of its source."""
+
+    stream_copy = "stream_copy"  # the source's H.264 packets copied: the cut is on keyframes
+    re_encode = "re_encode"  # decoded, made upright, square-pixelled and CFR, encoded again

@@ -27,6 +27,8 @@ SCAN_VERSION = "scan-v1"  # a source's cuts and quality samples (media/scan.py)
 FRAMES_VERSION = "frames-v1"  # the decoder's output bytes (media/decode.py)
 LATENTS_VERSION = "vae-moments-v1"  # the VAE's moments (stages/latents.py)
 EMBEDDINGS_VERSION = "t5-last-hidden-v1"  # T5's last hidden state (stages/embeddings.py)
+CLIP_FILE_VERSION = "clip-file-v1"  # a clip cut out of its source as a file (media/clip_cut.py)
+SEGMENTS_VERSION = "segments-v2"  # how scenes become segments (media/scene_cuts.py)
 
 HASH_CHUNK = 1 << 20
 
@@ -89,6 +91,16 @@ def frames_key(spec: Mapping[str, Any], content_hash: str, first_frame: str | No
     window = {} if segment is None else {"segment": list(segment)}
     return artifact_key(ArtifactKind.frames, content=content_hash, first_frame=first_frame,
                         version=FRAMES_VERSION, **window, **spec)
+
+
+def clip_file_key(content_hash: str, start_s: float, end_s: float,
+                  encoding: Mapping[str, Any]) -> str:
+    """The key of one clip's file: its source's bytes, the stretch cut out of it (to the
+    millisecond, as clip ids name it) and the encoding settings (`ClipEncoding`). Not the
+    caption: a new caption cuts nothing."""
+    return artifact_key(ArtifactKind.clip_file, content=content_hash,
+                        segment=[round(start_s, 3), round(end_s, 3)], **encoding,
+                        version=CLIP_FILE_VERSION)
 
 
 def scan_key(content_hash: str, scan_parts: Mapping[str, Any]) -> str:

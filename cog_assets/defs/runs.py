@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import AssetRecordsFilter, DagsterInstance, execute_job
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, execute_job
 
 from cog_assets.core.config import Settings, SettingsError
 from cog_assets.defs.assets.store_usage import report_store_usage
@@ -40,6 +40,7 @@ from cog_assets.store import catalog, layout
 from cog_assets.store.content_store import ContentStore
 
 EXPORT_JOB = "export_datasets"
+SEGMENTS_KEY = AssetKey("scene_segments")
 log = logging.getLogger(__name__)
 
 
@@ -85,6 +86,7 @@ class ShardSummary:
     up_to_date: bool = False  # skipped: its last materialization matches (no run started)
     decoded_ahead: int = 0  # of `computed`: frames decoded while the previous shard ran
     why: list[str] = field(default_factory=list)  # why it ran (the freshness rule's reasons)
+    footage_dropped_s: float | None = None  # source footage in no kept clip (split_scenes)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -129,6 +131,8 @@ def summarise(shard: str, result) -> ShardSummary:
                             if line]
         if materialization.asset_key == DATASET_KEY:
             _read_dataset_metadata(summary, materialization.metadata)
+        elif materialization.asset_key == SEGMENTS_KEY and "footage_dropped_s" in meta:
+            summary.footage_dropped_s = float(meta["footage_dropped_s"])
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
             summary.failed_checks.append(evaluation.asset_check_key.to_user_string())

@@ -6,7 +6,8 @@ Garbage, once older than the grace period (`gc_grace_s`, by the file's time):
 
 - artefacts under `cas/` no live shard references (old versions after a change of buckets,
   resize or model; retired shards' clips; rejected clips' leftovers; frames of published
-  shards that drop them), and references of such artefacts;
+  shards that drop them), and references of such artefacts; clip files no current export
+  links (their exports hold hard links of their own);
 - files of a live shard that its catalog entry does not serve (old versions), folders of
   shards no catalog lists (retired), catalog entries of retired shards;
 - quarantined files (by the time they were quarantined), temporary files of killed runs,
@@ -44,7 +45,7 @@ from cog_assets.store.live_set import GcError, LiveSet, live_set  # noqa: F401 -
 from cog_assets.store.sealed_tensors import DamagedTensors
 
 CATEGORIES = ("frames", "latents", "embeddings", "references", "first_frames", "thumbnails",
-              "scene_scans", "old_versions", "retired_shards", "tables", "contact_sheets",
+              "scene_scans", "clip_files", "old_versions", "retired_shards", "tables", "contact_sheets",
               "exports", "quarantine", "temporaries", "leases")
 
 
@@ -160,7 +161,7 @@ def _judge_artifact(parts: list[str], live: LiveSet, holding: HeldSet) -> str | 
         keep = key in live.frames_kept
     elif kind in (ArtifactKind.first_frame, ArtifactKind.thumbnail):
         keep = key in live.frames_any
-    elif kind == ArtifactKind.scene_scan:
+    elif kind in (ArtifactKind.scene_scan, ArtifactKind.clip_file):
         keep = live.has(kind, key)
     else:
         return None  # not ours

@@ -29,6 +29,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 from av.video.reformatter import Interpolation, VideoReformatter
 from PIL import Image
 
@@ -54,6 +55,10 @@ STANDARD_RATES = (Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30
 RATE_TOLERANCE = 0.01
 # Frame spacing a constant-rate source may wander by (timestamps rounded to the time base).
 CFR_JITTER = 0.02
+# How far short of a segment's end a source's video data may stop: the clip then ends with the
+# data (containers that count a longer audio track or round their duration up); further short
+# is a truncated file.
+TAIL_SLACK_S = 0.5
 COPY_LOOKAHEAD_S = 30.0  # how far past the end the copy plan reads packets for a keyframe
 
 
@@ -354,16 +359,24 @@ def _re_encode(task: CutTask, segment: Segment, expect: FileStamp, seek: bool) -
             try:
                 for picked, frame in select_streaming(
                         _timed(container, stream, segment.start_s, seek, state), grid):
-                    if state["eof"] and grid[picked[-1]] > (state["time"] + state["step"]
-                                                            + PTS_EPSILON_S):
-                        raise MediaError(RejectReason.truncated, (
-                            f"{name}: video data ends at {state['time'] + state['step']:.3f} s "
-                            f"but the clip runs to {segment.end_s:.3f} s"))
+                    data_end = state["time"] + state["step"]
+                    if state["eof"] and grid[picked[-1]] > data_end + PTS_EPSILON_S:
+                        if segment.end_s - data_end > TAIL_SLACK_S:
+                            raise MediaError(RejectReason.truncated, (
+                                f"{name}: video data ends at {data_end:.3f} s but the clip "
+                                f"runs to {segment.end_s:.3f} s"))
+                        # the container's end overstated the data's (a longer audio track,
+                        # a rounded duration): the clip ends with the data, never padded
+                        picked = [i for i in picked if grid[i] < data_end - PTS_EPSILON_S]
+                        if not picked:
+                            break
                     down = frame.width * frame.height > pre_w * pre_h
                     scaled = reformatter.reformat(
                         frame, width=pre_w, height=pre_h, format=PIX_FMT,
                         interpolation=Interpolation.AREA if down else Interpolation.BICUBIC)
                     picture = _turn(scaled, quarter)
+                    # keyframes where the GOP says (x264 keeps a decoded frame's I type)
+                    picture.pict_type = PictureType.NONE
                     for i in picked:
                         picture.pts = i
                         picture.time_base = 1 / rate

@@ -176,8 +176,8 @@ def _jobs(todo: Mapping[str, list[ClipSource]], root: Path, store: ContentStore,
     for key, same in todo.items():
         first = same[0]
         by_source.setdefault((first.source_video, first.content_hash), []).append((key, same))
-    workers = default_workers() if workers is None else workers
-    threads = 1 if workers >= default_workers() else 0  # a thread per core in all
+    running = min(default_workers() if workers is None else workers, len(by_source))
+    threads = 1 if running >= default_workers() else 0  # a thread per core in all
     jobs = []
     for (video, content_hash), members in sorted(by_source.items()):
         members.sort(key=lambda item: (item[1][0].start_s, item[1][0].end_s))

@@ -193,6 +193,15 @@ def test_a_segment_past_the_end_of_the_data_is_truncated_not_padded(tmp_path):
     assert not path.exists()
 
 
+def test_a_container_that_overstates_its_end_a_little_gives_a_clip_that_ends_with_the_data(
+        tmp_path):
+    source = write_test_video(tmp_path / "a.mp4", fps=25, seconds=1.0)
+    [(result, path)] = cut(source, (0.0, 1.3))  # a longer audio track, a rounded duration
+    assert result.method == CutMethod.re_encode and result.frames == 25
+    frames, _, _ = decoded(path)
+    assert [read_frame_index(f) for f in frames] == list(range(25))  # no frame repeated
+
+
 def test_clip_rates_keep_standard_rates_and_round_the_rest():
     assert clip_rate(29.97) == Fraction(30000, 1001) and clip_rate(30.0) == 30
     assert clip_rate(30.2) == 30 and clip_rate(23.98) == Fraction(24000, 1001)

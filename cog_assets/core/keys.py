@@ -93,13 +93,15 @@ def frames_key(spec: Mapping[str, Any], content_hash: str, first_frame: str | No
                         version=FRAMES_VERSION, **window, **spec)
 
 
-def clip_file_key(content_hash: str, start_s: float, end_s: float,
+def clip_file_key(content_hash: str, start_s: float, end_s: float | None,
                   encoding: Mapping[str, Any]) -> str:
     """The key of one clip's file: its source's bytes, the stretch cut out of it (to the
-    millisecond, as clip ids name it) and the encoding settings (`ClipEncoding`). Not the
+    millisecond, as clip ids name it; `end_s` None: to the end of the data, a whole file
+    whose headers give no duration) and the encoding settings (`ClipEncoding`). Not the
     caption: a new caption cuts nothing."""
+    end = None if end_s is None else round(end_s, 3)
     return artifact_key(ArtifactKind.clip_file, content=content_hash,
-                        segment=[round(start_s, 3), round(end_s, 3)], **encoding,
+                        segment=[round(start_s, 3), end], **encoding,
                         version=CLIP_FILE_VERSION)
 
 

@@ -37,6 +37,7 @@ from cog_assets.core.choices import CutMethod
 from cog_assets.core.keys import file_digest
 from cog_assets.core.reasons import RejectReason
 
+from .decode import _scan_duration
 from .errors import MediaError
 from .probe import clockwise_rotation
 from .safe_open import FileStamp, display_rotation_ccw, hash_at_rest, open_media
@@ -78,10 +79,11 @@ class ClipEncoding:
 @dataclass(frozen=True)
 class Segment:
     """One clip of the source to cut: [start_s, end_s) into the file `out` (a temporary name
-    the caller moves into place)."""
+    the caller moves into place); `end_s` None: to the end of the video data (a whole file
+    whose headers give no duration)."""
 
     start_s: float
-    end_s: float
+    end_s: float | None
     out: str
 
 
@@ -112,6 +114,7 @@ class CutClip:
     digest: str  # blake3 of the file
     first_png: bytes | None = None
     last_png: bytes | None = None
+    skipped_packets: int = 0  # damaged source packets left out (the frame before held)
 
     @property
     def fps(self) -> float:
@@ -205,11 +208,35 @@ def _copyable(source: _Source) -> bool:
             and abs(source.average_fps - float(source.rate)) <= 1e-3 * float(source.rate))
 
 
+def _nal_length_size(stream: av.VideoStream) -> int | None:
+    """Bytes of each NAL unit's length prefix (from the avcC record), None if the stream is
+    not stored length-prefixed."""
+    extradata = stream.codec_context.extradata
+    if not extradata or len(extradata) < 5 or extradata[0] != 1:
+        return None
+    return (extradata[4] & 3) + 1
+
+
+def _whole_nal_units(data: bytes, size: int) -> bool:
+    """Whether a packet is a run of length-prefixed NAL units that fills it exactly: a
+    damaged packet (a length running past its end) would be copied as it is and fail in the
+    trainer's decoder, so its segment is encoded again instead (the decoder skips it)."""
+    pos = 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + size], "big")
+        pos += size + length
+        if length == 0 or pos > len(data):
+            return False
+    return pos == len(data)
+
+
 def _copy_plan(container: av.container.InputContainer, stream: av.VideoStream,
                source: _Source, start_s: float, end_s: float) -> list[av.Packet] | None:
     """The source's packets that are exactly the segment, or None where copying them would
-    not be exact (a start off a keyframe, reordered frames cut at the end, a variable rate)."""
-    if not _copyable(source):
+    not be exact (a start off a keyframe, reordered frames cut at the end, a variable rate,
+    a damaged packet)."""
+    nal_size = _nal_length_size(stream)
+    if not _copyable(source) or nal_size is None:
         return None
     tb = stream.time_base
     origin = _origin(stream)
@@ -225,7 +252,8 @@ def _copy_plan(container: av.container.InputContainer, stream: av.VideoStream,
     for packet in container.demux(stream):
         if packet.size == 0:  # the demuxer's flush packet
             continue
-        if packet.pts is None or packet.dts is None:
+        if (packet.pts is None or packet.dts is None or packet.is_corrupt
+                or not _whole_nal_units(bytes(packet), nal_size)):
             return None
         t = float((packet.pts - origin) * tb)
         if not packets:
@@ -311,6 +339,28 @@ def _turn(frame: av.VideoFrame, quarter: int) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(np.ascontiguousarray(data), format=PIX_FMT)
 
 
+MAX_CONSECUTIVE_ERRORS = 8  # damaged packets in a row a cut skips before it gives up
+
+
+def _frames(container: av.container.InputContainer, stream: av.VideoStream, state: dict
+            ) -> Iterator[av.VideoFrame]:
+    """Decoded frames, packet by packet: a damaged packet costs only its frames (the clip
+    shows the frame before it for as long, as a player would) and is counted in
+    state["skipped"]; more than MAX_CONSECUTIVE_ERRORS in a row is a decode error."""
+    failures = 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()  # the final empty packet flushes the decoder
+        except av.error.InvalidDataError:
+            failures += 1
+            state["skipped"] += 1
+            if failures > MAX_CONSECUTIVE_ERRORS:
+                raise
+            continue
+        failures = 0
+        yield from frames
+
+
 def _timed(container: av.container.InputContainer, stream: av.VideoStream, start_s: float,
            seek: bool, state: dict) -> Iterator[tuple[float, av.VideoFrame]]:
     """Decoded frames with their time from the stream start, from the keyframe before
@@ -320,7 +370,7 @@ def _timed(container: av.container.InputContainer, stream: av.VideoStream, start
     if seeked:
         container.seek(origin + int(start_s / stream.time_base), stream=stream, backward=True)
     base = None if origin is None else float(origin * stream.time_base)
-    for frame in container.decode(stream):
+    for frame in _frames(container, stream, state):
         if frame.time is None:
             t = (state["time"] + state["step"]) if state["count"] else 0.0
         else:
@@ -347,7 +397,8 @@ def _re_encode(task: CutTask, segment: Segment, expect: FileStamp, seek: bool) -
         rate = source.rate
         count = max(1, round((segment.end_s - segment.start_s) * float(rate)))
         grid = [segment.start_s + i / float(rate) for i in range(count)]
-        state = {"time": 0.0, "step": 1.0 / float(rate), "count": 0, "eof": False}
+        state = {"time": 0.0, "step": 1.0 / float(rate), "count": 0, "eof": False,
+                 "skipped": 0}
         with av.open(segment.out, "w", format="mp4",
                      options={"movflags": "+faststart"}) as output:
             target = output.add_stream(ENCODER, rate=rate)
@@ -390,7 +441,7 @@ def _re_encode(task: CutTask, segment: Segment, expect: FileStamp, seek: bool) -
                                  f"{name}: no video frames could be decoded from "
                                  f"{segment.start_s:.3f} s")
             output.mux(target.encode(None))
-    return count
+    return state["skipped"]
 
 
 # -- the task ----------------------------------------------------------------------------------
@@ -424,6 +475,11 @@ def _measure(path: str) -> tuple[int, int, int, str]:
 
 def _cut_one(task: CutTask, segment: Segment, expect: FileStamp) -> CutClip:
     name = os.path.basename(task.path)
+    if segment.end_s is None:  # the headers give no duration: where the packets end
+        with open_media(task.path, root=task.root, expect=expect, headers_only=True) as c:
+            fps = _source(c, name)[1].average_fps
+        segment = Segment(segment.start_s, _scan_duration(task.path, fps, task.root, expect),
+                          segment.out)
     if not segment.end_s > segment.start_s:
         raise MediaError(RejectReason.segment_too_short,
                          f"{name}: [{segment.start_s}, {segment.end_s}) holds no time")
@@ -432,20 +488,21 @@ def _cut_one(task: CutTask, segment: Segment, expect: FileStamp) -> CutClip:
         packets = _copy_plan(container, stream, source, segment.start_s, segment.end_s)
         if packets is not None:
             _write_copy(segment.out, stream, packets, source.rate)
+    skipped = 0
     if packets is not None:
         method = CutMethod.stream_copy
     else:
         method = CutMethod.re_encode
         try:
-            _re_encode(task, segment, expect, seek=True)
+            skipped = _re_encode(task, segment, expect, seek=True)
         except _Overshot:
-            _re_encode(task, segment, expect, seek=False)
+            skipped = _re_encode(task, segment, expect, seek=False)
     frames, width, height, rate = _measure(segment.out)
     first = last = None
     if task.keyframes:
         first, last = end_pictures(segment.out)
     return CutClip(method, frames, rate, width, height, os.path.getsize(segment.out),
-                   file_digest(segment.out), first, last)
+                   file_digest(segment.out), first, last, skipped)
 
 
 def cut_source(task: CutTask) -> SourceCut:

@@ -53,7 +53,12 @@ class ClipSource:
     source_video: str
     content_hash: str
     start_s: float
-    end_s: float
+    end_s: float | None  # None: to the end of the data (a whole file of unknown duration)
+
+    @property
+    def footage_s(self) -> float:
+        """How long it is, as far as is known before cutting (a minute if unknown)."""
+        return 60.0 if self.end_s is None else self.end_s - self.start_s
 
 
 @dataclass
@@ -130,7 +135,8 @@ def cut_clip_files(clips: Iterable[ClipSource], data_root: str | Path, store: Co
     outcomes = prefetch_map(cut_source, [job.task for job in jobs], workers=workers,
                             ordered=False, preload=(cut_source.__module__,),
                             timeout_s=lambda task: cut_time_limit(
-                                decode_timeout_s, sum(s.end_s - s.start_s
+                                decode_timeout_s, sum(60.0 if s.end_s is None
+                                                      else s.end_s - s.start_s
                                                       for s in task.segments)))
     for outcome in outcomes:
         job = jobs[outcome.index]
@@ -142,7 +148,7 @@ def cut_clip_files(clips: Iterable[ClipSource], data_root: str | Path, store: Co
                 stored = _store(store, key, same[0], segment, cut)
                 method = str(cut.method)
                 counts[method] += len(same)
-                footage[method] += segment.end_s - segment.start_s
+                footage[method] += stored.end_s - stored.start_s
                 stats.computed += 1
                 stats.reused += len(same) - 1
                 for clip in same:
@@ -180,7 +186,7 @@ def _jobs(todo: Mapping[str, list[ClipSource]], root: Path, store: ContentStore,
     threads = 1 if running >= default_workers() else 0  # a thread per core in all
     jobs = []
     for (video, content_hash), members in sorted(by_source.items()):
-        members.sort(key=lambda item: (item[1][0].start_s, item[1][0].end_s))
+        members.sort(key=lambda item: (item[1][0].start_s, item[1][0].footage_s))
         token = uuid.uuid4().hex
         segments = tuple(Segment(same[0].start_s, same[0].end_s,
                                  str(temporary_path(store, key, token)))
@@ -197,7 +203,10 @@ def _store(store: ContentStore, key: str, clip: ClipSource, segment: Segment, cu
     stored = StoredClip(key=key, path=Path(segment.out), method=str(cut.method),
                         frames=cut.frames, rate=cut.rate, width=cut.width, height=cut.height,
                         bytes=cut.bytes, digest=cut.digest, start_s=clip.start_s,
-                        end_s=clip.end_s, pictures=cut.first_png is not None)
+                        end_s=clip.end_s if clip.end_s is not None
+                        else clip.start_s + cut.duration_s,
+                        pictures=cut.first_png is not None,
+                        skipped_packets=cut.skipped_packets)
     pictures = ({"first": cut.first_png, "last": cut.last_png}
                 if cut.first_png is not None else None)
     return put_clip(store, stored, Path(segment.out), pictures)

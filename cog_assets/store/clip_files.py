@@ -38,6 +38,7 @@ class StoredClip:
     start_s: float
     end_s: float
     pictures: bool = False  # first and last frame kept as PNGs
+    skipped_packets: int = 0  # damaged source packets left out when it was cut
 
     @property
     def fps(self) -> float:

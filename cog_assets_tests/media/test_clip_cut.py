@@ -247,3 +247,32 @@ def test_corpus_sources_come_out_upright_square_pixelled_and_at_a_constant_rate(
         reader = VideoReader(str(path))  # what the trainers open it with
         assert len(reader) == result.frames, name
         assert reader[0].shape == (result.height, result.width, 3), name
+
+
+@pytest.mark.slow
+def test_a_whole_file_whose_headers_give_no_duration_is_cut_to_the_end_of_its_data(
+        shared_media, tmp_path):
+    source = tmp_path / "no_duration.webm"
+    source.write_bytes((shared_media / "edge" / "moviepy__no_duration.webm").read_bytes())
+    assert probe_video(source).duration_s is None
+    [(result, path)] = cut(source, (0.0, None))
+    assert isinstance(result, CutClip), result
+    # PROBE.tsv: 74 frames over 4.94 s, 14.985 fps on average
+    assert abs(result.duration_s - 4.94) <= 0.25
+    assert_clip_file(path, result, 4.94)
+
+
+@pytest.mark.slow
+def test_a_damaged_packet_is_never_copied_into_a_clip_the_trainer_cannot_decode(
+        shared_media, tmp_path):
+    from decord import VideoReader
+
+    source = tmp_path / "corrupted.mp4"  # PROBE.tsv: one packet fails to decode
+    source.write_bytes((shared_media / "edge" / "decord__corrupted.mp4").read_bytes())
+    [(result, path)] = cut(source, (0.0, 5.0))
+    # an H.264 MP4 from a keyframe to the end: a copy, but for the packet whose NAL lengths
+    # run past its end (decord's decoder stops there with "Invalid NAL unit size")
+    assert result.method == CutMethod.re_encode and result.skipped_packets == 1
+    reader = VideoReader(str(path))
+    assert len(reader) == result.frames == 50
+    assert reader.get_batch(list(range(len(reader)))).asnumpy().shape[0] == 50

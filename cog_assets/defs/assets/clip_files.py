@@ -40,6 +40,8 @@ def clip_files(context: AssetExecutionContext, model: ModelResource, sources: So
     metadata = {"clips": len(files.files) + len(files.failed), **stats.as_metadata(),
                 "clip_files_bytes": sum({f.key: f.bytes for f in files.files.values()}.values()),
                 "seconds_per_minute_cut": round(stats.seconds / cut * 60, 3) if cut else 0.0,
+                "damaged_packets_skipped": sum({f.key: f.skipped_packets
+                                                for f in files.files.values()}.values()),
                 "clip_files": table_metadata(pl.DataFrame(rows)) if rows else "none",
                 "crf": clips.clip_crf}
     if files.failed:

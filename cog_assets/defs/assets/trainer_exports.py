@@ -53,12 +53,12 @@ def dataset_clip_files(store: StoreResource, model: ModelResource, sources: Sour
     settings = sources.settings()
     wanted = []
     for clip in read_clips(dataset_dir):
-        start_s, end_s = clip.segment
-        if clip.content_hash is None or end_s is None:
+        start_s, end_s = clip.segment  # no end: a whole file whose headers give no duration
+        if clip.content_hash is None:
             raise ValueError(f"{clip.where()}: its shard was published without the source's "
-                             "content hash and times; materialize it again")
+                             "content hash; materialize it again")
         wanted.append(ClipSource(clip.clip_id, clip.source_video, clip.content_hash,
-                                 float(start_s or 0.0), float(end_s)))
+                                 float(start_s or 0.0), None if end_s is None else float(end_s)))
     return cut_clip_files(wanted, settings.data_root, content,
                           ClipEncoding(crf=clips.clip_crf), keyframes=clips.export_keyframes,
                           decode_timeout_s=limits.decode_timeout_s,

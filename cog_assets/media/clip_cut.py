@@ -4,14 +4,16 @@ A clip file is H.264 in MP4 (what decord, torchvision and PyAV all read), shows 
 viewer sees (display rotation applied, pixels square), runs at a constant frame rate and has no
 audio. It holds exactly the segment [start_s, end_s) of its source:
 
-- **stream copy** where that is exact: the source is 8-bit 4:2:0 H.264, upright, with square
-  pixels and a constant frame rate, the segment starts on a keyframe and either ends on one (or
-  at the end of the stream) or the stream has no reordered frames; its packets are copied, with
-  their timestamps moved to start at 0;
-- **re-encode** otherwise: frames are decoded from the keyframe before the start, picked by
-  presentation time on a constant-rate grid (a variable-rate source repeats or drops frames as a
-  viewer would see them), scaled to square pixels, turned upright and encoded with libx264 at the
-  quality `crf`, a keyframe every `gop_s` seconds.
+- **stream copy** where that is exact: the source is 8-bit 4:2:0 H.264 stored as MP4 stores it
+  (MP4, Matroska), upright, with square pixels and a constant frame rate, the segment starts on
+  a keyframe and either ends on one (or at the end of the stream) or the stream has no
+  reordered frames, and no packet of it is damaged; its packets are copied onto an exact
+  constant-rate grid from 0;
+- **re-encode** otherwise: frames are decoded from the keyframe before the start (packet by
+  packet: a damaged one is skipped and counted), picked by presentation time on a
+  constant-rate grid (a variable-rate source repeats or drops frames as a viewer would see
+  them), scaled to square pixels, turned upright and encoded with libx264 at the quality
+  `crf`, a keyframe every `gop_s` seconds.
 
 Sources are opened through `safe_open` like every upload (a regular file inside the data root,
 single-file containers only), and one task hashes its source once and checks the bytes are those
@@ -39,12 +41,12 @@ from cog_assets.core.reasons import RejectReason
 
 from .decode import _scan_duration
 from .errors import MediaError
-from .probe import clockwise_rotation
-from .safe_open import FileStamp, display_rotation_ccw, hash_at_rest, open_media
+from .probe import _rotation
+from .safe_open import FileStamp, hash_at_rest, open_media
 from .sampling import PTS_EPSILON_S, select_streaming
 
 __all__ = ["ClipEncoding", "Segment", "CutTask", "CutClip", "cut_source", "clip_rate",
-           "CLIP_CODEC"]
+           "end_pictures", "CLIP_CODEC"]
 
 CLIP_CODEC = "h264"
 ENCODER = "libx264"
@@ -178,16 +180,12 @@ def _source(container: av.container.InputContainer, name: str) -> tuple[av.Video
     if cc is None or not cc.width or not cc.height:
         raise MediaError(RejectReason.unreadable,
                          f"{name}: the video stream has no usable codec parameters")
-    angle = display_rotation_ccw(container, stream.index)
-    if angle is None or abs(angle - 90.0 * round(angle / 90.0)) > 1.0:
-        raise MediaError(RejectReason.unknown_rotation,
-                         f"{name}: the display rotation is not a readable quarter turn")
+    rotation = _rotation(container, stream, name)  # unknown_rotation as the probe says it
     sar = float(stream.sample_aspect_ratio or cc.sample_aspect_ratio or 1) or 1.0
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
-    return stream, _Source(cc.name, cc.pix_fmt or "", cc.width, cc.height, sar,
-                           clockwise_rotation(angle), clip_rate(fps), fps,
-                           container.format.name)
+    return stream, _Source(cc.name, cc.pix_fmt or "", cc.width, cc.height, sar, rotation,
+                           clip_rate(fps), fps, container.format.name)
 
 
 def _origin(stream: av.VideoStream) -> int | None:

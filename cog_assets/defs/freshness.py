@@ -7,7 +7,8 @@ staleness, the one the UI shows and its "Materialize stale" selects from:
   versions) equals the one its latest materialization recorded;
 - no input's data version moved since, `uploads` included: its observation carries the
   shard's upload fingerprint, brought up to date here first (`record_uploads`);
-- its last run deferred no row (a file still being written is read by a later run);
+- its last run left no row for a later run: none deferred (a file still being written is
+  read by a later run), none whose captioner failed (`caption_failed`: asked again);
 - and the finished index is still in the store (a deleted store is not "up to date").
 
 The backfill skips such shards without starting a run, the sensor requests runs for exactly
@@ -71,13 +72,21 @@ def record_uploads(instance: DagsterInstance, fingerprints: Mapping[str, str]) -
                 asset_key=UPLOADS_KEY, partition=shard, tags={DATA_VERSION_TAG: fingerprint}))
 
 
-def _deferred_rows(record) -> int:
-    """Rows the last training_dataset materialization left for later (files in flux)."""
+# Rejects a later run may turn into clips by itself, and what they are called in a reason.
+RETRIED = {"deferred": "deferred (still being written)",
+           "caption_failed": "rejected because their captioner failed (caption_failed)"}
+
+
+def _retried_rows(record) -> dict[str, int]:
+    """Rows the last training_dataset materialization left for later, by reason (files in
+    flux, captions a model failed to write)."""
     if record is None or record.event_log_entry.asset_materialization is None:
-        return 0
+        return {}
     by_reason = record.event_log_entry.asset_materialization.metadata.get("rejects_by_reason")
     value = getattr(by_reason, "value", by_reason) or {}
-    return int(value.get("deferred", 0)) if isinstance(value, dict) else 0
+    if not isinstance(value, dict):
+        return {}
+    return {reason: int(value[reason]) for reason in RETRIED if value.get(reason)}
 
 
 def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
@@ -96,9 +105,8 @@ def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
         if last is None and state.fingerprint == EMPTY_SHARD:
             states[shard] = state  # never had a dataset and has no clip: nothing to do
             continue
-        deferred = _deferred_rows(last)
-        if deferred:
-            state.reasons.append(f"{deferred} rows were deferred (still being written) by its "
+        for reason, rows in _retried_rows(last).items():
+            state.reasons.append(f"{rows} rows were {RETRIED[reason]} by its "
                                  "last run")
         for name in SHARD_ASSETS:
             status = resolver.get_status(AssetKey(name), shard)

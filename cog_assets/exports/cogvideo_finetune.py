@@ -59,7 +59,12 @@ from cog_assets.core.choices import ImageLatentScaling
 from cog_assets.core.keys import caption_sha256
 from cog_assets.core.profiles import ModelProfile
 from cog_assets.exports import atomic
-from cog_assets.exports.clip_table import CLIP_TABLE, write_clip_table
+from cog_assets.exports.clip_table import (
+    CAPTIONS_FILE,
+    CLIP_TABLE,
+    write_captions_file,
+    write_clip_table,
+)
 from cog_assets.exports.naming import clip_stems
 from cog_assets.exports.refusals import check_clip_tensors, prompt_line
 from cog_assets.exports.report import (
@@ -192,7 +197,8 @@ def export_cogvideo_finetune(dataset_dir: str | Path, out_dir: str | Path, profi
             relative += _write_manifests(folder, clips, lines, stems, pictures, profile)
             write_clip_table(folder, clips, stems, None if clip_files is None else {
                 clip_id: clip.key for clip_id, clip in clip_files.items()})
-            relative.append(CLIP_TABLE)
+            write_captions_file(folder, clips, stems)
+            relative += [CLIP_TABLE, CAPTIONS_FILE]
             atomic.write_bytes(folder / TRAINER_ARGS_FILE,
                                trainer_args_text(runs, notes).encode("utf-8"))
             relative.append(TRAINER_ARGS_FILE)

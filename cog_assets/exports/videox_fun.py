@@ -39,7 +39,12 @@ import torch
 from cog_assets.core.clip_row import SCORE_COLUMNS
 from cog_assets.core.profiles import ModelProfile
 from cog_assets.exports import atomic
-from cog_assets.exports.clip_table import CLIP_TABLE, write_clip_table
+from cog_assets.exports.clip_table import (
+    CAPTIONS_FILE,
+    CLIP_TABLE,
+    write_captions_file,
+    write_clip_table,
+)
 from cog_assets.exports.naming import clip_stems
 from cog_assets.exports.report import (
     TRAINER_ARGS_FILE,
@@ -110,7 +115,8 @@ def export_videox_fun(dataset_dir: str | Path, out_dir: str | Path, profile: Mod
     """Write `out_dir` as a VideoX-Fun `--train_data_dir`: `metadata.json` (its
     `--train_data_meta`), one clip file per accepted clip under `train/` (hard links to the
     store's clip files: real files, no space taken twice), with `keyframes` the first and
-    last frame of each under `keyframes/`, `clips.parquet` and `trainer_args.txt`.
+    last frame of each under `keyframes/`, `clips.parquet`, `captions.jsonl` and
+    `trainer_args.txt`.
 
     `clip_files`: clip id -> its clip file (`stages.clip_files`). `dtype`: what the model
     trains in (`--mixed_precision`; default the profile's). Every clip is checked before
@@ -143,7 +149,8 @@ def export_videox_fun(dataset_dir: str | Path, out_dir: str | Path, profile: Mod
         relative.append(METADATA_FILE)
         write_clip_table(folder, clips, stems,
                          {clip.clip_id: file.key for clip, file in zip(clips, files)})
-        relative.append(CLIP_TABLE)
+        write_captions_file(folder, clips, stems)
+        relative += [CLIP_TABLE, CAPTIONS_FILE]
         atomic.write_bytes(folder / TRAINER_ARGS_FILE,
                            trainer_args_text(runs, notes).encode("utf-8"))
         relative.append(TRAINER_ARGS_FILE)

@@ -1,9 +1,9 @@
 """What a store holds, in bytes per kind: what the UI shows and what gc is measured by.
 
 Kinds: the content-addressed artefacts by their folder under `cas/` (frames, latents,
-embeddings, first-frame PNGs, thumbnails, scene scans, clip files; a latent or embedding whose
-home is a shard file is a small reference there), the finished datasets, the trainer exports, the
-per-shard tables and contact sheets, quarantined files, run state (upload fingerprints, leases) and temporary
+embeddings, first-frame PNGs, thumbnails, scene scans, written captions, clip files; a latent
+or embedding whose home is a shard file is a small reference there), the finished datasets,
+the trainer exports, the per-shard tables and contact sheets, quarantined files, run state (upload fingerprints, leases) and temporary
 files of killed runs.
 """
 
@@ -22,7 +22,7 @@ from cog_assets.store.content_store import ContentStore, StoredFile
 CAS_KINDS = {ArtifactKind.frames: "frames", ArtifactKind.latents: "latents",
              ArtifactKind.embeddings: "embeddings", ArtifactKind.first_frame: "first_frames",
              ArtifactKind.thumbnail: "thumbnails", ArtifactKind.scene_scan: "scene_scans",
-             ArtifactKind.clip_file: "clip_files"}
+             ArtifactKind.caption: "captions", ArtifactKind.clip_file: "clip_files"}
 AREAS = {layout.DATASETS_DIR: "datasets", layout.EXPORTS_DIR: "exports",
          layout.TABLES_DIR: "tables", layout.CONTACT_SHEETS_DIR: "contact_sheets",
          layout.QUARANTINE_DIR: "quarantine", "state": "state"}

@@ -10,6 +10,7 @@ import from here; this module imports nothing of the pipeline, so a trainer that
     cas/clip_file/<key[:2]>/<key>.mp4 (.json)  a clip cut as a video file, and its record
     quarantine/<kind>/<key>.<stamp>.corrupt    artefacts found damaged, moved out of the way
     tables/<asset>/<shard>.parquet             each asset's per-shard table
+    tables/needs_captions/<shard>.jsonl        clips a person should caption (segment_captions format)
     datasets/<profile>/catalog.json            the live shards: what loaders and exports read
     datasets/<profile>/catalog.d/<shard>.json  each shard's last publication (the catalog's source)
     datasets/<profile>/<shard>/                finished shards (versioned index and tensor files)
@@ -85,6 +86,11 @@ def clip_picture_path(key: str, which: str) -> str:
 
 def table_path(asset: str, shard: str) -> str:
     return f"{TABLES_DIR}/{asset}/{shard}.parquet"
+
+
+def needs_captions_path(shard: str) -> str:
+    """The clips of a shard that need a person's caption, as a segment_captions table."""
+    return f"{TABLES_DIR}/needs_captions/{shard}.jsonl"
 
 
 def dataset_dir(profile: str) -> str:

@@ -31,10 +31,14 @@ from cog_assets.store.content_store import ContentStore
 from cog_assets.store.references import HOMED_KEYS
 
 # Keys a live shard's last step tables hold besides its index: the scans its segments were
-# cut from, and the embeddings of every accepted caption (a clip that fails to decode later
-# has its caption encoded all the same: its next run would encode it again).
-TABLE_KEYS = {"scene_segments": ("scan_key", ArtifactKind.scene_scan),
-              "t5_embeddings": ("embedding_key", ArtifactKind.embeddings)}
+# cut from, the embeddings of every accepted caption (a clip that fails to decode later
+# has its caption encoded all the same: its next run would encode it again), the captions
+# written for its clips and the thumbnails of the clips that still need one.
+TABLE_KEYS = (("scene_segments", "scan_key", ArtifactKind.scene_scan),
+              ("t5_embeddings", "embedding_key", ArtifactKind.embeddings),
+              ("clip_captions", "caption_key", ArtifactKind.caption),
+              ("clip_captions", "polish_key", ArtifactKind.caption),
+              ("clip_captions", "thumbnail_key", ArtifactKind.thumbnail))
 # The table beside an export's files and its column naming the clip files it links
 # (cog_assets.exports.clip_table, which sits above the store).
 EXPORT_CLIP_TABLE, EXPORT_CLIP_KEY = "clips.parquet", "clip_file_key"
@@ -82,13 +86,15 @@ def live_set(store: ContentStore) -> LiveSet:
                     raise GcError(f"cannot tell what is live: the catalog of {profile} kept "
                                   "changing while it was read; run gc again") from None
     for shard in live.shards:
-        for asset, (column, kind) in TABLE_KEYS.items():
-            path = store.path(layout.table_path(asset, shard))
-            try:
-                table = store.read_table(path)
-            except FileNotFoundError:
-                continue
-            if column in table.columns:
+        tables: dict[str, object] = {}
+        for asset, column, kind in TABLE_KEYS:
+            if asset not in tables:
+                try:
+                    tables[asset] = store.read_table(store.path(layout.table_path(asset, shard)))
+                except FileNotFoundError:
+                    tables[asset] = None
+            table = tables[asset]
+            if table is not None and column in table.columns:
                 live.keys.setdefault(kind, set()).update(table[column].drop_nulls().to_list())
     _live_exports(store, live)
     return live

@@ -45,7 +45,7 @@ from cog_assets.store.live_set import GcError, LiveSet, live_set  # noqa: F401 -
 from cog_assets.store.sealed_tensors import DamagedTensors
 
 CATEGORIES = ("frames", "latents", "embeddings", "references", "first_frames", "thumbnails",
-              "scene_scans", "clip_files", "old_versions", "retired_shards", "tables",
+              "scene_scans", "captions", "clip_files", "old_versions", "retired_shards", "tables",
               "contact_sheets", "exports", "quarantine", "temporaries", "leases")
 
 

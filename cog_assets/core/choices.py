@@ -138,3 +138,11 @@ class ArtifactKind(Choice):
     scene_scan = "scene_scan"  # one source video's cut times and per-sample quality scores
     thumbnail = "thumbnail"  # the middle frame as a small PNG, keyed by its frames key
     caption = "caption"  # a caption a model wrote (UTF-8 bytes), keyed by what it saw and how
+    clip_file = "clip_file"  # one accepted clip cut out of its source as an H.264 MP4 (+ .json)
+
+
+class CutMethod(Choice):
+    """How a clip file was cut out of its source."""
+
+    stream_copy = "stream_copy"  # the source's H.264 packets copied: the cut is on keyframes
+    re_encode = "re_encode"  # decoded, made upright, square-pixelled and CFR, encoded again

@@ -435,6 +435,20 @@ class StoreSettings(_Group):
     _url_absolute = field_validator("url")(_absolute)
 
 
+class ClipSettings(_Group):
+    """Clip files: each accepted clip cut out of its source as an H.264 MP4 (upright, square
+    pixels, constant frame rate, no audio), for the trainers that read video files (the
+    videox-fun and cogvideo-finetune exports)."""
+
+    clip_crf: int = setting(
+        18, "x264 quality of re-encoded clip files (constant rate factor, 0-51: lower is "
+        "better and bigger; 18 is visually lossless for most footage)", ge=0, le=51)
+    export_keyframes: bool = setting(
+        False, "the video exports also write each clip's first and last frame as PNGs "
+        "(keyframes/<stem>_first.png, _last.png), for image-to-video and InPaint training "
+        "that conditions on start and end images")
+
+
 class OrchestrationSettings(_Group):
     """How runs are executed. These shape the Dagster definitions themselves (executor,
     automation conditions, Kubernetes op tags), so they are set where the code location or
@@ -498,6 +512,7 @@ class Settings(BaseModel):
     model: ModelSettings = ModelSettings()
     device: DeviceSettings = DeviceSettings()
     store: StoreSettings = StoreSettings()
+    clips: ClipSettings = ClipSettings()
     orchestration: OrchestrationSettings = OrchestrationSettings()
 
     @model_validator(mode="after")
@@ -525,7 +540,7 @@ class Settings(BaseModel):
 RESOURCE_GROUPS: dict[str, type[BaseModel]] = {
     "sources": SourceSettings, "frames": FrameSettings, "limits": MediaLimits,
     "segments": SegmentSettings, "model": ModelSettings, "device": DeviceSettings,
-    "store": StoreSettings, "captions": CaptionSettings,
+    "store": StoreSettings, "captions": CaptionSettings, "clips": ClipSettings,
 }
 # Every group, in the order the CLI's --help and the README's table list them.
 GROUPS: dict[str, type[BaseModel]] = {

@@ -31,6 +31,8 @@ LATENTS_VERSION = "vae-moments-v1"  # the VAE's moments (stages/latents.py)
 EMBEDDINGS_VERSION = "t5-last-hidden-v1"  # T5's last hidden state (stages/embeddings.py)
 CAPTION_FRAMES_VERSION = "caption-frames-v1"  # the frames a captioner sees (captions/frames.py)
 CAPTIONS_VERSION = "captions-v1"  # the caption step's choices and checks (stages/captions.py)
+CLIP_FILE_VERSION = "clip-file-v1"  # a clip cut out of its source as a file (media/clip_cut.py)
+SEGMENTS_VERSION = "segments-v2"  # how scenes become segments (media/scene_cuts.py)
 
 HASH_CHUNK = 1 << 20
 
@@ -93,6 +95,18 @@ def frames_key(spec: Mapping[str, Any], content_hash: str, first_frame: str | No
     window = {} if segment is None else {"segment": list(segment)}
     return artifact_key(ArtifactKind.frames, content=content_hash, first_frame=first_frame,
                         version=FRAMES_VERSION, **window, **spec)
+
+
+def clip_file_key(content_hash: str, start_s: float, end_s: float | None,
+                  encoding: Mapping[str, Any]) -> str:
+    """The key of one clip's file: its source's bytes, the stretch cut out of it (to the
+    millisecond, as clip ids name it; `end_s` None: to the end of the data, a whole file
+    whose headers give no duration) and the encoding settings (`ClipEncoding`). Not the
+    caption: a new caption cuts nothing."""
+    end = None if end_s is None else round(end_s, 3)
+    return artifact_key(ArtifactKind.clip_file, content=content_hash,
+                        segment=[round(start_s, 3), end], **encoding,
+                        version=CLIP_FILE_VERSION)
 
 
 def scan_key(content_hash: str, scan_parts: Mapping[str, Any]) -> str:

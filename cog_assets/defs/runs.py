@@ -41,6 +41,7 @@ from cog_assets.store import catalog, layout
 from cog_assets.store.content_store import ContentStore
 
 EXPORT_JOB = "export_datasets"
+SEGMENTS_KEY = AssetKey("scene_segments")
 CAPTIONS_KEY = AssetKey("clip_captions")
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class ShardSummary:
     up_to_date: bool = False  # skipped: its last materialization matches (no run started)
     decoded_ahead: int = 0  # of `computed`: frames decoded while the previous shard ran
     why: list[str] = field(default_factory=list)  # why it ran (the freshness rule's reasons)
+    footage_dropped_s: float | None = None  # source footage in no kept clip (split_scenes)
     captions_by_source: dict[str, int] = field(default_factory=dict)  # of the trained clips
     captions_inherited_shared: int = 0  # trained clips sharing their source's one caption
     captions_written: int = 0  # captions generated or polished by this run (models asked)
@@ -140,7 +142,9 @@ def summarise(shard: str, result) -> ShardSummary:
                             if line]
         if materialization.asset_key == DATASET_KEY:
             _read_dataset_metadata(summary, materialization.metadata)
-        if materialization.asset_key == CAPTIONS_KEY:
+        elif materialization.asset_key == SEGMENTS_KEY and "footage_dropped_s" in meta:
+            summary.footage_dropped_s = float(meta["footage_dropped_s"])
+        elif materialization.asset_key == CAPTIONS_KEY:
             summary.captions_written = int(meta.get("computed", 0))
             summary.caption_requests = int(meta.get("requests", 0))
             summary.needs_captions = int(meta.get("needs_captions", 0))

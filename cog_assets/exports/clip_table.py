@@ -8,13 +8,15 @@ what was trained. `captions.jsonl` is the captions for review and editing, one l
 the caption trained on, where it came from (manifest, inherited, segment_table, generated,
 polished), the text the clip came with and the model that wrote it; its `video`, `start_s`,
 `end_s` and `caption` are the columns a `segment_captions` table has, so an edited copy can be
-given back as one (with split_scenes).
+given back as one (with split_scenes). Each row of `clips.parquet` also names the key of the
+clip file the export links for the clip, which `cog-assets gc` keeps.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
@@ -25,17 +27,23 @@ from cog_assets.exports.source import ClipRecord
 
 CLIP_TABLE = "clips.parquet"
 CAPTIONS_FILE = "captions.jsonl"
+# The key of the clip file an export links (null: none): what `cog-assets gc` keeps for it.
+CLIP_FILE_KEY = "clip_file_key"
 
 
-def write_clip_table(out: Path, clips: list[ClipRecord], stems: dict[str, str]) -> Path:
+def write_clip_table(out: Path, clips: list[ClipRecord], stems: dict[str, str],
+                     clip_files: Mapping[str, str] | None = None) -> Path:
+    """`clip_files`: clip id -> the key of the clip file the export links for it."""
+    keys = clip_files or {}
     rows = [{"stem": stems[clip.clip_id], "clip_id": clip.clip_id, "caption": clip.caption,
              "num_frames": clip.num_frames, "height": clip.height, "width": clip.width,
-             **{column: dict(clip.extra).get(column) for column in CLIP_COLUMNS}}
+             **{column: dict(clip.extra).get(column) for column in CLIP_COLUMNS},
+             CLIP_FILE_KEY: keys.get(clip.clip_id)}
             for clip in clips]
     schema = {"stem": pl.String, "clip_id": pl.String, "caption": pl.String,
               "num_frames": pl.Int64, "height": pl.Int64, "width": pl.Int64,
               **{column: pl.String if column in CLIP_TEXT_COLUMNS else pl.Float64
-                 for column in CLIP_COLUMNS}}
+                 for column in CLIP_COLUMNS}, CLIP_FILE_KEY: pl.String}
     buffer = io.BytesIO()
     pl.DataFrame(rows, schema=schema).write_parquet(buffer)
     return atomic.write_bytes(out / CLIP_TABLE, buffer.getvalue())

@@ -6,7 +6,8 @@ Garbage, once older than the grace period (`gc_grace_s`, by the file's time):
 
 - artefacts under `cas/` no live shard references (old versions after a change of buckets,
   resize or model; retired shards' clips; rejected clips' leftovers; frames of published
-  shards that drop them), and references of such artefacts;
+  shards that drop them), and references of such artefacts; clip files no current export
+  links (their exports hold hard links of their own);
 - files of a live shard that its catalog entry does not serve (old versions, gc_grace_s after
   they were superseded: the entry records when, so a reader that opened one finishes), folders
   of shards no catalog lists (retired, gc_grace_s after they were), catalog entries of retired
@@ -55,8 +56,8 @@ from cog_assets.store.live_set import (  # noqa: F401 - gc raises GcError
 from cog_assets.store.sealed_tensors import DamagedTensors
 
 CATEGORIES = ("frames", "latents", "embeddings", "references", "first_frames", "thumbnails",
-              "scene_scans", "old_versions", "retired_shards", "tables", "contact_sheets",
-              "exports", "quarantine", "temporaries", "leases")
+              "scene_scans", "captions", "clip_files", "old_versions", "retired_shards", "tables",
+              "contact_sheets", "exports", "quarantine", "temporaries", "leases")
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def _judge_artifact(parts: list[str], live: LiveSet, holding: HeldSet) -> str | 
         keep = key in live.frames_any
     elif kind == ArtifactKind.thumbnail:  # of decoded frames, or of a clip needing a caption
         keep = key in live.frames_any or live.has(kind, key)
-    elif kind in (ArtifactKind.scene_scan, ArtifactKind.caption):
+    elif kind in (ArtifactKind.scene_scan, ArtifactKind.caption, ArtifactKind.clip_file):
         keep = live.has(kind, key)
     else:
         return None  # not ours

@@ -7,6 +7,7 @@ import from here; this module imports nothing of the pipeline, so a trainer that
 
     cas/<kind>/<key[:2]>/<key>.safetensors     content-addressed artefacts (frames, latents, ...)
     cas/<kind>/<key[:2]>/<key>.ref.json        an artefact whose home is a published shard's file
+    cas/clip_file/<key[:2]>/<key>.mp4 (.json)  a clip cut as a video file, and its record
     quarantine/<kind>/<key>.<stamp>.corrupt    artefacts found damaged, moved out of the way
     tables/<profile>/<asset>/<shard>.parquet   each asset's per-shard table, per dataset
     tables/<profile>/needs_captions/<shard>.jsonl  clips a person should caption
@@ -70,6 +71,25 @@ def thumbnail_png(frames_key: str) -> str:
     """Where the middle frame of these frames is kept small, for the contact sheet: it stays
     when the frames themselves are dropped."""
     return artifact_path(ArtifactKind.thumbnail, frames_key, ".png")
+
+
+def clip_file_path(key: str) -> str:
+    """A clip cut out of its source as an H.264 MP4 (what the video-reading exports link)."""
+    return artifact_path(ArtifactKind.clip_file, key, ".mp4")
+
+
+def clip_record_path(key: str) -> str:
+    """The clip file's record (its digest, size, method, frames, size in pixels, rate): written
+    after the MP4, so a reader that finds it finds the file."""
+    return artifact_path(ArtifactKind.clip_file, key, ".json")
+
+
+CLIP_PICTURES = ("first", "last")
+
+
+def clip_picture_path(key: str, which: str) -> str:
+    """The first or last frame of a clip file as a PNG (export_keyframes)."""
+    return artifact_path(ArtifactKind.clip_file, key, f".{which}.png")
 
 
 def table_path(profile: str, asset: str, shard: str) -> str:

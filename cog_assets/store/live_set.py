@@ -6,7 +6,9 @@ thumbnails and I2V first-frame PNGs stay; the frames themselves only where the s
 published with `frames_retention=keep`, or by a cog-assets that did not say), the scene scans
 its `scene_segments` table names, the embeddings its `t5_embeddings` table names, and the
 (profile, shard) pairs (their tables and contact sheets). A shard published but not yet in
-`catalog.json` (its entry under `catalog.d/`) counts as live.
+`catalog.json` (its entry under `catalog.d/`) counts as live. Clip files live while a current
+export links them (the `clip_file_key` column of its `clips.parquet`); the exports hold hard
+links, so removing a clip file never breaks one, it only means cutting it again for the next.
 
 Files no longer served stay readable for a while: a shard's superseded versions until
 gc_grace_s after they were superseded (its entry records when), a retired shard's folder until
@@ -15,8 +17,12 @@ gc_grace_s after it was retired (the catalog records when): `stopped_serving` sa
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from fsspec.implementations.local import LocalFileSystem
 
 from cog_assets.core.choices import ArtifactKind, FramesRetention
 from cog_assets.store import layout
@@ -38,6 +44,10 @@ TABLE_KEYS = (("scene_segments", "scan_key", ArtifactKind.scene_scan),
               ("clip_captions", "caption_key", ArtifactKind.caption),
               ("clip_captions", "polish_key", ArtifactKind.caption),
               ("clip_captions", "thumbnail_key", ArtifactKind.thumbnail))
+# The table beside an export's files and its column naming the clip files it links
+# (cog_assets.exports.clip_table, which sits above the store).
+EXPORT_CLIP_TABLE, EXPORT_CLIP_KEY = "clips.parquet", "clip_file_key"
+log = logging.getLogger(__name__)
 
 
 class GcError(RuntimeError):
@@ -108,7 +118,31 @@ def live_set(store: ContentStore) -> LiveSet:
                 if table is not None and column in table.columns:
                     live.keys.setdefault(kind, set()).update(
                         table[column].drop_nulls().to_list())
+    _live_exports(store, live)
     return live
+
+
+def _live_exports(store: ContentStore, live: LiveSet) -> None:
+    """The clip files the current exports link (each export path is a link to its current
+    version; exports are local folders)."""
+    root = store.path(layout.EXPORTS_DIR)
+    if not isinstance(store.fs, LocalFileSystem) or not os.path.isdir(root):
+        return
+    for profile in sorted(os.scandir(root), key=lambda e: e.name):
+        if not profile.is_dir(follow_symlinks=False):
+            continue
+        for entry in sorted(os.scandir(profile.path), key=lambda e: e.name):
+            table = os.path.join(entry.path, EXPORT_CLIP_TABLE)
+            if not entry.is_symlink() or not os.path.isfile(table):
+                continue
+            try:
+                keys = store.read_table(table)
+            except Exception as exc:  # noqa: BLE001 - its links hold the bytes regardless
+                log.warning("cannot read %s (%s): its clip files count as unused", table, exc)
+                continue
+            if EXPORT_CLIP_KEY in keys.columns:
+                live.keys.setdefault(ArtifactKind.clip_file, set()).update(
+                    keys[EXPORT_CLIP_KEY].drop_nulls().to_list())
 
 
 def _epoch(iso: str) -> float:

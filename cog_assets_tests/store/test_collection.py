@@ -373,3 +373,11 @@ def test_a_lease_a_killed_step_was_writing_is_a_temporary_once_past_the_grace(st
     young = _write(state / "run-9.vae_latents.json.tmp-77c1", age=60)
     planned = {Path(g.path): g.category for g in _plan(store).garbage}
     assert planned.get(old) == "temporaries" and young not in planned
+
+
+def test_gc_counts_every_kind_it_can_remove():
+    """`cog-assets gc` prints its totals by category: a kind missing there went uncounted."""
+    from cog_assets.store.collection import CATEGORIES
+    from cog_assets.store.footprint import CAS_KINDS
+
+    assert set(CAS_KINDS.values()) <= set(CATEGORIES)

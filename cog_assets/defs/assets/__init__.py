@@ -16,6 +16,7 @@ counts, timings, paths and a data version derived from the keys of what it produ
 from dagster import AssetsDefinition
 
 from cog_assets.defs.assets.clip_captions import clip_captions_asset
+from cog_assets.defs.assets.clip_files import clip_files
 from cog_assets.defs.assets.cogvideo_finetune_export import cogvideo_finetune_export
 from cog_assets.defs.assets.cogvideox_factory_export import cogvideox_factory_export
 from cog_assets.defs.assets.frame_tensors import frame_tensors
@@ -26,6 +27,7 @@ from cog_assets.defs.assets.training_dataset import training_dataset
 from cog_assets.defs.assets.uploads import uploads
 from cog_assets.defs.assets.vae_latents import vae_latents_asset
 from cog_assets.defs.assets.validated_clips import validated_clips
+from cog_assets.defs.assets.videox_fun_export import videox_fun_export
 
 
 def shard_assets(gpu_op_tags: dict, captions_on_gpu: bool = False) -> list[AssetsDefinition]:
@@ -37,6 +39,7 @@ def shard_assets(gpu_op_tags: dict, captions_on_gpu: bool = False) -> list[Asset
             t5_embeddings_asset(gpu_op_tags), training_dataset]
 
 
-EXPORT_ASSETS = [cogvideox_factory_export, cogvideo_finetune_export]
+EXPORT_ASSETS = [clip_files, cogvideox_factory_export, cogvideo_finetune_export,
+                 videox_fun_export]
 
 __all__ = ["EXPORT_ASSETS", "shard_assets", "uploads"]

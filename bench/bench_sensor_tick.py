@@ -46,7 +46,7 @@ def main() -> None:
         make_root(root, args.files)
         print(f"generated {args.files} files in {time.perf_counter() - started:.1f} s")
         sources = SourceSettings(data_root=str(root), shard_count=args.shards)
-        state = UploadState(store, sources)
+        state = UploadState(store, sources, "tiny")
         rows = []
         generation = None
         for label in ("cold", "warm", "10 touched + 1 changed"):

@@ -57,6 +57,33 @@ def _instance(dagster_home: str | None):
     return instance
 
 
+def _given(args: argparse.Namespace, flat: str) -> bool:
+    """Whether the user gave a setting (its flag or its COG_ASSETS_* variable)."""
+    return flat in overrides_from_args(args) or bool(
+        os.environ.get(field_by_flat(flat).env, "").strip())
+
+
+def _require_store(args: argparse.Namespace, command: str) -> None:
+    """The store's default is the demo's (cog-assets-demo/store): outside the demo, a command
+    that writes or removes must be told which store, never fall back to that one."""
+    if _given(args, "store"):
+        return
+    store = field_by_flat("store")
+    raise SettingsError(
+        f"{command} needs the store to {'collect' if command == 'gc' else 'write to'}: pass "
+        f"--store DIR_OR_URL (or set {store.env}); without one it would use the demo's store "
+        f"{store.default} (pass --store {store.default} to mean it)")
+
+
+def _check_weights(settings) -> None:
+    """Refuse (exit 2) weights whose configuration disagrees with the named model profile,
+    before any work: their VAE scaling, latent channels, temporal compression, T5 width and
+    maximum length are read from a local directory's config files."""
+    from cog_assets.models.runtime import ModelRuntime
+
+    ModelRuntime(settings.model, settings.device).profile  # noqa: B018 - raises WeightsMismatch
+
+
 def _print_summaries(summaries) -> None:
     for key, s in summaries.items():
         state = ("done  " if s.resumed else "fresh " if s.up_to_date
@@ -128,6 +155,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
                      **overrides}
         home = str(demo_dir / "dagster_home")
     settings = load_settings(overrides=overrides)
+    _check_weights(settings)
     _instance(home).dispose()  # checked writable; cog-assets' dagster.yaml put there if new
     home = os.environ["DAGSTER_HOME"]
     env = {**os.environ, **settings_env(settings)}
@@ -146,35 +174,50 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from cog_assets.defs.runs import (
         materialize_shards,
         register_shards,
+        resumable,
         run_exports,
         select_shards,
+        summary_work,
         write_summary_json,
     )
 
+    if _given(args, "data_root"):  # another dataset than the demo's: its own store
+        _require_store(args, "backfill")
     settings = load_settings(overrides=overrides_from_args(args))
+    _check_weights(settings)
+    if not _given(args, "store"):
+        print(f"cog-assets: no --store given: the demo's data ({settings.sources.data_root}) "
+              f"into the demo's store ({settings.store.url})", file=sys.stderr)
     previous = None
     if args.resume:
         if not args.summary_json:
             raise SettingsError("--resume needs --summary-json pointing at the earlier summary")
         if Path(args.summary_json).is_file():
-            previous = json.loads(Path(args.summary_json).read_text())["shards"]
+            earlier = json.loads(Path(args.summary_json).read_text())
+            why = resumable(earlier, settings)
+            if why is None:
+                previous = earlier["shards"]
+            else:
+                print(f"not resuming {args.summary_json}: {why}; running as a plain backfill "
+                      "(shards up to date are still skipped)", file=sys.stderr)
         else:  # killed before its first shard ended: nothing finished to skip
             print(f"no summary at {args.summary_json} yet: nothing to resume, running every "
                   "shard")
     instance = _instance(args.dagster_home)
     shards = select_shards(register_shards(instance, settings), args.shard, args.shard_range)
+    work = summary_work(settings)
 
     def after_each_shard(so_far) -> None:  # a backfill killed now can --resume from here
         if args.summary_json:
             write_summary_json(args.summary_json, so_far,
-                               pending=[s for s in shards if s not in so_far])
+                               pending=[s for s in shards if s not in so_far], work=work)
 
     summaries = materialize_shards(settings, instance, shards, parallel=args.parallel,
                                    resume_from=previous, force=args.force,
                                    on_shard=after_each_shard)
     _print_summaries(summaries)
     if args.summary_json:
-        write_summary_json(args.summary_json, summaries)
+        write_summary_json(args.summary_json, summaries, work=work)
         print(f"summary written to {args.summary_json}")
     failed = [k for k, s in summaries.items() if not s.success]
     if args.export and not failed:
@@ -209,6 +252,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from cog_assets.store.verify import verify_store
 
     settings = load_settings(overrides=overrides_from_args(args))
+    if not _given(args, "store"):
+        print(f"cog-assets: no --store given: checking the demo's store {settings.store.url}",
+              file=sys.stderr)
     store = ContentStore(settings.store.url)
     report = verify_store(store, args.profile)
     for finding in report.findings:
@@ -222,6 +268,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from cog_assets.store.content_store import ContentStore
     from cog_assets.store.footprint import megabytes
 
+    _require_store(args, "gc")
     settings = load_settings(overrides=overrides_from_args(args))
     store = ContentStore(settings.store.url)
     grace_s = settings.store.gc_grace_s

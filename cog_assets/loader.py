@@ -7,7 +7,9 @@ clips its index lists, no clip id in two shards; `verify=True` also compares eac
 digest with the one recorded at publication. A bad shard is refused with an error naming the
 file, or skipped with a warning when `skip_bad_shards=True`.
 
-Conventions: a latent is a sample of the stored moments times the VAE scaling factor; with a
+Conventions: a latent is a sample of the stored moments times the scaling factor of the VAE
+that made them (recorded in each shard's catalog entry; the profile's for a shard published
+before it was); with a
 temporal patch of 2 (1.5) odd latent frame counts get a copy of the first latent frame
 prepended, as CogVideo's finetune trainers do before the transformer. I2V image latents follow
 `image_latent_scaling` (the README's "Image-latent scaling"): `inference` (default) divides by
@@ -34,7 +36,13 @@ from cog_assets.core.clip_row import CLIP_COLUMNS, CLIP_TEXT_COLUMNS
 from cog_assets.core.config import ModelSettings
 from cog_assets.core.keys import file_digest
 from cog_assets.core.profiles import ModelProfile, get_profile
-from cog_assets.store.catalog import CatalogFile, DatasetError, ShardEntry, load_catalog
+from cog_assets.store.catalog import (
+    CatalogFile,
+    DatasetError,
+    ShardEntry,
+    VaeScaling,
+    load_catalog,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_SCALING = ModelSettings.model_fields["image_latent_scaling"].default
@@ -98,7 +106,8 @@ class CogVideoXLatentDataset(Dataset):
         indexes = []
         for shard, entry in sorted(self.catalog.shards.items()):
             try:
-                indexes.append(open_shard(self.root / shard, entry, verify))
+                indexes.append(with_vae_scaling(open_shard(self.root / shard, entry, verify),
+                                                entry.vae_scaling(self.profile)))
             except DatasetError as exc:
                 if not skip_bad_shards:
                     raise
@@ -146,11 +155,16 @@ class CogVideoXLatentDataset(Dataset):
             return sample_from_moments(moments, generator)
         return moments.float().chunk(2, dim=0)[0]
 
+    def vae_scaling(self, i: int) -> VaeScaling:
+        """The scaling of the VAE that made item `i`'s latents (its shard records it)."""
+        row = self._rows[i]
+        return VaeScaling(row["scaling_factor"], row["invert_scale_latents"])
+
     def __getitem__(self, i: int) -> dict:
         row = self._rows[i]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        scale = self.profile.scaling_factor
-        latent = self._draw(self.moments(i), generator) * scale
+        vae = self.vae_scaling(i)
+        latent = self._draw(self.moments(i), generator) * vae.scaling_factor
         item = {
             "clip_id": row["clip_id"], "caption": row["caption"], "bucket": row["bucket"],
             "latents": pad_latent_frames(latent, self.profile.temporal_patch),
@@ -159,17 +173,18 @@ class CogVideoXLatentDataset(Dataset):
         }
         if row.get("has_image_latent"):
             image = self._draw(self._tensor(i, "image_latents_file", "clip_id"), generator)
-            item["image_latents"] = image * image_latent_factor(self.profile,
-                                                                self.image_latent_scaling)
+            item["image_latents"] = image * image_latent_factor(vae, self.image_latent_scaling)
         return item
 
 
-def image_latent_factor(profile: ModelProfile, scaling: ImageLatentScaling | str) -> float:
-    """What an image-latent sample is multiplied by for training under `scaling`."""
+def image_latent_factor(vae: VaeScaling | ModelProfile, scaling: ImageLatentScaling | str
+                        ) -> float:
+    """What an image-latent sample is multiplied by for training under `scaling`, for latents
+    of a VAE that scales as `vae` does (a shard's recorded scaling, or a profile's)."""
     if ImageLatentScaling(scaling) == ImageLatentScaling.inference and \
-            profile.invert_scale_latents:
-        return 1.0 / profile.scaling_factor
-    return profile.scaling_factor
+            vae.invert_scale_latents:
+        return 1.0 / vae.scaling_factor
+    return vae.scaling_factor
 
 
 def check_file(path: Path, published: CatalogFile, verify: bool) -> None:
@@ -217,6 +232,13 @@ def open_shard(shard_dir: Path, entry: ShardEntry, verify: bool) -> pl.DataFrame
             raise DatasetError(f"{path}: lacks {len(missing)} tensors its index lists, e.g. "
                                f"{sorted(missing)[:3]}")
     return index.with_columns(pl.lit(str(shard_dir)).alias("shard_dir"))
+
+
+def with_vae_scaling(index: pl.DataFrame, vae: VaeScaling) -> pl.DataFrame:
+    """A shard's index with the scaling its latents were made with on every row."""
+    return index.with_columns(pl.lit(float(vae.scaling_factor)).alias("scaling_factor"),
+                              pl.lit(bool(vae.invert_scale_latents)).alias(
+                                  "invert_scale_latents"))
 
 
 def _refuse_duplicates(index: pl.DataFrame) -> None:

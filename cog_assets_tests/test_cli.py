@@ -163,3 +163,65 @@ def test_ui_on_a_dataset_without_an_instance_is_refused(tmp_path, monkeypatch, c
     code = main(["ui", "--data-root", str(tmp_path)])
     assert code == 2
     assert "set DAGSTER_HOME or --dagster-home" in capsys.readouterr().err
+
+
+def test_a_backfill_of_another_data_root_without_a_store_writes_nothing_to_the_demos(
+        tmp_path, data_root, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("COG_ASSETS_STORE", raising=False)
+    code = main(["backfill", "--data-root", str(data_root), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "backfill needs the store to write to: pass --store" in err
+    assert "cog-assets-demo/store" in err
+    assert not (tmp_path / "cog-assets-demo").exists()
+
+
+def test_gc_without_a_store_collects_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("COG_ASSETS_STORE", raising=False)
+    leftover = tmp_path / "cog-assets-demo" / "store" / "quarantine" / "frames" / "k.corrupt"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"x")
+    code = main(["gc", "--gc-grace-s", "0"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "gc needs the store to collect: pass --store" in err
+    assert leftover.exists()
+    monkeypatch.setenv("COG_ASSETS_STORE", str(tmp_path / "cog-assets-demo" / "store"))
+    assert main(["gc", "--gc-grace-s", "0"]) == 0  # named: collected
+    assert not leftover.exists()
+
+
+@pytest.mark.slow
+def test_resume_with_another_setting_or_store_runs_as_a_plain_backfill(tmp_path, monkeypatch,
+                                                                        capsys):
+    data_root = write_test_dataset(tmp_path / "data", 2, broken=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    summary_path = tmp_path / "summary.json"
+    common = ["backfill", "--data-root", str(data_root), "--shards", "1", "--device", "cpu",
+              "--summary-json", str(summary_path)]
+    assert main([*common, "--store", str(tmp_path / "store")]) == 0
+    written = json.loads(summary_path.read_text())
+    assert written["store"] == str(tmp_path / "store") and written["identity"]
+
+    assert main([*common, "--store", str(tmp_path / "other"), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "not resuming" in err and "running as a plain backfill" in err
+    assert f"store {str(tmp_path / 'store')!r}, now {str(tmp_path / 'other')!r}" in err
+    [shard] = json.loads(summary_path.read_text())["shards"].values()
+    assert not shard["resumed"] and shard["success"]
+    assert shard["index_path"].startswith(str(tmp_path / "other"))
+
+    assert main([*common, "--store", str(tmp_path / "other"), "--resize", "stretch",
+                 "--resume"]) == 0
+    assert "identity" in capsys.readouterr().err
+    [shard] = json.loads(summary_path.read_text())["shards"].values()
+    assert not shard["resumed"] and shard["computed"] > 0  # the stretched frames and latents
+
+    assert main([*common, "--store", str(tmp_path / "other"), "--resize", "stretch",
+                 "--resume"]) == 0
+    assert "not resuming" not in capsys.readouterr().err
+    [shard] = json.loads(summary_path.read_text())["shards"].values()
+    assert shard["resumed"]

@@ -156,3 +156,29 @@ def test_a_folder_without_a_catalog_is_refused_saying_what_to_pass(tmp_path):
     build_dataset(tmp_path / "ds")
     with pytest.raises(DatasetError, match="no catalog.*shard folder"):
         CogVideoXLatentDataset(tmp_path / "ds" / "shard-00000", "tiny")
+
+
+def test_a_loader_keeps_the_version_it_opened_until_gc_removes_it(tmp_path):
+    """A trainer mid-epoch: its shard is republished with other content; the loader it opened
+    reads the old version to the end of its epoch; gc keeps that version for gc_grace_s after
+    it was superseded, and only with no grace (documented: it may break open readers) removes
+    it under the reader."""
+    from cog_assets.store.collection import collect, plan_gc
+    from cog_assets.store.content_store import ContentStore
+
+    store = ContentStore(str(tmp_path / "store"))
+    root = tmp_path / "store" / "datasets" / "tiny"
+    old = build_dataset(root, store=store, seed=1)
+    trainer = CogVideoXLatentDataset(root, "tiny", sample=False)
+    build_dataset(root, store=store, seed=2)  # every clip's latents new: a new version
+    for i in range(len(trainer)):  # the rest of the epoch
+        item = trainer[i]
+        mean = old[item["clip_id"]].moments.float().chunk(2)[0]
+        assert torch.allclose(item["latents"], mean * 0.7)
+    assert not torch.allclose(CogVideoXLatentDataset(root, "tiny", sample=False)[0]["latents"],
+                              trainer[0]["latents"])  # a new loader reads the new version
+    collect(store, plan_gc(store, grace_s=3600), grace_s=3600)
+    trainer[0]  # within the grace period: still there
+    collect(store, plan_gc(store, grace_s=0), grace_s=0)
+    with pytest.raises(DatasetError, match="cannot read"):
+        trainer[0]

@@ -204,7 +204,8 @@ class SegmentSettings(_Group):
         "content)", gt=0)
     min_motion: Optional[float] = setting(
         None, "reject clips whose motion_score (mean optical-flow speed, in frame lengths per "
-        "second) is under this, as low_motion (e.g. 0.01)", ge=0)
+        "second, where the picture changed beyond compression noise) is under this, as "
+        "low_motion (e.g. 0.002)", ge=0)
     min_brightness: Optional[float] = setting(
         None, "reject clips whose brightness (mean luma, 0-1) is under this, as too_dark "
         "(e.g. 0.1)", ge=0, le=1)
@@ -426,8 +427,10 @@ class StoreSettings(_Group):
         "only when new latents need them) or none (dropped once their latents are written)")
     gc_grace_s: float = setting(
         3600.0, "cog-assets gc removes nothing written in the last this many seconds: "
-        "unreferenced artefacts, old shard versions, quarantined files and killed runs' "
-        "temporary files must be older (files a running run holds are never removed)", ge=0)
+        "unreferenced artefacts, quarantined files and killed runs' temporary files must be "
+        "older, old shard versions and retired shards superseded that long ago (readers that "
+        "opened them finish; 0 may break open readers); files a running run holds are never "
+        "removed", ge=0)
 
     _url_absolute = field_validator("url")(_absolute)
 

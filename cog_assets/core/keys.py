@@ -22,8 +22,10 @@ from cog_assets.core.choices import ArtifactKind
 # settings. Those of artefacts enter their keys; all enter the assets' code versions.
 MANIFEST_VERSION = "manifest-v1"  # the manifest rows (stages/manifest.py)
 VALIDATION_VERSION = "validation-v1"  # the verdicts (stages/validation.py, media/probe, limits)
-DATASET_VERSION = "dataset-v1"  # the finished shard files (stages/dataset.py)
-SCAN_VERSION = "scan-v1"  # a source's cuts and quality samples (media/scan.py)
+DATASET_VERSION = "dataset-v2"  # the finished shard files (stages/dataset.py); v2: versioned
+#                                rejects, the VAE's scaling and superseded versions recorded
+SCAN_VERSION = "scan-v2"  # a source's cuts and quality samples (media/scan.py); v2: motion
+#                           counted only where the picture changed beyond compression noise
 FRAMES_VERSION = "frames-v1"  # the decoder's output bytes (media/decode.py)
 LATENTS_VERSION = "vae-moments-v1"  # the VAE's moments (stages/latents.py)
 EMBEDDINGS_VERSION = "t5-last-hidden-v1"  # T5's last hidden state (stages/embeddings.py)

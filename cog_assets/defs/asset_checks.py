@@ -12,9 +12,8 @@ from dagster import (
     asset_check,
 )
 
-from cog_assets.core.profiles import get_profile
 from cog_assets.defs.partitions import shards_partitions
-from cog_assets.defs.resources import ModelResource, StoreResource
+from cog_assets.defs.resources import ModelResource, StoreResource, runtime
 from cog_assets.store.tensor_checks import (
     completeness_problems,
     embedding_problems,
@@ -37,7 +36,7 @@ def _result(problems: list[str], severity: AssetCheckSeverity = AssetCheckSeveri
 def latents_match_profile(context: AssetCheckExecutionContext, vae_latents: pl.DataFrame,
                           model: ModelResource, store: StoreResource) -> AssetCheckResult:
     """Moments are [32, (F-1)/4+1, H/8, W/8], floating point, no NaN/Inf."""
-    return _result(latent_problems(vae_latents, store.open(), get_profile(model.profile)),
+    return _result(latent_problems(vae_latents, store.open(), runtime(model).profile),
                    checked=len(vae_latents))
 
 
@@ -45,7 +44,7 @@ def latents_match_profile(context: AssetCheckExecutionContext, vae_latents: pl.D
 def embeddings_match_profile(context: AssetCheckExecutionContext, t5_embeddings: pl.DataFrame,
                              model: ModelResource, store: StoreResource) -> AssetCheckResult:
     """Embeddings are [226, D] with D the profile's text width, no NaN/Inf."""
-    return _result(embedding_problems(t5_embeddings, store.open(), get_profile(model.profile)),
+    return _result(embedding_problems(t5_embeddings, store.open(), runtime(model).profile),
                    checked=len(t5_embeddings))
 
 

@@ -26,6 +26,7 @@ from cog_assets.defs.executors import executor_for
 from cog_assets.defs.jobs import PREPARE_SHARDS, export_job, prepare_shards_job
 from cog_assets.defs.kubernetes import gpu_op_tags
 from cog_assets.defs.resources import build_resources
+from cog_assets.defs.run_settings import settings_metadata
 from cog_assets.defs.sensors import upload_sensor
 from cog_assets.defs.versions import code_versions
 
@@ -33,10 +34,19 @@ from cog_assets.defs.versions import code_versions
 def with_code_versions(assets: Sequence[AssetsDefinition], settings: Settings
                        ) -> Sequence[AssetsDefinition]:
     """Each shard asset with the code version of what shapes its output under `settings`,
-    so Dagster's staleness (UI, sensor, backfill) follows a change of any of them."""
+    so Dagster's staleness (UI, sensor, backfill) follows a change of any of them, and with
+    those settings as metadata (a run whose config overrides one is refused: run_settings)."""
     versions = code_versions(settings)
     return map_asset_specs(lambda spec: spec.replace_attributes(
-        code_version=versions[spec.key.path[-1]]), assets)
+        code_version=versions[spec.key.path[-1]],
+        metadata={**spec.metadata, **settings_metadata(settings)}), assets)
+
+
+def with_settings(assets: Sequence[AssetsDefinition], settings: Settings
+                  ) -> Sequence[AssetsDefinition]:
+    """Assets without a code version (exports, store_usage) with the settings as metadata."""
+    return map_asset_specs(lambda spec: spec.replace_attributes(
+        metadata={**spec.metadata, **settings_metadata(settings)}), assets)
 
 
 def build_definitions(settings: Settings) -> Definitions:
@@ -45,8 +55,9 @@ def build_definitions(settings: Settings) -> Definitions:
                                              settings.captions.local_model), settings)
     if settings.orchestration.automation:
         assets = with_automation(assets)
+    others = with_settings([*EXPORT_ASSETS, store_usage], settings)
     return Definitions(
-        assets=[uploads, *assets, *EXPORT_ASSETS, store_usage], asset_checks=ALL_CHECKS,
+        assets=[uploads, *assets, *others], asset_checks=ALL_CHECKS,
         jobs=[prepare_shards_job, export_job], sensors=[upload_sensor],
         resources=build_resources(settings), executor=executor_for(settings.orchestration),
     )

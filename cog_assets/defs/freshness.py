@@ -9,7 +9,11 @@ staleness, the one the UI shows and its "Materialize stale" selects from:
   shard's upload fingerprint, brought up to date here first (`record_uploads`);
 - its last run left no row for a later run: none deferred (a file still being written is
   read by a later run), none whose captioner failed (`caption_failed`: asked again);
-- and the finished index is still in the store (a deleted store is not "up to date").
+- and what it serves is still in the store: the dataset's catalog lists the shard at the
+  version its last materialization published (not one another instance published since),
+  every file the catalog lists for it exists with its published size (a stat per file, no
+  reads), and so does the index copy `index.parquet` (a deleted or damaged store is not "up to
+  date"; `cog-assets verify` reads and checks digests).
 
 The backfill skips such shards without starting a run, the sensor requests runs for exactly
 the others, and after either the UI shows nothing stale.
@@ -22,20 +26,18 @@ from dataclasses import dataclass, field
 
 from dagster import AssetKey, AssetObservation, DagsterInstance
 
-from cog_assets.core.keys import artifact_key
 from cog_assets.defs.assets.groups import UPLOADS_KEY
 from cog_assets.defs.dagster_internals import (
     BaseAssetGraph,
     StaleStatus,
     stale_status_resolver,
 )
-from cog_assets.defs.versions import SHARD_ASSETS
+from cog_assets.defs.versions import DATA_VERSION_TAG, SHARD_ASSETS, identity_of
 from cog_assets.store import layout
+from cog_assets.store.catalog import Catalog, DatasetError, read_catalog, served_problems
 from cog_assets.store.content_store import ContentStore
 
 DATASET_KEY = AssetKey("training_dataset")
-# The tag an observation carries its data version in (dagster.DATA_VERSION_TAG, not exported).
-DATA_VERSION_TAG = "dagster/data_version"
 # The upload fingerprint of a shard whose last clip left the data root.
 EMPTY_SHARD = "empty"
 
@@ -54,8 +56,8 @@ class ShardFreshness:
 
 def graph_identity(asset_graph: BaseAssetGraph) -> str:
     """One hash of the shard assets' code versions, as the definitions were built."""
-    versions = {name: asset_graph.get(AssetKey(name)).code_version for name in SHARD_ASSETS}
-    return artifact_key("identity", **versions)[:16]
+    return identity_of({name: asset_graph.get(AssetKey(name)).code_version
+                        for name in SHARD_ASSETS})
 
 
 def record_uploads(instance: DagsterInstance, fingerprints: Mapping[str, str]) -> None:
@@ -98,6 +100,7 @@ def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
     record_uploads(instance, fingerprints)
     resolver = stale_status_resolver(instance, asset_graph)
     states = {}
+    catalogs: dict[str, Catalog | None | str] = {}
     for shard in wanted:
         state = ShardFreshness(shard, fingerprints[shard])
         last = instance.get_latest_data_version_record(DATASET_KEY, False, shard)
@@ -118,9 +121,49 @@ def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
                                      + (f" ({cause.dependency.asset_key.to_user_string()})"
                                         if cause.dependency else "")
                                      for cause in causes)
-        index = f"{store.path(layout.shard_dir(profile, shard))}/{layout.INDEX_FILE}"
-        live = state.fingerprint != EMPTY_SHARD  # a retired shard has no index to check
-        if not state.reasons and live and not store.exists(index):
-            state.reasons.append(f"its finished index {index} is missing from the store")
+        live = state.fingerprint != EMPTY_SHARD  # a retired shard has nothing to serve
+        if not state.reasons and live:
+            state.reasons += _serving_problems(store, profile, shard, catalogs,
+                                               _published_version(last))
         states[shard] = state
     return states
+
+
+def _published_version(record) -> str | None:
+    """The shard version the last training_dataset materialization published."""
+    if record is None or record.event_log_entry.asset_materialization is None:
+        return None
+    value = record.event_log_entry.asset_materialization.metadata.get("index_version")
+    return None if value is None else str(getattr(value, "value", value))
+
+
+def _serving_problems(store: ContentStore, profile: str, shard: str,
+                      catalogs: dict[str, Catalog | None | str], published: str | None
+                      ) -> list[str]:
+    """Why the store does not serve the shard as this instance published it (empty: it
+    does): the catalog lists the version its last materialization published (another run,
+    e.g. another instance with other settings on the same store, may have published its own
+    since), and every file of it is there with its size."""
+    dataset_dir = store.path(layout.dataset_dir(profile))
+    if profile not in catalogs:  # read once per judgement of many shards
+        try:
+            catalogs[profile] = read_catalog(store, dataset_dir)
+        except DatasetError as exc:
+            catalogs[profile] = str(exc)
+    catalog = catalogs[profile]
+    if isinstance(catalog, str):
+        return [f"the dataset's catalog cannot be read: {catalog}"]
+    where = f"{store.local_path(dataset_dir)}/{layout.CATALOG_FILE}"
+    entry = catalog.shards.get(shard) if catalog is not None else None
+    if entry is None:
+        return [f"the dataset's catalog {where} does not list it"]
+    if published is not None and entry.version != published:
+        return [f"the dataset's catalog {where} serves version {entry.version} of it, which "
+                f"another run published after this instance's last one ({published})"]
+    shard_dir = store.path(layout.shard_dir(profile, shard))
+    problems = served_problems(store, shard_dir, entry)
+    index = f"{shard_dir}/{layout.INDEX_FILE}"
+    if not store.exists(index):
+        problems.append(f"its finished index {store.local_path(index)} is missing from the "
+                        "store")
+    return problems

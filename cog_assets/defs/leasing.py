@@ -14,7 +14,8 @@ def step_lease(context: AssetExecutionContext, store: ContentStore,
     """A lease for this step of this run on its shard's tables (and, given the profile, its
     shard's dataset folder); the step adds the artefact keys it relies on with `hold`."""
     shard = context.partition_key
-    paths = [layout.table_path("*", shard)]
+    # its tables (every profile's, and where a store before profiles kept them)
+    paths = [layout.table_path("*", "*", shard), layout.legacy_table_path("*", shard)]
     if profile is not None:  # the shard's next files and the catalog it publishes them in
         dataset = layout.dataset_dir(profile)
         paths += [f"{layout.shard_dir(profile, shard)}/*", f"{dataset}/{layout.CATALOG_FILE}*",

@@ -31,8 +31,9 @@ from cog_assets.defs.freshness import (
     shard_freshness,
 )
 from cog_assets.defs.partitions import SHARDS_PARTITION
+from cog_assets.defs.versions import settings_identity
 from cog_assets.models.runtime import import_model_code_in_background
-from cog_assets.sources.sharding import shard_key
+from cog_assets.sources.sharding import is_shard_key, shard_key
 from cog_assets.sources.uploads import UploadState, scan_uploads
 from cog_assets.stages.decode_ahead import DecodeAhead
 from cog_assets.stages.manifest import discover_shards
@@ -49,7 +50,8 @@ def observe_uploads(instance: DagsterInstance, settings: Settings) -> dict[str, 
     """Scan the data root as the upload sensor does (saving the upload state it starts from)
     and record each shard's fingerprint that moved as an observation of `uploads`, so the
     UI's staleness compares against what was actually run."""
-    state = UploadState(ContentStore(settings.store.url), settings.sources)
+    state = UploadState(ContentStore(settings.store.url), settings.sources,
+                        settings.model.profile)
     tick = scan_uploads(state, state.latest_generation(), settings.sources)
     record_uploads(instance, tick.fingerprints)
     return tick.fingerprints
@@ -173,9 +175,9 @@ def select_shards(all_shards: list[str], keys: Iterable[str] | None = None,
     if shard_range:
         first, colon, last = shard_range.partition(":")
         bounds = [shard_key(int(b)) if b.isdigit() else b for b in (first, last)]
-        if not colon or not all(bounds):
-            raise SettingsError(f"--shard-range {shard_range!r}: expected FIRST:LAST, by index "
-                                "(2:5) or key (shard-00002:shard-00005)")
+        if not colon or not all(map(is_shard_key, bounds)):
+            raise SettingsError(f"--shard-range {shard_range!r} is invalid: expected FIRST:LAST, "
+                                "by index (2:5) or key (shard-00002:shard-00005)")
         low, high = bounds
         if low > high:
             raise SettingsError(f"--shard-range {shard_range!r} is inverted: {low} comes after "
@@ -338,14 +340,34 @@ def reconcile_catalog(settings: Settings) -> None:
         logging.getLogger(__name__).warning("could not reconcile the catalog: %s", exc)
 
 
+def summary_work(settings: Settings) -> dict[str, str]:
+    """What a summary's shards were done with: the settings identity (the hash of the code
+    versions, so every setting that shapes outputs) and the store; `--resume` skips shards
+    only of a summary that records the same."""
+    return {"identity": settings_identity(settings), "store": settings.store.url}
+
+
+def resumable(previous: dict[str, Any], settings: Settings) -> str | None:
+    """Why a previous summary cannot be resumed with these settings (None: it can)."""
+    now = summary_work(settings)
+    differ = [f"{name} {previous.get(name)!r}, now {value!r}" for name, value in now.items()
+              if previous.get(name) != value]
+    if not differ:
+        return None
+    return "it was written for other work (" + "; ".join(differ) + ")"
+
+
 def write_summary_json(path: str, summaries: dict[str, ShardSummary],
-                       pending: Iterable[str] = ()) -> None:
+                       pending: Iterable[str] = (), work: dict[str, str] | None = None
+                       ) -> None:
     """The machine-readable summary, replaced atomically (a reader, or a `--resume` after a
-    kill, never sees half a file). `pending`: shards of this backfill not finished yet."""
+    kill, never sees half a file). `pending`: shards of this backfill not finished yet;
+    `work`: `summary_work` of the settings the shards ran with."""
     pending = list(pending)
     payload = {
         "success": all(s.success for s in summaries.values()) and not pending,
         "pending": pending,
+        **(work or {}),
         "shards": {key: s.as_dict() for key, s in summaries.items()},
     }
     directory = os.path.dirname(os.path.abspath(path))

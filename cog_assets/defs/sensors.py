@@ -53,7 +53,7 @@ def upload_sensor(context: SensorEvaluationContext, sources: SourcesResource,
     release_dead_runs(context.instance, context.log)  # or new runs wait for their slots
     cursor = json.loads(context.cursor) if context.cursor else {}
     settings = sources.settings()
-    state = UploadState(store.open(), settings)
+    state = UploadState(store.open(), settings, model.profile)
     generation = cursor.get("generation")
     cold = generation is None
     tick = scan_uploads(state, state.latest_generation() if cold else generation, settings,

@@ -21,6 +21,9 @@ from cog_assets.core import keys
 from cog_assets.core.config import Settings
 from cog_assets.core.keys import artifact_key, data_version_of
 
+# The tag a materialization or observation carries its data version in (Dagster's
+# DATA_VERSION_TAG, which it does not export).
+DATA_VERSION_TAG = "dagster/data_version"
 SHARD_ASSETS = ("raw_manifest", "scene_segments", "clip_captions", "validated_clips",
                 "frame_tensors", "vae_latents", "t5_embeddings", "training_dataset")
 
@@ -89,6 +92,17 @@ def code_versions(settings: Settings) -> dict[str, str]:
     """Per asset name, a short hash of its output identity: its Dagster code version."""
     return {name: artifact_key("code_version", **parts)[:16]
             for name, parts in output_identities(settings).items()}
+
+
+def identity_of(versions: dict[str, str]) -> str:
+    """One hash of the shard assets' code versions: what the settings make of a shard."""
+    return artifact_key("identity", **{name: versions[name] for name in SHARD_ASSETS})[:16]
+
+
+def settings_identity(settings: Settings) -> str:
+    """identity_of the code versions these settings give (what a summary records, so that
+    `--resume` resumes only the same work)."""
+    return identity_of(code_versions(settings))
 
 
 

@@ -11,7 +11,8 @@ Conventions, all from THUDM/CogVideo:
 - `finetune/models/cogvideox_t2v/lora_trainer.py` (`encode_video`, shared by the I2V and 1.5
   trainers): what it caches is `latent_dist.sample() * vae.config.scaling_factor`, made with
   the VAE in the training dtype. So `encoded_video` is a seeded draw from the stored moments
-  times the profile's scaling factor (no other factor for 1.5 either), cast to the profile's
+  times the scaling factor of the VAE that made them, as its shard records it (no other factor
+  for 1.5 either), cast to the profile's
   dtype; the seed of each clip depends only on `seed` and its clip id (`sample_seed`).
 - `finetune/datasets/utils.py`: `load_prompts` reads `data_root / caption_column` as
   `line.strip()` per line, empty lines dropped, and the hash is of that stripped line (so it is
@@ -89,11 +90,12 @@ def sample_seed(seed: int, clip_id: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def encoded_video(moments: torch.Tensor, profile: ModelProfile, seed: int, clip_id: str,
+def encoded_video(moments: torch.Tensor, scaling_factor: float, seed: int, clip_id: str,
                   dtype: torch.dtype) -> torch.Tensor:
-    """What CogVideo's `encode_video` would cache: a posterior draw times the scaling factor."""
+    """What CogVideo's `encode_video` would cache: a posterior draw times the scaling factor
+    of the VAE that made the moments (`vae.config.scaling_factor` there)."""
     generator = torch.Generator().manual_seed(sample_seed(seed, clip_id))
-    return (sample_from_moments(moments, generator) * profile.scaling_factor).to(dtype)
+    return (sample_from_moments(moments, generator) * scaling_factor).to(dtype)
 
 
 def _pictures(clips: list[ClipRecord], images: Mapping[str, str | Path] | None,
@@ -168,8 +170,9 @@ def export_cogvideo_finetune(dataset_dir: str | Path, out_dir: str | Path, profi
             embedded: set[str] = set()
             for clip, line in zip(clips, lines):
                 stem = stems[clip.clip_id]
-                latent = encoded_video(tensors.moments(clip), profile, seed, clip.clip_id,
-                                       torch_dtype)
+                latent = encoded_video(tensors.moments(clip),
+                                       clip.vae_scaling(profile).scaling_factor, seed,
+                                       clip.clip_id, torch_dtype)
                 name = f"cache/video_latent/{model}/{clip.bucket}/{stem}.safetensors"
                 atomic.write_bytes(folder / name,
                                    safetensors_bytes({"encoded_video": latent.contiguous()}))

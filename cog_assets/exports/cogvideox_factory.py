@@ -69,6 +69,7 @@ from cog_assets.exports.report import (
 )
 from cog_assets.exports.source import ClipRecord, ShardTensors, read_clips
 from cog_assets.loader import DEFAULT_SCALING, image_latent_factor, pad_latent_frames
+from cog_assets.store.catalog import VaeScaling
 
 
 def trainer_num_frames(latent_frames: int) -> int:
@@ -96,12 +97,13 @@ def _check_frames(clip: ClipRecord, profile: ModelProfile, frame_buckets: Sequen
                          f"one of the frame buckets {sorted(frame_buckets)}")
 
 
-def factory_image_moments(moments: torch.Tensor, profile: ModelProfile,
+def factory_image_moments(moments: torch.Tensor, vae: VaeScaling | ModelProfile,
                           scaling: ImageLatentScaling | str) -> torch.Tensor:
     """Image moments the script's `sample() * scaling_factor` turns into the chosen
     convention's latent: unchanged for `multiply`; for `inference` on an inverted VAE,
-    mean / s² and logvar − 4·ln s, so that sample × s is the original sample / s."""
-    ratio = image_latent_factor(profile, scaling) / profile.scaling_factor  # 1 or 1/s²
+    mean / s² and logvar − 4·ln s, so that sample × s is the original sample / s. `vae`: the
+    scaling of the VAE that made them (their shard's)."""
+    ratio = image_latent_factor(vae, scaling) / vae.scaling_factor  # 1 or 1/s²
     if ratio == 1.0:
         return moments
     mean, logvar = moments.float().chunk(2, dim=0)
@@ -156,7 +158,8 @@ def export_cogvideox_factory(dataset_dir: str | Path, out_dir: str | Path, profi
                                    tensors.embedding(clip))
                 relative += [f"video_latents/{stem}.pt", f"prompt_embeds/{stem}.pt"]
                 if profile.i2v:
-                    image = factory_image_moments(tensors.image_latent(clip), profile,
+                    image = factory_image_moments(tensors.image_latent(clip),
+                                                  clip.vae_scaling(profile),
                                                   image_latent_scaling)
                     atomic.save_tensor(folder / "image_latents" / f"{stem}.pt", image)
                     relative.append(f"image_latents/{stem}.pt")

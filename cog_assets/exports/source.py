@@ -19,7 +19,8 @@ from safetensors import safe_open
 from cog_assets.core.buckets import Bucket
 from cog_assets.core.clip_row import CLIP_COLUMNS
 from cog_assets.loader import check_file, open_shard
-from cog_assets.store.catalog import DatasetError, load_catalog
+from cog_assets.core.profiles import ModelProfile
+from cog_assets.store.catalog import DatasetError, VaeScaling, load_catalog
 
 SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
                       "F64": torch.float64}
@@ -40,6 +41,7 @@ class ClipRecord:
     files: tuple[tuple[str, str], ...] = ()  # (index column, tensor file name) of the shard
     first_frame_png: Path | None = None  # I2V: the clean first frame the latents were made of
     extra: tuple[tuple[str, Any], ...] = ()  # the index's CLIP_COLUMNS the shard has
+    vae: VaeScaling | None = None  # the scaling its latents were made with (its shard's)
     content_hash: str | None = None  # sha256 of the source video's bytes the clip was made of
 
     @property
@@ -62,6 +64,10 @@ class ClipRecord:
 
     def where(self) -> str:
         return f"clip {self.clip_id!r} ({self.shard_dir.name})"
+
+    def vae_scaling(self, profile: ModelProfile) -> VaeScaling:
+        """What its latents are scaled by: as recorded by its shard, else the profile's."""
+        return self.vae or VaeScaling(profile.scaling_factor, profile.invert_scale_latents)
 
 
 def read_clips(dataset_dir: str | Path) -> list[ClipRecord]:
@@ -93,6 +99,8 @@ def read_clips(dataset_dir: str | Path) -> list[ClipRecord]:
                 first_frame_png=(shard_dir / row["first_frame_png"]
                                  if row.get("first_frame_png") else None),
                 extra=tuple((c, row[c]) for c in CLIP_COLUMNS if c in row),
+                vae=None if entry.scaling_factor is None else VaeScaling(
+                    entry.scaling_factor, bool(entry.invert_scale_latents)),
                 content_hash=row.get("content_hash"),
             ))
     return clips

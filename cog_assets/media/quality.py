@@ -35,10 +35,24 @@ def _for_flow(gray: np.ndarray) -> np.ndarray:
     return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
 
-def flow_speed(previous: np.ndarray, current: np.ndarray, seconds: float) -> float:
+# Grey levels (0-255, after a 5x5 blur) a pixel must have changed by since the reference
+# frame to count as moving. Compression noise of a re-encoded still (MPEG-4's refreshed
+# quantisation noise at each key frame, x264's flicker) stays within a few levels and does not
+# grow with time; real motion does. Tuned on the corpus (bench/README.md, "Motion score").
+NOISE_LEVELS = 5
+
+
+def flow_speed(previous: np.ndarray, current: np.ndarray, seconds: float,
+               reference: np.ndarray | None = None) -> float:
     """Mean Farneback optical-flow magnitude between two frames `seconds` apart, in frame
     lengths (the long side) per second: 0.1 is a pan across a tenth of the frame per second.
-    Measured on the frames scaled to FLOW_SIDE pixels on their long side."""
+    Measured on the frames scaled to FLOW_SIDE pixels on their long side.
+
+    Farneback reads motion into flat regions and compression noise, even between two
+    identical frames; so with a `reference` (a frame some time before `current`: the scan's
+    previous sample, half a second earlier) only pixels that changed since it by more than
+    NOISE_LEVELS count, the rest as still. A still image encoded as a video reads as ~0, a
+    slow pan still counts: its change accumulates over the half second, noise does not."""
     if not seconds > 0:
         return float("nan")
     previous, current = _for_flow(previous), _for_flow(current)
@@ -46,4 +60,7 @@ def flow_speed(previous: np.ndarray, current: np.ndarray, seconds: float) -> flo
                                         winsize=15, iterations=3, poly_n=5, poly_sigma=1.2,
                                         flags=0)
     magnitude = np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)
+    if reference is not None:
+        changed = cv2.GaussianBlur(cv2.absdiff(_for_flow(reference), current), (5, 5), 0)
+        magnitude = magnitude * (changed > NOISE_LEVELS)
     return float(magnitude.mean()) / max(previous.shape) / seconds

@@ -7,7 +7,8 @@ gives both the cut list and the quality samples, and cut times stay exact on
 variable-frame-rate sources.
 
 Quality is sampled SCORE_FPS times per second of source time: brightness, sharpness and
-motion (optical flow from the frame before the sample) on the analysis frame and, with
+motion (optical flow from the frame before the sample, counted only where the picture changed
+beyond compression noise since the previous sample) on the analysis frame and, with
 aesthetic weights, the aesthetic score of the sample. Segments are scored later from these
 samples (`cog_assets.media.scene_cuts`), so changing clip lengths or thresholds needs no decoding.
 """
@@ -209,7 +210,8 @@ def scan_source(task: ScanTask) -> SourceScan:
     cut_frames: list[int] = []
     samples: list[list[float]] = []
     pictures: list[tuple[int, np.ndarray]] = []  # (sample row, RGB) awaiting the aesthetic model
-    previous: tuple[float, np.ndarray] | None = None
+    previous: tuple[float, np.ndarray] | None = None  # the frame before
+    sampled: tuple[float, np.ndarray] | None = None  # the last sample's frame (motion's reference)
     next_sample = 0.0
     end = 0.0
 
@@ -233,8 +235,9 @@ def scan_source(task: ScanTask) -> SourceScan:
                 gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
                 if t >= next_sample - PTS_EPSILON_S:
                     prev_t = previous[0] if previous else math.nan
-                    motion = (quality.flow_speed(previous[1], gray, t - prev_t)
-                              if previous else math.nan)
+                    motion = (quality.flow_speed(previous[1], gray, t - prev_t, sampled[1])
+                              if previous and sampled else math.nan)
+                    sampled = (t, gray)
                     samples.append([t, prev_t, quality.brightness(gray), quality.sharpness(gray),
                                     motion, math.nan])
                     if scorer is not None:

@@ -34,7 +34,7 @@ from cog_assets.models.text_encoder import (
     precision_of,
 )
 from cog_assets.models.vae import load_vae
-from cog_assets.models.weights import WeightsSource
+from cog_assets.models.weights import WeightsSource, effective_profile
 
 if TYPE_CHECKING:  # loaded on first use: judging which shards need a run imports neither
     from diffusers import AutoencoderKLCogVideoX
@@ -132,7 +132,11 @@ class ModelRuntime:
 
     @cached_property
     def profile(self) -> ModelProfile:
-        return get_profile(self.model.profile)
+        """The profile the weights are used with: a tiny profile with weights of its own takes
+        their VAE scaling, latent channels and text width; a named profile whose local weights
+        disagree is refused here (WeightsMismatch), hub weights when they load."""
+        return effective_profile(WeightsSource(get_profile(self.model.profile),
+                                               self.model.weights, self.model.revision))
 
     @cached_property
     def weights(self) -> WeightsSource:

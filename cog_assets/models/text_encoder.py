@@ -25,7 +25,7 @@ from cog_assets.models.tiny import (
     tiny_text_encoder_dir,
     tiny_tokenizer,
 )
-from cog_assets.models.weights import WeightsSource
+from cog_assets.models.weights import WeightsSource, check_loaded
 
 if TYPE_CHECKING:  # imported where a model is loaded: importing this module stays light
     from transformers import PreTrainedTokenizerBase, T5EncoderModel
@@ -93,5 +93,7 @@ def load_text_encoder(source: WeightsSource, device: torch.device, dtype: torch.
             source.location, subfolder="text_encoder", revision=source.revision,
             torch_dtype=dtype,
         )
+        check_loaded(source, "text_encoder", model.config.to_dict())
+        check_loaded(source, "tokenizer", {"model_max_length": tokenizer.model_max_length})
     model = model.to(device=device).eval()  # no dtype: a whole cast would undo its fp32 layers
     return TextEncoder(tokenizer, model, source.profile.text_max_length)

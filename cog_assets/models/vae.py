@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from cog_assets.models.tiny import tiny_vae
-from cog_assets.models.weights import WeightsSource
+from cog_assets.models.weights import WeightsSource, check_loaded
 
 if TYPE_CHECKING:  # imported where a VAE is loaded: importing this module stays light
     from diffusers import AutoencoderKLCogVideoX
@@ -30,6 +30,7 @@ def load_vae(source: WeightsSource, device: torch.device, dtype: torch.dtype,
         vae = AutoencoderKLCogVideoX.from_pretrained(
             source.location, subfolder="vae", revision=source.revision, torch_dtype=dtype
         )
+        check_loaded(source, "vae", vae.config)  # its scaling, channels: the profile's
     vae = vae.to(device=device).eval()
     if slicing:
         vae.enable_slicing()

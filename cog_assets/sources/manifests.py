@@ -225,7 +225,8 @@ def read_two_file_layout(data_root: Path) -> list[ManifestRow]:
         images = list(listed)
     guard = RootGuard(data_root)
     return [
-        _row(guard, f"{VIDEO_LIST}:{n}", video, prompt, image)
+        _row(guard, f"{VIDEO_LIST}:{n}", video, prompt, image,
+             caption_at=f"{prompts_file.name}:{n}")
         for n, (video, prompt, image) in enumerate(zip(videos, prompts, images), start=1)
     ]
 
@@ -370,27 +371,31 @@ def segment_captions_path(sources: SourceSettings) -> Path | None:
     return Path(sources.data_root) / sources.segment_captions
 
 
-def _row(guard: RootGuard, source: str, video: Any, caption: Any, image: Any = None
-         ) -> ManifestRow:
+def _row(guard: RootGuard, source: str, video: Any, caption: Any, image: Any = None, *,
+         caption_at: str | None = None) -> ManifestRow:
     """A manifest row from its cells (str, or None where a table has no value), with the
-    first problem that makes it unusable."""
-    problems: list[tuple[RejectReason, str]] = []
+    first problem that makes it unusable. `caption_at`: where the caption is, when that is
+    another file's line than `source` (prompts.txt beside videos.txt); a problem of the
+    caption names it."""
+    problems: list[tuple[RejectReason, str, str]] = []  # (reason, why, where)
     for what, value in (("video path", video), ("caption", caption), ("image path", image)):
+        where = caption_at if what == "caption" and caption_at else source
         if value is not None and not isinstance(value, str):
             if what == "caption" and isinstance(value, (int, float)) and not isinstance(value,
                                                                                         bool):
                 continue
             problems.append((RejectReason.malformed_row,
-                             f"the {what} is a {type(value).__name__}, not text"))
+                             f"the {what} is a {type(value).__name__}, not text", where))
         elif isinstance(value, str) and not _is_utf8(value):
-            problems.append((RejectReason.not_utf8, f"the {what} is not valid UTF-8"))
+            problems.append((RejectReason.not_utf8, f"the {what} is not valid UTF-8", where))
     video_text = _printable(video) if isinstance(video, str) else None
     clip_id, reason, why = guard.check(video_text, source)
     caption_text = "" if caption is None else _printable(str(caption)).strip()
+    where = source
     if problems:
-        reason, why = problems[0]
+        reason, why, where = problems[0]
     elif reason is None and not caption_text:
-        reason, why = RejectReason.caption_empty, "caption is empty"
+        reason, why, where = RejectReason.caption_empty, "caption is empty", caption_at or source
     image_id = None
     if isinstance(image, str) and image.strip() and not problems:
         image_id, image_reason, image_why = guard.check(_printable(image), source,
@@ -400,7 +405,7 @@ def _row(guard: RootGuard, source: str, video: Any, caption: Any, image: Any = N
             if reason is None:
                 reason, why = image_reason, f"image {image_why}"
     return ManifestRow(clip_id, caption_text, source, image_id, reason,
-                       None if reason is None else f"{source}: {why}")
+                       None if reason is None else f"{where}: {why}")
 
 
 # -- all manifests of a data root ------------------------------------------------------------

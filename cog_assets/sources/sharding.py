@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 SHARD_PREFIX = "shard-"
 
@@ -17,6 +18,11 @@ def shard_index(clip_id: str, shard_count: int) -> int:
 
 def shard_key(index: int) -> str:
     return f"{SHARD_PREFIX}{index:05d}"
+
+
+def is_shard_key(text: str) -> bool:
+    """Whether `text` is a partition key `shard_key` gives (shard-00000...)."""
+    return re.fullmatch(rf"{SHARD_PREFIX}\d{{5,}}", text) is not None
 
 
 def shard_for(clip_id: str, shard_count: int) -> str:

@@ -159,25 +159,40 @@ def changed_shards(previous: dict[str, str], current: dict[str, str | None]) -> 
 
 class UploadState:
     """The sensor's memory in the store, one file per generation so a tick that fails before
-    Dagster saves its cursor leaves the previous generation intact to diff against again."""
+    Dagster saves its cursor leaves the previous generation intact to diff against again.
+
+    Kept per data root, shard count and profile: two datasets' sensors (two instances on one
+    store) number their generations apart. A store written before the profile was part of it
+    has its latest generation copied over on first use, so no file is hashed again."""
 
     KEEP = 3
 
-    def __init__(self, store, sources: SourceSettings):
+    def __init__(self, store, sources: SourceSettings, profile: str):
         self.store = store
-        ident = f"{sources.data_root}|{sources.shard_count}"
-        self.dir = store.path(layout.upload_state_dir(
-            hashlib.sha256(ident.encode()).hexdigest()[:16]))
+        self.dir = store.path(layout.upload_state_dir(_ident(sources, profile)))
+        self.legacy_dir = store.path(layout.upload_state_dir(_ident(sources, None)))
 
-    def _path(self, generation: int) -> str:
-        return f"{self.dir}/{generation:08d}.parquet"
+    def _path(self, generation: int, folder: str | None = None) -> str:
+        return f"{folder or self.dir}/{generation:08d}.parquet"
+
+    def _generations(self, folder: str) -> list[int]:
+        if not self.store.exists(folder):
+            return []
+        names = [p.rsplit("/", 1)[-1] for p in self.store.fs.ls(folder, detail=False)]
+        return [int(n.split(".")[0]) for n in names if n.endswith(".parquet")
+                and n.split(".")[0].isdigit()]
 
     def latest_generation(self) -> int | None:
-        if not self.store.exists(self.dir):
-            return None
-        names = [p.rsplit("/", 1)[-1] for p in self.store.fs.ls(self.dir, detail=False)]
-        generations = [int(n.split(".")[0]) for n in names if n.endswith(".parquet")]
-        return max(generations, default=None)
+        generations = self._generations(self.dir)
+        if not generations:
+            legacy = self._generations(self.legacy_dir)
+            if not legacy:
+                return None
+            latest = max(legacy)  # what the sensor saw before states were per profile
+            self.store.write_bytes(self._path(latest), self.store.read_bytes(
+                self._path(latest, self.legacy_dir)))
+            return latest
+        return max(generations)
 
     def known_hashes(self) -> dict[str, tuple[int, int, str]]:
         """path -> (size, mtime_ns, sha256) from the latest snapshot, hashed files only."""
@@ -205,6 +220,13 @@ class UploadState:
         old = self._path(generation - self.KEEP)
         if generation >= self.KEEP and self.store.exists(old):
             self.store.fs.rm(old)
+
+
+def _ident(sources: SourceSettings, profile: str | None) -> str:
+    ident = f"{sources.data_root}|{sources.shard_count}"
+    if profile is not None:
+        ident += f"|{profile}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -2,20 +2,24 @@
 
 Per shard, every served file named by a version that hashes the shard's content:
 `index.<v>.parquet` (one row per clip), `latents.<v>.safetensors` (moments by clip id),
-`prompt_embeds.<v>.safetensors` (embeddings by caption sha256); for I2V also
-`image_latents.<v>.safetensors` (first-frame moments by clip id) and `first_frames/<v>/<n>.png`.
-Beside them `index.parquet` (a copy of the latest index, for people and tools) and
-`rejects.parquet` (every row that did not make it, with its reason).
+`prompt_embeds.<v>.safetensors` (embeddings by caption sha256), `rejects.<v>.parquet` (every
+row that did not make it, with its reason); for I2V also `image_latents.<v>.safetensors`
+(first-frame moments by clip id) and `first_frames/<v>/<n>.png`. Beside them `index.parquet`
+and `rejects.parquet`, copies of the latest for people and tools. The version hashes every
+row of the index and of the rejects, so one version's files always hold the same bytes, and
+two runs of a shard with different content never write the same file.
 
 The files are written first, then the shard's catalog entry (their sizes and digests) is
-published, and only then are the previous version's files removed: a reader that follows the
-catalog sees the old version whole or the new one whole, also when a run fails or is killed.
+published under the dataset's lock: a reader that follows the catalog sees the old version
+whole or the new one whole, also when a run fails or is killed. Nothing is removed at
+publication: the previous version's files stay, for the readers that opened it (a trainer
+mid-epoch), until `cog-assets gc` removes them gc_grace_s after they were superseded.
 
 Each latent and embedding is stored once: after publication the shard's files are their home
 and the content-addressed store keeps a reference in place of its copy
-(`cog_assets.store.references`). Before a previous version's files are removed, the artefacts
-only they held (clips the shard no longer has) are written back to the store in full, so
-nothing computed is lost; `cog-assets gc` decides what is garbage.
+(`cog_assets.store.references`), pointed there under the same lock. Before gc removes an old
+version's files, what they are home to that is still wanted is written back to the store in
+full, so nothing computed is lost.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from cog_assets.core.clip_row import CLIP_COLUMNS, REJECT_COLUMNS
 from cog_assets.core.keys import data_version_of
 from cog_assets.stages.validation import VALIDATED_SCHEMA
 from cog_assets.store import adoption, catalog, layout, references
-from cog_assets.store.catalog import CatalogFile, ShardEntry
+from cog_assets.store.catalog import CatalogFile, ShardEntry, VaeScaling
 from cog_assets.store.content_store import ContentStore, CorruptArtifact
 from cog_assets.store.layout import INDEX_FILE, REJECTS_FILE
 from cog_assets.store.sealed_tensors import seal
@@ -87,11 +91,15 @@ def caption_counts(index: pl.DataFrame) -> dict:
     return {"captions_by_source": by_source, "captions_inherited_shared": shared}
 
 
-def shard_version(index: pl.DataFrame) -> str:
-    """A version for the shard's files that changes whenever what they hold does (which clip,
-    which latent, which caption, which bucket), and only then."""
-    rows = index.select("clip_id", "latent_key", "embedding_key", "caption_sha256", "bucket")
-    return data_version_of("|".join(map(str, row)) for row in rows.iter_rows())[:16]
+def shard_version(index: pl.DataFrame, rejects: pl.DataFrame | None = None) -> str:
+    """A version for the shard's files that changes whenever what they hold does (every row
+    and column of the index, and of the rejects), and only then: one version's files always
+    hold the same bytes."""
+    rows = [f"index|{'|'.join(map(str, row))}" for row in index.sort("clip_id").iter_rows()]
+    if rejects is not None:
+        rows += [f"rejects|{'|'.join(map(str, row))}" for row in rejects.iter_rows()]
+    columns = "|".join([*index.columns, *([] if rejects is None else rejects.columns)])
+    return data_version_of([columns, *rows])[:16]
 
 
 @dataclass(frozen=True)
@@ -107,35 +115,36 @@ class FinishedShard:
 
 def finish_shard(store: ContentStore, dataset_dir: str, profile: str, shard: str,
                  shard_count: int, live: Iterable[str], index: pl.DataFrame,
-                 rejects: pl.DataFrame, *, frames_retention: FramesRetention | None = None
-                 ) -> FinishedShard:
+                 rejects: pl.DataFrame, *, frames_retention: FramesRetention | None = None,
+                 vae_scaling: VaeScaling | None = None) -> FinishedShard:
     """Write the shard's files, publish them in the catalog, make them the home of the
     shard's latents and embeddings, then drop the previous version.
 
     `live` are the shards the data root has clips in now; a shard not among them (its last
     clip deleted) is retired instead: out of the catalog, its folder removed.
-    `frames_retention` is recorded in the catalog entry (what gc may do with the frames)."""
+    `frames_retention` is recorded in the catalog entry (what gc may do with the frames), and
+    `vae_scaling` (what the loader and the exports scale the latents by)."""
     live = set(live)
     shard_dir = f"{dataset_dir}/{shard}"
     if shard not in live:
         catalog.reconcile(store, dataset_dir, profile, live, shard_count)
         return FinishedShard(index, {}, None)
     written = write_shard(store, shard_dir, shard, shard_count, index, rejects,
-                          frames_retention=frames_retention)
-    catalog.publish_shard(store, dataset_dir, profile, written.entry, live)
-    adopt_artifacts(store, shard_dir, written)
-    remove_other_versions(store, shard_dir, written.entry)
+                          frames_retention=frames_retention, vae_scaling=vae_scaling)
+    catalog.publish_shard(store, dataset_dir, profile, written.entry, live,
+                          then=lambda entry: adopt_artifacts(store, shard_dir, written))
     return written
 
 
 def write_shard(store: ContentStore, shard_dir: str, shard: str, shard_count: int,
                 index: pl.DataFrame, rejects: pl.DataFrame, *,
-                frames_retention: FramesRetention | None = None) -> FinishedShard:
+                frames_retention: FramesRetention | None = None,
+                vae_scaling: VaeScaling | None = None) -> FinishedShard:
     """Gather the shard's tensors from the store (each digest-checked) into its files.
 
     Returns the index as written, the paths of its files, the digest of each tensor in them
     and the catalog entry that serves them; nothing is published yet."""
-    version = shard_version(index)
+    version = shard_version(index, rejects)
     names = layout.tensor_files(version)
     latents, image_latents, pngs, png_files = {}, {}, [], []
     for n, row in enumerate(index.iter_rows(named=True)):
@@ -161,9 +170,10 @@ def write_shard(store: ContentStore, shard_dir: str, shard: str, shard_count: in
         pl.lit(names["image_latents_file"] if image_latents else None, dtype=pl.String
                ).alias("image_latents_file"))
     tensors = {"latents_file": latents, "embeds_file": embeds, "image_latents_file": image_latents}
-    index_name = layout.index_file(version)
+    index_name, rejects_name = layout.index_file(version), layout.rejects_file(version)
     paths = {INDEX_FILE: f"{shard_dir}/{INDEX_FILE}", REJECTS_FILE: f"{shard_dir}/{REJECTS_FILE}",
-             index_name: f"{shard_dir}/{index_name}"}
+             index_name: f"{shard_dir}/{index_name}",
+             rejects_name: f"{shard_dir}/{rejects_name}"}
     files, digests = {}, {}
     for column, content in tensors.items():
         if content or column != "image_latents_file":
@@ -173,14 +183,18 @@ def write_shard(store: ContentStore, shard_dir: str, shard: str, shard_count: in
             files[column] = CatalogFile.of(names[column], data)
             digests[column] = references.tensor_digests(data)
     index_bytes = store.write_table(paths[index_name], index)
-    rejects_bytes = store.write_table(paths[REJECTS_FILE], rejects)
-    store.write_bytes(paths[INDEX_FILE], index_bytes)
+    rejects_bytes = store.write_table(paths[rejects_name], rejects)
+    store.write_bytes(paths[INDEX_FILE], index_bytes)  # the copies, for people and tools
+    store.write_bytes(paths[REJECTS_FILE], rejects_bytes)
     entry = ShardEntry(shard=shard, shard_count=shard_count, version=version, clips=len(index),
                        index=CatalogFile.of(index_name, index_bytes), files=files,
-                       rejects=CatalogFile.of(REJECTS_FILE, rejects_bytes),
+                       rejects=CatalogFile.of(rejects_name, rejects_bytes),
                        first_frames=tuple(png_files),
                        frames_retention=None if frames_retention is None
-                       else str(frames_retention))
+                       else str(frames_retention),
+                       scaling_factor=vae_scaling.scaling_factor if vae_scaling else None,
+                       invert_scale_latents=(vae_scaling.invert_scale_latents if vae_scaling
+                                             else None))
     return FinishedShard(index, paths, entry, digests)
 
 
@@ -207,22 +221,3 @@ def first_frame_png(store: ContentStore, frames_key: str) -> bytes:
         moved = store.quarantine(ArtifactKind.first_frame, frames_key, ".png")
         raise CorruptArtifact(ArtifactKind.first_frame, frames_key, path, problem, moved)
     return data
-
-
-def remove_other_versions(store: ContentStore, shard_dir: str, entry: ShardEntry) -> None:
-    """Drop the files of the shard's previous versions once the catalog no longer names them,
-    after writing back in full the artefacts only they were home to."""
-    current = {f.name for f in entry.served()} | {INDEX_FILE, REJECTS_FILE}
-    old = []
-    for path in store.fs.ls(shard_dir, detail=False):
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        if name.endswith((".safetensors", ".parquet")) and name not in current:
-            old.append(path)
-    adoption.evict_from(store, old, [p for p in old if layout.is_versioned_index(p)])
-    for path in old:
-        store.fs.rm(path)
-    frames_dir = f"{shard_dir}/{layout.FIRST_FRAMES_DIR}"
-    if store.exists(frames_dir):
-        for path in store.fs.ls(frames_dir, detail=False):
-            if path.rstrip("/").rsplit("/", 1)[-1] != entry.version:
-                store.fs.rm(path, recursive=True)

@@ -56,7 +56,8 @@ def decode_shard(settings: Settings, shard: str) -> Reuse:
     store = ContentStore(settings.store.url)
     sources = settings.sources
     policy = FramePolicy.build(get_profile(settings.model.profile), settings.frames)
-    manifest = build_manifest(sources, shard, known=UploadState(store, sources).known_hashes())
+    known = UploadState(store, sources, settings.model.profile).known_hashes()
+    manifest = build_manifest(sources, shard, known=known)
     # The run's own steps in its order: scene segments (scanned here, reused by the run) give
     # the clips and their windows, so the frames decoded are the ones the run will ask for.
     segments, scanned, _ = split_segments(manifest, sources, settings.segments, settings.limits,

@@ -21,13 +21,27 @@ from cog_assets.core.keys import VaeIdentity
 from cog_assets.models.vae import frames_to_vae_input
 from cog_assets.runtime.heap import map_large_blocks, release_free_memory
 from cog_assets.stages.common import Reuse, reusable
-from cog_assets.store.content_store import ContentStore
+from cog_assets.store.content_store import ContentStore, CorruptArtifact
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKLCogVideoX
 
 OUTPUT_OF = {"frames": "moments", "first_frame": "image_moments"}  # input -> stored tensor
 LATENTS_SCHEMA = columns("clip_id", "frames_key", "latent_key", "bucket", "status")
+
+
+class DamagedFrames(Exception):
+    """A clip's frames file failed its digest check when read (it is quarantined)."""
+
+    def __init__(self, clip_id: str, error: CorruptArtifact):
+        super().__init__(str(error))
+        self.clip_id, self.error = clip_id, error
+
+    def describe(self) -> str:
+        """As the summary's `corrupt` lists a damaged artefact that was computed again."""
+        e = self.error
+        return (f"{e.kind} artefact {e.key} at {e.path}: {e.reason}; moved to {e.moved_to}, "
+                f"decoded again (clip {self.clip_id})")
 
 
 class MissingFrames(LookupError):
@@ -61,7 +75,9 @@ def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdent
 
     Frames are a cache: those of clips to encode that are no longer in the store are handed
     to `redecode` (rows of `frames`) first, which decodes them again (counted in
-    `frames_decoded_again`); without it, MissingFrames names the first such clip.
+    `frames_decoded_again`); without it, MissingFrames names the first such clip. A frames
+    file found damaged when read (quarantined) is a cache miss too: its clip is decoded again
+    the same way and listed in the stats' `corrupt` (the summary's "corrupt, replaced").
     """
     stats = Reuse()
     started = time.perf_counter()
@@ -90,22 +106,44 @@ def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdent
                    for i in range(0, len(rows), batch_size)]
         map_large_blocks()  # the VAE's activations: returned to the OS when freed
         target = _Target()  # filled once the VAE is loaded; the loader waits for it
-        with BatchStream(store, batches, target, ahead=0) as stream:
-            vae = load_vae()  # the first batch is read meanwhile
-            target.set(vae)
-            stream.read_ahead(prefetch_batches if prefetch_batches is not None
-                              else int(target.device.type != "cpu"))
-            for batch, inputs in stream:
-                outputs = {OUTPUT_OF[name]: _encode(vae, x.to(target.device, non_blocking=True))
-                           for name, x in inputs.items()}
-                for i, record in enumerate(batch):
-                    store.put_tensors(ArtifactKind.latents, record["latent_key"],
-                                      {name: value[i] for name, value in outputs.items()},
-                                      {"clip_id": record["clip_id"]})
-                    record["status"] = Status.computed
-                    stats.computed += 1
-                del inputs, outputs  # before the loader may read the batch after next
-                release_free_memory()
+        vae = None
+        replaced: set[str] = set()  # clips whose damaged frames were decoded again
+        while batches:
+            done = 0
+            try:
+                with BatchStream(store, batches, target, ahead=0) as stream:
+                    if vae is None:
+                        vae = load_vae()  # the first batch is read meanwhile
+                        target.set(vae)
+                    stream.read_ahead(prefetch_batches if prefetch_batches is not None
+                                      else int(target.device.type != "cpu"))
+                    for batch, inputs in stream:
+                        outputs = {OUTPUT_OF[name]: _encode(
+                            vae, x.to(target.device, non_blocking=True))
+                            for name, x in inputs.items()}
+                        for i, record in enumerate(batch):
+                            store.put_tensors(ArtifactKind.latents, record["latent_key"],
+                                              {name: value[i] for name, value in
+                                               outputs.items()},
+                                              {"clip_id": record["clip_id"]})
+                            record["status"] = Status.computed
+                            stats.computed += 1
+                        done += 1
+                        del inputs, outputs  # before the loader may read the batch after next
+                        release_free_memory()
+            except DamagedFrames as damaged:
+                # a damaged frames file (quarantined by the read) is a cache miss, as a
+                # damaged latent is: decode the clip again and go on from this batch
+                if redecode is None or damaged.clip_id in replaced:
+                    raise damaged.error from None
+                replaced.add(damaged.clip_id)
+                stats.corrupt.append(damaged.describe())
+                redecode(ok.filter(pl.col("clip_id") == damaged.clip_id))
+                stats.extra["frames_decoded_again"] = (
+                    stats.extra.get("frames_decoded_again", 0) + 1)
+                batches = batches[done:]
+                continue
+            batches = []
         del vae
     stats.seconds = time.perf_counter() - started
     return pl.DataFrame(list(records.values()), schema=LATENTS_SCHEMA), stats
@@ -210,6 +248,8 @@ class BatchStream:
                 loaded.append(self.store.get_tensors(ArtifactKind.frames, r["frames_key"]))
             except FileNotFoundError:
                 raise MissingFrames(r["clip_id"], r["frames_key"]) from None
+            except CorruptArtifact as exc:
+                raise DamagedFrames(r["clip_id"], exc) from None
         frames = {"frames": torch.stack([t["frames"] for t in loaded])}
         if "first_frame" in loaded[0]:  # I2V: the clean first frame, as one frame
             frames["first_frame"] = torch.stack([t["first_frame"][None] for t in loaded])

@@ -2,9 +2,9 @@
 
 Once a shard is published its files hold every latent and embedding it serves; keeping the
 same tensors in `cas/` as well would store each twice. So the store *adopts* them: a reference
-under each key (`references`) and the full copy removed. Before a shard file is removed (an old
-version, a retired shard, gc), what only it was home to is *evicted*: written back to `cas/` in
-full, so re-sharding and re-running never encode anything again.
+under each key (`references`) and the full copy removed. Before gc removes a shard file (an
+old version, a retired shard), what it is home to that is still wanted is *evicted*: written
+back to `cas/` in full, so re-sharding and re-running never encode anything again.
 """
 
 from __future__ import annotations
@@ -99,15 +99,6 @@ def evict_from(store: ContentStore, files: Iterable[str], indexes: Iterable[str]
                 for key in index[column].drop_nulls().unique().to_list():
                     if wanted is None or wanted(kind, key):
                         written += evict(store, kind, key, leaving)
-    return written
-
-
-def remove_folder(store: ContentStore, folder: str) -> int:
-    """Remove a retired shard's folder after evicting what it is home to (a re-shard's new
-    shards may still need it: they adopt it again). Returns how many were written back."""
-    files = list(store.fs.find(folder))
-    written = evict_from(store, files, [p for p in files if layout.is_versioned_index(p)])
-    store.fs.rm(folder, recursive=True)
     return written
 
 

@@ -5,14 +5,18 @@ left over from another shard count, or a shard that lost its last clip, is never
 catalog is published after each shard, atomically (one file replaced whole):
 
 - each shard's run writes its own entry, `catalog.d/<shard>.json` (index version, clip count,
-  every file it serves with its size and blake3), then rebuilds `catalog.json` from all
-  entries: those of the current shard count whose shard still has clips in the data root;
+  every file it serves with its size and blake3, the versions it superseded and when), then
+  rebuilds `catalog.json` from all entries: those of the current shard count whose shard still
+  has clips in the data root;
 - an entry of another shard count, or of a shard without clips, is retired: its entry is
-  removed, and its folder too when no live shard has that name (a live one keeps its folder:
-  its new version replaces the old files);
-- on a local store the rebuild holds a lock (`.catalog.lock`), so shards finishing at once all
-  land; on an object store a lost race leaves a shard out until the next publication or the
-  backfill's final reconcile (`reconcile`) rebuilds it from the entries.
+  removed and the time recorded (`retired_at`); its folder stays for readers that opened it
+  until gc removes it, gc_grace_s after that time;
+- publication never removes a file: a superseded version's files stay for the readers that
+  opened it (a trainer mid-epoch) until gc removes them, gc_grace_s after it was superseded;
+- publication (files checked, entry written, catalog rebuilt, references re-homed) and gc's
+  removal of shard files hold the dataset's lock (`cog_assets.store.dataset_lock`: flock on
+  local disk, a conditional-write lock object on S3), each judging afresh under it, so the
+  catalog never lists a file that is gone, and shards finishing at once all land.
 
 Everything a live shard serves or references is reachable from here: the index files the
 entries name hold each clip's `latent_key`, `embedding_key` and `frames_key`, which is what a
@@ -23,16 +27,16 @@ This module imports no pipeline code: a trainer reads the catalog with `load_cat
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cog_assets.core.keys import DIGEST, digest_of
 from cog_assets.store import layout
+from cog_assets.store.dataset_lock import dataset_lock
 
 if TYPE_CHECKING:
     from cog_assets.store.content_store import ContentStore
@@ -73,6 +77,16 @@ class CatalogFile:
 
 
 @dataclass(frozen=True)
+class VaeScaling:
+    """How the VAE that made a shard's latents scales them: a trainer multiplies a latent
+    sample by `scaling_factor` (image latents: see the loader's image_latent_factor). A
+    ModelProfile has the same two fields."""
+
+    scaling_factor: float
+    invert_scale_latents: bool
+
+
+@dataclass(frozen=True)
 class ShardEntry:
     """One shard's publication: which index version is live and the files it serves."""
 
@@ -86,10 +100,24 @@ class ShardEntry:
     first_frames: tuple[CatalogFile, ...] = ()
     published_at: str = field(default_factory=_now)
     frames_retention: str | None = None  # what the run did with its frames (None: not said)
+    # versions of this shard whose files are still in its folder -> when they stopped being
+    # served (ISO time): gc removes them gc_grace_s after that, so readers can finish
+    superseded: dict[str, str] = field(default_factory=dict)
+    # the VAE's latent scaling the latents were made with (None: a shard published before
+    # cog-assets recorded it; the profile's is meant)
+    scaling_factor: float | None = None
+    invert_scale_latents: bool | None = None
 
     def served(self) -> list[CatalogFile]:
         """Every file of the shard a reader may open, index first."""
         return [self.index, *self.files.values(), *self.first_frames]
+
+    def vae_scaling(self, default: VaeScaling) -> VaeScaling:
+        """The scaling its latents were made with (`default`, the profile's, for a shard
+        published before it was recorded)."""
+        if self.scaling_factor is None:
+            return VaeScaling(default.scaling_factor, default.invert_scale_latents)
+        return VaeScaling(self.scaling_factor, bool(self.invert_scale_latents))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,7 +132,10 @@ class ShardEntry:
             rejects=CatalogFile(**value["rejects"]) if value.get("rejects") else None,
             first_frames=tuple(CatalogFile(**v) for v in value.get("first_frames", ())),
             published_at=value.get("published_at", ""),
-            frames_retention=value.get("frames_retention"))
+            frames_retention=value.get("frames_retention"),
+            scaling_factor=value.get("scaling_factor"),
+            invert_scale_latents=value.get("invert_scale_latents"),
+            superseded=dict(value.get("superseded") or {}))
 
 
 @dataclass(frozen=True)
@@ -116,6 +147,7 @@ class Catalog:
     shards: dict[str, ShardEntry]
     retired: dict[str, str] = field(default_factory=dict)  # shard -> why it is not served
     updated_at: str = field(default_factory=_now)
+    retired_at: dict[str, str] = field(default_factory=dict)  # shard -> when (ISO time)
 
     @property
     def clips(self) -> int:
@@ -126,7 +158,8 @@ class Catalog:
                 "shard_count": self.shard_count, "updated_at": self.updated_at,
                 "clips": self.clips,
                 "shards": {k: v.to_json() for k, v in sorted(self.shards.items())},
-                "retired": dict(sorted(self.retired.items()))}
+                "retired": dict(sorted(self.retired.items())),
+                "retired_at": dict(sorted(self.retired_at.items()))}
 
     @classmethod
     def from_json(cls, value: dict[str, Any], where: str) -> "Catalog":
@@ -137,7 +170,8 @@ class Catalog:
             return cls(profile=value["profile"], shard_count=value.get("shard_count"),
                        shards={k: ShardEntry.from_json(v) for k, v in value["shards"].items()},
                        retired=dict(value.get("retired") or {}),
-                       updated_at=value.get("updated_at", ""))
+                       updated_at=value.get("updated_at", ""),
+                       retired_at=dict(value.get("retired_at") or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise DatasetError(f"{where}: unreadable catalog: {type(exc).__name__}: {exc}"
                                ) from None
@@ -172,48 +206,83 @@ def read_catalog(store: ContentStore, dataset_dir: str) -> Catalog | None:
     return parse_catalog(store.read_bytes(path), store.local_path(path))
 
 
+def served_problems(store: ContentStore, shard_dir: str, entry: ShardEntry) -> list[str]:
+    """What is wrong with the files a shard's entry serves, by a stat per file (no reads):
+    each must exist with its published size. Empty: every file is there."""
+    problems = []
+    for published in [*entry.served(), *([entry.rejects] if entry.rejects else [])]:
+        path = f"{shard_dir}/{published.name}"
+        try:
+            size = int(store.fs.size(path))
+        except FileNotFoundError:
+            problems.append(f"{store.local_path(path)} (listed by the catalog) is missing")
+            continue
+        if size != published.bytes:
+            problems.append(f"{store.local_path(path)} has {size} bytes, the catalog records "
+                            f"{published.bytes}")
+    return problems
+
+
 # -- publishing ------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _locked(store: ContentStore, dataset_dir: str) -> Iterator[None]:
-    """An exclusive lock on the dataset's catalog where the filesystem has one (local disk)."""
-    from fsspec.implementations.local import LocalFileSystem
-
-    if not isinstance(store.fs, LocalFileSystem):
-        yield
-        return
-    import fcntl
-
-    store.fs.makedirs(dataset_dir, exist_ok=True)
-    with open(f"{dataset_dir}/{layout.CATALOG_LOCK}", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def publish_shard(store: ContentStore, dataset_dir: str, profile: str, entry: ShardEntry,
-                  live: Iterable[str]) -> Catalog:
-    """Make `entry` the shard's live version and rebuild the catalog. Every file it names
-    must exist (a concurrent run of the same shard may have replaced them: then this one
-    fails, loudly, instead of publishing files that are gone)."""
+                  live: Iterable[str], then: Callable[[ShardEntry], None] | None = None
+                  ) -> Catalog:
+    """Make `entry` the shard's live version and rebuild the catalog, under the dataset's lock.
+
+    Every file it names must be there with its size (gc removes only under the same lock, so
+    none can go between this check and the catalog listing it); a file that is not (gc
+    removed a version that was not served when it looked) fails the publication, loudly,
+    instead of publishing files that are gone. The versions of the shard whose files are
+    still in its folder are recorded as superseded now (or when they first were), so gc keeps
+    them gc_grace_s for the readers that opened them. `then(entry)` runs under the lock after
+    the catalog lists the entry (the store's references are pointed at its files there, so
+    the last publication's references are the ones that stand)."""
     shard_dir = f"{dataset_dir}/{entry.shard}"
-    with _locked(store, dataset_dir):
-        gone = [f.name for f in entry.served() if not store.exists(f"{shard_dir}/{f.name}")]
-        if gone:
+    with dataset_lock(store, dataset_dir):
+        problems = served_problems(store, shard_dir, entry)
+        if problems:
             raise DatasetError(f"{store.local_path(shard_dir)}: files of version "
-                               f"{entry.version} disappeared before publication ({gone[:3]}); "
-                               "another run of this shard replaced them: run it again")
+                               f"{entry.version} went before publication ({problems[0]}); "
+                               "run the shard again")
+        entry = replace(entry, superseded=_superseded(store, dataset_dir, shard_dir, entry))
         store.write_json(f"{dataset_dir}/{layout.catalog_entry(entry.shard)}", entry.to_json())
-        return _rebuild(store, dataset_dir, profile, set(live), entry.shard_count)
+        catalog = _rebuild(store, dataset_dir, profile, set(live), entry.shard_count)
+        if then is not None:
+            then(entry)
+        return catalog
+
+
+def _superseded(store: ContentStore, dataset_dir: str, shard_dir: str, entry: ShardEntry
+                ) -> dict[str, str]:
+    """Versions of the shard still in its folder besides `entry`'s -> when they stopped
+    being served: as recorded before, else now."""
+    previous = published_entries(store, dataset_dir).get(entry.shard)
+    before = dict(previous.superseded) if previous is not None else {}
+    now = _now()  # the version served until now, and any other left in the folder
+    found = {layout.version_of(path) for path in _listing(store, shard_dir)}
+    return {version: before.get(version, now)
+            for version in sorted(v for v in found if v and v != entry.version)}
+
+
+def _listing(store: ContentStore, folder: str) -> list[str]:
+    """Every path under `folder` (one level, and first_frames/<version> folders)."""
+    try:
+        paths = store.fs.ls(folder, detail=False)
+    except FileNotFoundError:
+        return []
+    frames = f"{folder}/{layout.FIRST_FRAMES_DIR}"
+    found = [p for p in paths if p.rstrip("/") != frames]
+    if any(p.rstrip("/") == frames for p in paths):
+        found += [f"{p.rstrip('/')}/" for p in store.fs.ls(frames, detail=False)]
+    return found
 
 
 def reconcile(store: ContentStore, dataset_dir: str, profile: str, live: Iterable[str],
               shard_count: int) -> Catalog:
     """Rebuild the catalog for the data root's current shards (retiring the others); what a
     backfill does at the end, and a run of a shard that has no clips any more."""
-    with _locked(store, dataset_dir):
+    with dataset_lock(store, dataset_dir):
         return _rebuild(store, dataset_dir, profile, set(live), shard_count)
 
 
@@ -235,8 +304,13 @@ def published_entries(store: ContentStore, dataset_dir: str) -> dict[str, ShardE
 
 def _rebuild(store: ContentStore, dataset_dir: str, profile: str, live: set[str],
              shard_count: int) -> Catalog:
+    """The catalog from the entries (under the lock). Retired shards' folders stay: gc
+    removes them gc_grace_s after `retired_at`, having written back what they were home to
+    that is still wanted."""
     previous = read_catalog_quietly(store, dataset_dir)
     retired = dict(previous.retired) if previous else {}
+    retired_at = dict(previous.retired_at) if previous else {}
+    now = _now()
     kept = {}
     for shard, entry in published_entries(store, dataset_dir).items():
         if entry.shard_count != shard_count:
@@ -247,19 +321,18 @@ def _rebuild(store: ContentStore, dataset_dir: str, profile: str, live: set[str]
             kept[shard] = entry
             continue
         retired[shard] = why
+        retired_at[shard] = now
         store.fs.rm(f"{dataset_dir}/{layout.catalog_entry(shard)}")
     for path in store.fs.ls(dataset_dir, detail=False) if store.exists(dataset_dir) else []:
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if name.startswith("shard-") and name not in live and store.fs.isdir(path):
-            from cog_assets.store.adoption import (
-                remove_folder,  # the publishing side only
-            )
-
-            remove_folder(store, path)  # retired: not served; what it held goes back to cas
             retired.setdefault(name, "not a shard of the current data root")
+            retired_at.setdefault(name, now)
     for shard in kept:
         retired.pop(shard, None)
-    catalog = Catalog(profile=profile, shard_count=shard_count, shards=kept, retired=retired)
+        retired_at.pop(shard, None)
+    catalog = Catalog(profile=profile, shard_count=shard_count, shards=kept, retired=retired,
+                      retired_at={s: t for s, t in retired_at.items() if s in retired})
     store.write_json(f"{dataset_dir}/{layout.CATALOG_FILE}", catalog.to_json())
     return catalog
 

@@ -8,8 +8,10 @@ Garbage, once older than the grace period (`gc_grace_s`, by the file's time):
   resize or model; retired shards' clips; rejected clips' leftovers; frames of published
   shards that drop them), and references of such artefacts; clip files no current export
   links (their exports hold hard links of their own);
-- files of a live shard that its catalog entry does not serve (old versions), folders of
-  shards no catalog lists (retired), catalog entries of retired shards;
+- files of a live shard that its catalog entry does not serve (old versions, gc_grace_s after
+  they were superseded: the entry records when, so a reader that opened one finishes), folders
+  of shards no catalog lists (retired, gc_grace_s after they were), catalog entries of retired
+  shards;
 - quarantined files (by the time they were quarantined), temporary files of killed runs,
   tables and contact sheets of shards no catalog lists;
 - unlinked export versions (a killed export) and, with `exports=True`, every export;
@@ -18,9 +20,12 @@ Garbage, once older than the grace period (`gc_grace_s`, by the file's time):
 Nothing a lease holds (`cog_assets.store.leases`: keys and paths of running steps) is removed. The
 plan is made from one listing; before anything is removed the catalogs and leases are read
 again and each file is judged again, so a shard published or a run started meanwhile keeps
-what it needs. Live latents and embeddings that still have a full copy in `cas/` beside their
-shard file, or whose reference points at a file that is not served, are repaired first: the
-reference is pointed at the live shard's file and the copy removed (stored once).
+what it needs. A dataset's shard files are judged that last time, and removed, under the
+dataset's lock (the one publication holds: `cog_assets.store.dataset_lock`), after writing
+back in full what they are home to that is still wanted (live, or held by a running step).
+Live latents and embeddings that still have a full copy in `cas/` beside their shard file, or
+whose reference points at a file that is not served, are repaired first: the reference is
+pointed at the live shard's file and the copy removed (stored once).
 """
 
 from __future__ import annotations
@@ -41,7 +46,13 @@ from cog_assets.store.catalog import ShardEntry
 from cog_assets.store.content_store import ContentStore, StoredFile, mtime_of
 from cog_assets.store.footprint import CAS_KINDS, is_temporary
 from cog_assets.store.leases import HeldSet, expired, held
-from cog_assets.store.live_set import GcError, LiveSet, live_set  # noqa: F401 - gc raises GcError
+from cog_assets.store.dataset_lock import dataset_lock
+from cog_assets.store.live_set import (  # noqa: F401 - gc raises GcError
+    GcError,
+    LiveSet,
+    add_dataset,
+    live_set,
+)
 from cog_assets.store.sealed_tensors import DamagedTensors
 
 CATEGORIES = ("frames", "latents", "embeddings", "references", "first_frames", "thumbnails",
@@ -140,8 +151,14 @@ def judge(relative: str, mtime: float, live: LiveSet, holding: HeldSet, cutoff: 
         return None if _quarantined_at(name, mtime) > cutoff else "quarantine"
     elif area == layout.DATASETS_DIR:
         category = _judge_dataset_file(relative, parts, live)
-    elif area == layout.TABLES_DIR and len(parts) == 3:  # <shard>.parquet, <shard>.jsonl
+        recent = recent or live.stopped_serving(relative) > cutoff  # readers may have it open
+    elif area == layout.TABLES_DIR and len(parts) == 4:  # tables/<profile>/<asset>/<shard>.*
+        category = None if (parts[1], name.split(".")[0]) in live.tables else "tables"
+    elif area == layout.TABLES_DIR and len(parts) == 3:  # a store's before profiles: any
         category = None if name.split(".")[0] in live.shards else "tables"
+    elif area == layout.CONTACT_SHEETS_DIR and len(parts) == 3:
+        category = None if (parts[1], name.removesuffix(".jpg")) in live.tables \
+            else "contact_sheets"
     elif area == layout.CONTACT_SHEETS_DIR and len(parts) == 2:
         category = None if name.removesuffix(".jpg") in live.shards else "contact_sheets"
     else:
@@ -303,18 +320,56 @@ def collect(store: ContentStore, plan: GcPlan, *, grace_s: float, now: float | N
         if live.homes.get((r.kind, r.key)) == (r.shard_dir, r.entry)
         and not holding.holds_key(r.kind, r.key)])
     cutoff = now - grace_s
-    doomed = []
+    doomed: list[Garbage] = []
+    datasets: dict[str, list[Garbage]] = {}  # profile -> its shard files and entries
     for item in plan.garbage:
-        if _still_garbage(store, item, live, holding, cutoff):
-            doomed.append(item)
-        else:
+        if not _still_garbage(store, item, live, holding, cutoff):
             result.kept_now += item.files
-    # a shard file is home to artefacts: those a running step holds go back to cas first
-    shard_files = [g.path for g in doomed if g.category in ("old_versions", "retired_shards")]
-    adoption.evict_from(store, shard_files,
-                             [p for p in shard_files if layout.is_versioned_index(p)],
-                             wanted=holding.holds_key)
-    for item in doomed:
+            continue
+        parts = store.relative(item.path).split("/")
+        if parts[0] == layout.DATASETS_DIR and len(parts) > 2:
+            datasets.setdefault(parts[1], []).append(item)
+        else:
+            doomed.append(item)
+    _remove(store, doomed, result)
+    for profile, items in sorted(datasets.items()):
+        _collect_dataset(store, profile, items, live, cutoff, now, result)
+    _prune_empty_folders(store, [g.path for g in result.removed])
+    return result
+
+
+def _collect_dataset(store: ContentStore, profile: str, items: list[Garbage], live: LiveSet,
+                     cutoff: float, now: float, result: GcResult) -> None:
+    """Remove a dataset's planned files under its lock, each judged against the catalog as it
+    is once the lock is held (no publication can then be listing them), after writing back in
+    full what they are home to that is still wanted."""
+    dataset_dir = store.path(layout.dataset_dir(profile))
+    with dataset_lock(store, dataset_dir):
+        fresh = LiveSet()
+        try:
+            add_dataset(store, profile, fresh)
+        except GcError:  # cannot tell what is live now: keep all of it
+            result.kept_now += sum(g.files for g in items)
+            return
+        holding = held(store, now=now)
+        doomed = []
+        for item in items:
+            if _still_garbage(store, item, fresh, holding, cutoff):
+                doomed.append(item)
+            else:
+                result.kept_now += item.files
+        shard_files = [g.path for g in doomed
+                       if g.category in ("old_versions", "retired_shards")]
+        adoption.evict_from(store, shard_files,
+                            [p for p in shard_files if layout.is_versioned_index(p)],
+                            wanted=lambda kind, key: (holding.holds_key(kind, key)
+                                                      or live.has(kind, key)
+                                                      or fresh.has(kind, key)))
+        _remove(store, doomed, result)
+
+
+def _remove(store: ContentStore, items: list[Garbage], result: GcResult) -> None:
+    for item in items:
         try:
             if item.folder:
                 shutil.rmtree(item.path)
@@ -323,8 +378,6 @@ def collect(store: ContentStore, plan: GcPlan, *, grace_s: float, now: float | N
         except FileNotFoundError:
             continue
         result.removed.append(item)
-    _prune_empty_folders(store, [g.path for g in result.removed])
-    return result
 
 
 def _still_garbage(store: ContentStore, item: Garbage, live: LiveSet, holding: HeldSet,

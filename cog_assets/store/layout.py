@@ -9,14 +9,22 @@ import from here; this module imports nothing of the pipeline, so a trainer that
     cas/<kind>/<key[:2]>/<key>.ref.json        an artefact whose home is a published shard's file
     cas/clip_file/<key[:2]>/<key>.mp4 (.json)  a clip cut as a video file, and its record
     quarantine/<kind>/<key>.<stamp>.corrupt    artefacts found damaged, moved out of the way
-    tables/<asset>/<shard>.parquet             each asset's per-shard table
-    tables/needs_captions/<shard>.jsonl        clips a person should caption (segment_captions format)
+    tables/<profile>/<asset>/<shard>.parquet   each asset's per-shard table, per dataset
+    tables/<profile>/needs_captions/<shard>.jsonl  clips a person should caption
+                                               (segment_captions format)
     datasets/<profile>/catalog.json            the live shards: what loaders and exports read
     datasets/<profile>/catalog.d/<shard>.json  each shard's last publication (the catalog's source)
     datasets/<profile>/<shard>/                finished shards (versioned index and tensor files)
     exports/<profile>/<trainer>                trainer caches (a link to the current version)
-    state/uploads/<id>/<generation>.parquet    what the upload sensor last saw
+    contact_sheets/<profile>/<shard>.jpg       the latest frame_tensors contact sheet of a shard
+    state/uploads/<id>/<generation>.parquet    what the upload sensor last saw (id: data root,
+                                               shard count and profile)
     state/leases/<run>.<step>.json             what a running step holds (gc leaves it alone)
+
+Everything a dataset writes outside `cas/` is under its profile's name, so two profiles (two
+datasets) share one store without reading each other's tables. Stores written before that kept
+tables at `tables/<asset>/<shard>.parquet` and contact sheets at `contact_sheets/<shard>.jpg`
+(`legacy_table_path`: read where it is the table the instance recorded, see the IO manager).
 """
 
 from __future__ import annotations
@@ -84,13 +92,18 @@ def clip_picture_path(key: str, which: str) -> str:
     return artifact_path(ArtifactKind.clip_file, key, f".{which}.png")
 
 
-def table_path(asset: str, shard: str) -> str:
+def table_path(profile: str, asset: str, shard: str) -> str:
+    return f"{TABLES_DIR}/{profile}/{asset}/{shard}.parquet"
+
+
+def legacy_table_path(asset: str, shard: str) -> str:
+    """Where a store written before tables were kept per profile has the table."""
     return f"{TABLES_DIR}/{asset}/{shard}.parquet"
 
 
-def needs_captions_path(shard: str) -> str:
+def needs_captions_path(profile: str, shard: str) -> str:
     """The clips of a shard that need a person's caption, as a segment_captions table."""
-    return f"{TABLES_DIR}/needs_captions/{shard}.jsonl"
+    return f"{TABLES_DIR}/{profile}/needs_captions/{shard}.jsonl"
 
 
 def dataset_dir(profile: str) -> str:
@@ -120,9 +133,9 @@ def export_dir(profile: str, trainer: str) -> str:
     return f"{EXPORTS_DIR}/{profile}/{trainer}"
 
 
-def contact_sheet_path(shard: str) -> str:
+def contact_sheet_path(profile: str, shard: str) -> str:
     """The latest frame_tensors contact sheet of a shard (a JPEG the UI's metadata names)."""
-    return f"{CONTACT_SHEETS_DIR}/{shard}.jpg"
+    return f"{CONTACT_SHEETS_DIR}/{profile}/{shard}.jpg"
 
 
 def upload_state_dir(ident: str) -> str:
@@ -151,6 +164,26 @@ TENSOR_FILES = {"latents_file": "latents.safetensors",
 def index_file(version: str) -> str:
     """The versioned index the catalog names: one row per clip, naming the tensor files."""
     return f"index.{version}.parquet"
+
+
+def rejects_file(version: str) -> str:
+    """The versioned rejects table the catalog names (`rejects.parquet` is a copy)."""
+    return f"rejects.{version}.parquet"
+
+
+VERSIONED_STEMS = ("index", "rejects", *(name.split(".")[0] for name in TENSOR_FILES.values()))
+
+
+def version_of(path: str) -> str | None:
+    """The version a shard file belongs to (`latents.<v>.safetensors`, `first_frames/<v>/..`),
+    None for the unversioned copies and anything else."""
+    parts = path.rstrip("/").split("/")
+    if FIRST_FRAMES_DIR in parts[:-1]:
+        return parts[parts.index(FIRST_FRAMES_DIR) + 1]
+    pieces = parts[-1].split(".")
+    if len(pieces) == 3 and pieces[0] in VERSIONED_STEMS:
+        return pieces[1]
+    return None
 
 
 def is_versioned_index(path: str) -> bool:

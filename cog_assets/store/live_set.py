@@ -5,10 +5,14 @@ and index, and the keys the index references: latents and embeddings, the frames
 thumbnails and I2V first-frame PNGs stay; the frames themselves only where the shard was
 published with `frames_retention=keep`, or by a cog-assets that did not say), the scene scans
 its `scene_segments` table names, the embeddings its `t5_embeddings` table names, and the
-shard names (their tables). A shard published but not yet in `catalog.json` (its entry under
-`catalog.d/`) counts as live. Clip files live while a current export links them (the
-`clip_file_key` column of its `clips.parquet`); the exports hold hard links, so removing a clip
-file never breaks one, it only means cutting it again for the next.
+(profile, shard) pairs (their tables and contact sheets). A shard published but not yet in
+`catalog.json` (its entry under `catalog.d/`) counts as live. Clip files live while a current
+export links them (the `clip_file_key` column of its `clips.parquet`); the exports hold hard
+links, so removing a clip file never breaks one, it only means cutting it again for the next.
+
+Files no longer served stay readable for a while: a shard's superseded versions until
+gc_grace_s after they were superseded (its entry records when), a retired shard's folder until
+gc_grace_s after it was retired (the catalog records when): `stopped_serving` says since when.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from fsspec.implementations.local import LocalFileSystem
 
@@ -63,11 +68,25 @@ class LiveSet:
     frames_kept: set[str] = field(default_factory=set)  # ...of shards that keep their frames
     files: set[str] = field(default_factory=set)  # store-relative dataset files to keep
     shard_dirs: set[str] = field(default_factory=set)
-    shards: set[str] = field(default_factory=set)  # live shard names (their tables)
+    shards: set[str] = field(default_factory=set)  # live shard names (legacy tables)
+    tables: set[tuple[str, str]] = field(default_factory=set)  # live (profile, shard)
     homes: dict[tuple[str, str], tuple[str, ShardEntry]] = field(default_factory=dict)
+    # store-relative shard folder -> version -> when it stopped being served (epoch seconds)
+    superseded: dict[str, dict[str, float]] = field(default_factory=dict)
+    retired_at: dict[str, float] = field(default_factory=dict)  # retired shard folder -> when
 
     def has(self, kind: str, key: str) -> bool:
         return key in self.keys.get(str(kind), ())
+
+    def stopped_serving(self, relative: str) -> float:
+        """When a dataset file (store-relative) stopped being served: its version's time of
+        being superseded, or its shard's of being retired; 0 when not known (its own time
+        then counts)."""
+        folder = "/".join(relative.split("/")[:3])
+        version = layout.version_of(relative[len(folder) + 1:])
+        if folder in self.superseded and version in self.superseded[folder]:
+            return self.superseded[folder][version]
+        return self.retired_at.get(folder, 0.0)
 
 
 def live_set(store: ContentStore) -> LiveSet:
@@ -79,23 +98,26 @@ def live_set(store: ContentStore) -> LiveSet:
     for profile in sorted(profiles):
         for attempt in range(3):
             try:
-                _live_dataset(store, profile, live)
+                add_dataset(store, profile, live)
                 break
             except _Republished:  # a shard was published meanwhile: read its catalog again
                 if attempt == 2:
                     raise GcError(f"cannot tell what is live: the catalog of {profile} kept "
                                   "changing while it was read; run gc again") from None
-    for shard in live.shards:
-        tables: dict[str, object] = {}
-        for asset, column, kind in TABLE_KEYS:
-            if asset not in tables:
-                try:
-                    tables[asset] = store.read_table(store.path(layout.table_path(asset, shard)))
-                except FileNotFoundError:
-                    tables[asset] = None
-            table = tables[asset]
-            if table is not None and column in table.columns:
-                live.keys.setdefault(kind, set()).update(table[column].drop_nulls().to_list())
+    for profile, shard in sorted(live.tables):
+        for path_of in (lambda asset: layout.table_path(profile, asset, shard),
+                        lambda asset: layout.legacy_table_path(asset, shard)):
+            tables: dict[str, object] = {}
+            for asset, column, kind in TABLE_KEYS:
+                if asset not in tables:
+                    try:
+                        tables[asset] = store.read_table(store.path(path_of(asset)))
+                    except FileNotFoundError:
+                        tables[asset] = None
+                table = tables[asset]
+                if table is not None and column in table.columns:
+                    live.keys.setdefault(kind, set()).update(
+                        table[column].drop_nulls().to_list())
     _live_exports(store, live)
     return live
 
@@ -123,7 +145,15 @@ def _live_exports(store: ContentStore, live: LiveSet) -> None:
                     keys[EXPORT_CLIP_KEY].drop_nulls().to_list())
 
 
-def _live_dataset(store: ContentStore, profile: str, live: LiveSet) -> None:
+def _epoch(iso: str) -> float:
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def add_dataset(store: ContentStore, profile: str, live: LiveSet) -> None:
+    """Add what the dataset of `profile` keeps alive to `live`."""
     relative = layout.dataset_dir(profile)
     dataset_dir = store.path(relative)
     try:
@@ -138,6 +168,8 @@ def _live_dataset(store: ContentStore, profile: str, live: LiveSet) -> None:
                           "backfill) to rebuild it before collecting garbage")
         return
     live.files |= {f"{relative}/{layout.CATALOG_FILE}", f"{relative}/{layout.CATALOG_LOCK}"}
+    for shard, when in catalog.retired_at.items():
+        live.retired_at[f"{relative}/{shard}"] = _epoch(when)
     shards = dict(catalog.shards)
     for shard, entry in entries.items():  # published, not yet in catalog.json (a lost race)
         if entry.shard_count == catalog.shard_count:
@@ -146,6 +178,8 @@ def _live_dataset(store: ContentStore, profile: str, live: LiveSet) -> None:
         folder = f"{relative}/{shard}"
         live.shard_dirs.add(folder)
         live.shards.add(shard)
+        live.tables.add((profile, shard))
+        live.superseded[folder] = {v: _epoch(t) for v, t in entry.superseded.items()}
         live.files.add(f"{relative}/{layout.catalog_entry(shard)}")
         served = [*entry.served(), *([entry.rejects] if entry.rejects else [])]
         live.files |= {f"{folder}/{f.name}" for f in served}

@@ -96,6 +96,8 @@ def test_setting_names_are_unique_and_every_group_documented():
     (["--shard-range", "3:1"], "--shard-range '3:1' is inverted"),
     (["--shard-range", "7:9"], "--shard-range '7:9' holds no shard"),
     (["--shard-range", "2"], "expected FIRST:LAST"),
+    (["--shard-range", "a:b"], "--shard-range 'a:b' is invalid: expected FIRST:LAST"),
+    (["--shard-range", "shard-1:shard-2"], "--shard-range 'shard-1:shard-2' is invalid"),
     (["--shard", "shard-00042"], "--shard: no clips in shard(s) shard-00042"),
 ])
 def test_invalid_values_exit_2_naming_the_setting(tmp_path, monkeypatch, capsys, args, named):

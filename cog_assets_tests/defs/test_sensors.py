@@ -109,7 +109,7 @@ def test_hashing_spreads_over_ticks_when_the_budget_runs_out(tmp_path):
 
     root = write_test_dataset(tmp_path / "data", 4, broken=False)
     sources = SourceSettings(data_root=str(root), shard_count=SHARDS)
-    state = UploadState(ContentStore(str(tmp_path / "store")), sources)
+    state = UploadState(ContentStore(str(tmp_path / "store")), sources, "tiny")
     first = scan_uploads(state, None, sources, hash_budget_s=0.0)
     assert first.pending > 0 and first.changed == []  # nothing reported half-hashed
     second = scan_uploads(state, first.generation, sources)

@@ -188,6 +188,26 @@ def test_a_shard_whose_finished_files_are_gone_is_run_again(materialized):
     assert Path(again["shard-00000"].index_path).is_file()
 
 
+def test_a_shard_whose_published_tensor_file_is_deleted_is_not_up_to_date(materialized):
+    """Freshness checks what is served: every file the catalog lists, by a stat each."""
+    from cog_assets.loader import CogVideoXLatentDataset
+
+    root, settings, instance, first = materialized
+    shard_dir = Path(first["shard-00000"].index_path).parent
+    [latents] = shard_dir.glob("latents.*.safetensors")
+    latents.unlink()
+    again = materialize_shards(settings, instance)
+    assert again["shard-00001"].up_to_date
+    assert not again["shard-00000"].up_to_date
+    assert again["shard-00000"].why == [f"{latents} (listed by the catalog) is missing"]
+    assert again["shard-00000"].success
+    CogVideoXLatentDataset(Path(settings.store.url) / "datasets" / "tiny", "tiny")  # loads
+    [other] = shard_dir.glob("prompt_embeds.*.safetensors")
+    other.write_bytes(other.read_bytes()[:-1])  # cut short: the size tells
+    why = materialize_shards(settings, instance)["shard-00000"].why
+    assert why and "bytes, the catalog records" in why[0] and str(other) in why[0]
+
+
 def test_a_shard_whose_last_run_deferred_rows_is_not_up_to_date(materialized):
     """Rows deferred because their files were still settling are read by a later run: such a
     shard is never skipped as up to date, even with its uploads' bytes unchanged. (Its last

@@ -271,3 +271,92 @@ def test_shard_materializes_into_the_s3_store(s3_endpoint, bucket, tmp_path, mon
         assert again.success, again.failure
         assert again.computed == 0 and again.reused > 0
         assert not plan_gc(store, grace_s=0).garbage  # gc lists a bucket: nothing is garbage
+
+
+# -- one publication at a time ---------------------------------------------------------------
+
+
+def _hold_lock(url: str, options: dict, held, release) -> None:
+    """Another machine's publication: holds the dataset's lock until told to let go."""
+    from cog_assets.store.dataset_lock import dataset_lock
+
+    store = ContentStore(url, **options)
+    with dataset_lock(store, store.path("datasets", "tiny")):
+        held.set()
+        release.wait(60)
+
+
+def test_the_dataset_lock_on_s3_keeps_other_processes_out_until_released(s3_endpoint, bucket):
+    """Conditional writes (If-None-Match to take it, If-Match to renew, release and take over)
+    make one lock object a lock across processes: while another process holds it, no one gets
+    it; once released, the next one does; a holder that stopped renewing is taken over, and its
+    late release does not remove its successor's lock."""
+    from cog_assets.store.dataset_lock import LockTimeout, ObjectLock
+
+    url, options = f"s3://{bucket}/store", storage_options(s3_endpoint)
+    store = ContentStore(url, **options)
+    path = store.path("datasets", "tiny", ".catalog.lock")
+    context = multiprocessing.get_context("spawn")
+    held, release = context.Event(), context.Event()
+    other = context.Process(target=_hold_lock, args=(url, options, held, release))
+    other.start()
+    try:
+        assert held.wait(60)
+        with pytest.raises(LockTimeout, match="is held by"):
+            ObjectLock(store, path, wait_s=1.0).acquire()
+        release.set()
+        other.join(60)
+        assert other.exitcode == 0 and not store.exists(path)  # released with If-Match
+        with ObjectLock(store, path, wait_s=5.0):
+            assert store.exists(path)
+    finally:
+        release.set()
+        other.join(10)
+
+    stalled = ObjectLock(store, path, expires_s=0.5)
+    stalled.acquire()  # and never renews: a frozen holder
+    successor = ObjectLock(store, path, wait_s=10.0)
+    successor.acquire()  # taken over once expired, with If-Match on the ETag it read
+    stalled.release()  # too late: its If-Match fails, the successor's lock stays
+    assert store.exists(path) and successor.holder.encode() in store.fs.cat_file(path)
+    successor.release()
+    assert not store.exists(path)
+
+
+def test_two_runs_of_one_shard_on_s3_never_list_a_gone_file(s3_endpoint, bucket, monkeypatch):
+    """The local interleaving of test_catalog, on S3: run A held right after publishing while
+    run B writes and publishes its own version; the catalog lists only files in the bucket."""
+    import threading
+
+    from cog_assets.stages import dataset as stage
+    from cog_assets.store.catalog import read_catalog
+    from cog_assets.store.verify import verify_store
+    from cog_assets_tests.fixtures.datasets import build_dataset
+
+    store = ContentStore(f"s3://{bucket}/store", **storage_options(s3_endpoint))
+    root = store.path("datasets", "tiny")
+    published_a, b_done = threading.Event(), threading.Event()
+    real, calls = stage.catalog.publish_shard, []
+
+    def publish(*args, **kwargs):
+        listed = real(*args, **kwargs)
+        calls.append(args[3].version)
+        if len(calls) == 1:
+            published_a.set()
+            assert b_done.wait(60)
+        return listed
+
+    monkeypatch.setattr(stage.catalog, "publish_shard", publish)
+    a = threading.Thread(target=build_dataset, args=(root, [
+        ("shard-00000", "clips/a.mp4", "a", 9, 64, 96)]), kwargs={"store": store, "seed": 1})
+    a.start()
+    assert published_a.wait(60)
+    build_dataset(root, [("shard-00000", "clips/a.mp4", "a", 17, 64, 64)], store=store, seed=2)
+    b_done.set()
+    a.join(60)
+    entry = read_catalog(store, root).shards["shard-00000"]
+    assert entry.version == calls[1] != calls[0]
+    for published in [*entry.served(), entry.rejects]:
+        assert store.fs.size(f"{root}/shard-00000/{published.name}") == published.bytes
+    assert verify_store(store).ok
+    assert not store.exists(f"{root}/.catalog.lock")  # released

@@ -46,6 +46,7 @@ from cog_assets_tests.fixtures.multishot import (
 )
 
 CUT_TOLERANCE_S = 0.25
+SUGGESTED_MIN_MOTION = 0.002  # what min_motion's documentation suggests (bench_motion.py)
 SHOT_STARTS = np.cumsum([0.0, *(s.seconds for s in SHOTS)])  # 0, 3, 7, 10, 13, 16, 19
 GENERATED = 2  # SHOTS[2] is the generated clip (frames carry their index)
 STATIC = 1  # SHOTS[1]: NASA's near-static, dark shot
@@ -143,6 +144,25 @@ def test_a_static_clip_is_rejected_as_low_motion(shared_media, tmp_path):
     assert (verdicts["still.mp4"]["reason"], verdicts["still.mp4"]["stage"]) == (
         RejectReason.low_motion, "segments")
     assert verdicts["moving.mp4"]["accepted"]
+
+
+@pytest.mark.parametrize("codec", ["mpeg4", "libx264"])
+def test_a_still_image_encoded_as_a_video_reads_as_no_motion(shared_media, tmp_path, codec):
+    """One frame repeated and encoded: its compression noise (MPEG-4 refreshes it at every key
+    frame) must not read as motion, at the threshold the settings suggest."""
+    media = tmp_path / "media"
+    still = write_frames(media / "still.mp4", shot_frames(shared_media, Shot(
+        "decord__flipping_a_pancake.mkv", 1.0, 4.0, still=True)), codec)
+    moving = write_frames(media / "moving.mp4", shot_frames(shared_media, Shot(
+        "decord__flipping_a_pancake.mkv", 1.0, 4.0)), codec)
+    root = _dataset(tmp_path / "data", {"still.mp4": still, "moving.mp4": moving},
+                    {"still.mp4": "a kitchen", "moving.mp4": "a pancake is flipped"})
+    settings = _settings(root, tmp_path, min_motion=SUGGESTED_MIN_MOTION)
+    rows = _rows(_split(settings, ContentStore(settings.store.url), workers=None)[0])
+    assert rows["still.mp4"]["motion_score"] < SUGGESTED_MIN_MOTION / 2
+    assert rows["still.mp4"]["issue_reason"] == RejectReason.low_motion
+    assert rows["moving.mp4"]["motion_score"] > 10 * SUGGESTED_MIN_MOTION
+    assert rows["moving.mp4"]["issue_reason"] is None
 
 
 def test_a_long_video_becomes_its_shots_each_scored_and_judged(multishot, tmp_path):

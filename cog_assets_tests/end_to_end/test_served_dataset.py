@@ -30,6 +30,7 @@ from cog_assets.loader import CogVideoXLatentDataset
 from cog_assets.media.synthetic import write_test_dataset
 from cog_assets.store import layout
 from cog_assets.store.catalog import load_catalog
+from cog_assets.store.collection import collect, plan_gc
 from cog_assets.store.content_store import ContentStore
 
 pytestmark = pytest.mark.slow
@@ -67,8 +68,18 @@ def test_resharding_and_a_deleted_clip_leave_nothing_stale(tmp_path):
     remaining = sorted(f"clips/clip_{i:02d}.mp4" for i in range(10) if i != 3)
     dataset = CogVideoXLatentDataset(dataset_dir, "tiny", verify=True)
     assert sorted(dataset.clip_ids) == remaining  # each once, the deleted one gone
-    assert sorted(load_catalog(dataset_dir).shards) == ["shard-00000", "shard-00001"]
+    listed = load_catalog(dataset_dir)
+    assert sorted(listed.shards) == ["shard-00000", "shard-00001"]
+    # the retired shards' folders stay for readers that opened them, until gc
+    retired = sorted(listed.retired_at)
+    assert retired and set(retired) <= {"shard-00002", "shard-00003"}
+    assert sorted(p.name for p in dataset_dir.glob("shard-*")) == [
+        "shard-00000", "shard-00001", *retired]
+    store = ContentStore(str(tmp_path / "store"))
+    collect(store, plan_gc(store, grace_s=0), grace_s=0)
     assert sorted(p.name for p in dataset_dir.glob("shard-*")) == ["shard-00000", "shard-00001"]
+    assert sorted(CogVideoXLatentDataset(dataset_dir, "tiny", verify=True).clip_ids) == \
+        remaining
     factory = export_cogvideox_factory(dataset_dir, tmp_path / "factory", TINY)
     finetune = export_cogvideo_finetune(dataset_dir, tmp_path / "finetune", TINY)
     assert factory.clips == finetune.clips == 9
@@ -157,3 +168,59 @@ def test_an_id_token_reaches_captions_embeddings_and_exports(tmp_path):
     prompts = (out / "prompts.txt").read_text().splitlines()
     assert prompts and all(p.startswith("BW_STYLE ") for p in prompts)
     assert "--id_token BW_STYLE" in report.args_text()
+
+
+def test_a_damaged_frames_file_met_by_vae_latents_is_decoded_again(tmp_path):
+    """Frames are a cache: a damaged one is replaced as a damaged latent is, not a failure."""
+    root = write_test_dataset(tmp_path / "data", 3, broken=False)
+    store_dir = tmp_path / "store"
+    settings = Settings.of(data_root=str(root), store=str(store_dir), shards=1, device="cpu",
+                           frames_retention="keep")
+    with instance_for_test() as instance:
+        [first] = materialize_shards(settings, instance).values()
+        assert first.success
+        index = pl.read_parquet(first.index_path)
+        key = index["frames_key"][1]
+        frames = Path(ContentStore(str(store_dir)).artifact_path(ArtifactKind.frames, key))
+        data = bytearray(frames.read_bytes())
+        data[-1000] ^= 0x10  # a pixel changed: same size, the header parses
+        frames.write_bytes(bytes(data))
+        # new latents (tiling) need every clip's frames: the damaged one is met when read
+        [second] = materialize_shards(settings.with_(vae_tiling=True), instance).values()
+    assert second.success, second.failure
+    [line] = second.corrupt
+    assert line.startswith(f"frames artefact {key} at {frames}: ") and "decoded again" in line
+    assert CogVideoXLatentDataset(store_dir / "datasets" / "tiny", "tiny", verify=True)[1]
+
+
+def test_the_loader_and_the_exports_scale_by_the_vae_that_made_the_latents(tmp_path):
+    """Tiny weights whose VAE says 1.15258426 (CogVideoX-2b's factor), not the tiny 0.7: the
+    shard records it and the loader and both exports use it, as CogVideo's encode_video
+    (`vae.config.scaling_factor`) would."""
+    from cog_assets.exports.cogvideo_finetune import sample_seed
+    from cog_assets.loader import sample_from_moments
+    from cog_assets_tests.fixtures.weights import write_tiny_weights
+
+    factor = 1.15258426
+    weights = write_tiny_weights(tmp_path / "weights", scaling_factor=factor)
+    root = write_test_dataset(tmp_path / "data", 2, broken=False)
+    store_dir = tmp_path / "store"
+    settings = Settings.of(data_root=str(root), store=str(store_dir), shards=1, device="cpu",
+                           weights=str(weights))
+    with instance_for_test() as instance:
+        [summary] = materialize_shards(settings, instance).values()
+    assert summary.success, summary.failure
+    dataset_dir = store_dir / "datasets" / "tiny"
+    dataset = CogVideoXLatentDataset(dataset_dir, "tiny", sample=False)
+    mean = dataset.moments(0).float().chunk(2, dim=0)[0]
+    assert torch.allclose(dataset[0]["latents"], mean * factor)
+    [entry] = load_catalog(dataset_dir).shards.values()
+    assert (entry.scaling_factor, entry.invert_scale_latents) == (factor, False)
+    export_cogvideo_finetune(dataset_dir, tmp_path / "finetune", TINY)
+    [cached] = (tmp_path / "finetune").glob(
+        f"cache/video_latent/*/*/{dataset.clip_ids[0].replace('/', '_').removesuffix('.mp4')}*")
+    from safetensors.torch import load_file
+
+    generator = torch.Generator().manual_seed(sample_seed(0, dataset.clip_ids[0]))
+    expected = sample_from_moments(dataset.moments(0), generator) * factor
+    assert torch.allclose(load_file(cached)["encoded_video"], expected)

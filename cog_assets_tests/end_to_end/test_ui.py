@@ -31,7 +31,7 @@ import pytest
 from cog_assets.core.config import SourceSettings
 from cog_assets.defs.partitions import SHARDS_PARTITION
 from cog_assets.media.synthetic import write_test_dataset
-from cog_assets.sources.sharding import shard_for
+from cog_assets.sources.sharding import shard_for, shard_key
 from cog_assets.stages.manifest import discover_shards
 
 pytestmark = pytest.mark.slow
@@ -313,6 +313,55 @@ def test_shard_run_through_graphql_reports_its_dataset(ui_run):
         # the tensor files the index names (versioned), or their plain names
         names = set(index[column].drop_nulls()) if column in index.columns else {default}
         assert len(names) == 1 and (index_path.parent / names.pop()).is_file(), (column, names)
+
+
+STEP_FAILURES = """
+query Failures($runId: ID!) {
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection {
+      events { __typename ... on ExecutionStepFailureEvent { stepKey error { message } } }
+    }
+  }
+}"""
+
+
+def _launch_and_wait(server: DagsterDev, params: dict) -> dict:
+    launched = server.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline = time.monotonic() + RUN_S
+    while True:
+        run = server.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]
+        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return {**run, "runId": run_id}
+        if time.monotonic() > deadline:
+            pytest.fail(f"run {run_id} still {run['status']} after {RUN_S} s:\n{server.tail()}")
+        time.sleep(1)
+
+
+def test_a_launchpad_override_of_a_setting_that_shapes_outputs_is_refused(ui_run):
+    """What a user sees who edits the buckets in the launchpad: the run fails at its first
+    step, before anything is written, saying which setting, both values and where to set it."""
+    server, location, shard, _expected, _metadata = ui_run
+    other = next(s for s in map(shard_key, range(SHARD_COUNT)) if s != shard)  # registered
+    repo = {"repositoryLocationName": location, "repositoryName": REPOSITORY}
+    run = _launch_and_wait(server, {
+        "selector": {**repo, "pipelineName": "prepare_shards"},
+        "runConfigData": {"resources": {"frames": {"config": {"buckets": ["9x32x48"]}}}},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": other}]}})
+    assert run["status"] == "FAILURE", run
+    events = server.graphql(STEP_FAILURES, {"runId": run["runId"]})["logsForRun"]["events"]
+    [failure] = [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+    assert failure["stepKey"] == "raw_manifest"
+    message = failure["error"]["message"]
+    print(f"the launchpad's user reads: {message}")
+    assert "buckets (resource frames) is '9x32x48' in this run's config but unset in the code " \
+        "location's settings" in message
+    assert "COG_ASSETS_BUCKETS=9x32x48" in message and "batch_size" in message
+    steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
+    assert steps["raw_manifest"] == "FAILURE"
+    assert all(status != "SUCCESS" for status in steps.values())
 
 
 def _chromium() -> str:

@@ -3,7 +3,8 @@ and the precision transformers loads T5 in (no whole-model cast undoing its fp32
 
 from __future__ import annotations
 
-import os
+import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +25,7 @@ from cog_assets.models.tiny import (
     tiny_text_encoder_dir,
     tiny_tokenizer,
 )
-from cog_assets.models.weights import WeightsSource
+from cog_assets.models.weights import WeightsSource, effective_profile
 
 CPU = torch.device("cpu")
 CAPTIONS = [
@@ -75,8 +76,16 @@ def test_embeddings_equal_diffusers_prompt_encoding(real_tokenizer_dir, tmp_path
     """Our encoder against `CogVideoXPipeline._get_t5_prompt_embeds` (diffusers' own code)
     run on the same folder loaded as diffusers' pipelines load it."""
     weights = _real_vocab_t5(tmp_path)
-    os.symlink(real_tokenizer_dir, weights / "tokenizer")
-    source = WeightsSource(get_profile("cogvideox-5b"), str(weights))
+    # the real tokenizer, with CogVideoX's model_max_length (its tokenizer_config says 226;
+    # the corpus's copy, from SD3, says 512)
+    shutil.copytree(real_tokenizer_dir, weights / "tokenizer")
+    config = json.loads((weights / "tokenizer" / "tokenizer_config.json").read_text())
+    (weights / "tokenizer" / "tokenizer_config.json").write_text(
+        json.dumps({**config, "model_max_length": 226}))
+    # a toy T5 is 32 wide: the tiny profile takes the weights' width (a named one refuses it)
+    source = WeightsSource(effective_profile(WeightsSource(get_profile("tiny"), str(weights))),
+                           str(weights))
+    assert source.profile.text_dim == 32 and source.profile.text_max_length == 226
     ours = load_text_encoder(source, CPU, dtype).encode(CAPTIONS)
     with quiet_transformers():
         pipeline_parts = SimpleNamespace(

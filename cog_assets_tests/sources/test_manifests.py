@@ -62,6 +62,17 @@ def test_row_problems_are_recorded_not_raised(tmp_path):
     ]
 
 
+def test_a_caption_problem_names_the_prompts_line_not_the_videos_line(tmp_path):
+    _touch(tmp_path, "a.mp4", "b.mp4", "c.mp4")
+    (tmp_path / "videos.txt").write_text("a.mp4\nb.mp4\nc.mp4\n")
+    (tmp_path / "prompts.txt").write_bytes(b"ok\n   \t \nfine\n")
+    row = _read(tmp_path)[1]
+    assert (row.source, row.issue_reason) == ("videos.txt:2", "caption_empty")
+    assert row.issue_message == "prompts.txt:2: caption is empty"
+    (tmp_path / "prompts.txt").write_bytes(b"ok\nbad \xff byte\nfine\n")
+    assert _read(tmp_path)[1].issue_message == "prompts.txt:2: the caption is not valid UTF-8"
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_tables_with_configurable_columns(tmp_path, suffix):
     _touch(tmp_path, "clips/x.mp4", "clips/y.mp4")

@@ -117,3 +117,32 @@ def test_a_missing_frames_file_is_raised_to_the_caller(tmp_path):
     with pytest.raises(MissingFrames, match=r"c0: its frames \(nope\) are not in the "
                        "store"):
         encode_latents(table, store, identity, lambda: load_vae(TINY, CPU, torch.float32), 1)
+
+
+def test_a_damaged_frames_file_is_decoded_again_and_reported_as_replaced(tmp_path):
+    store = ContentStore(str(tmp_path))
+    table = clips_in_store(store, 4)
+    good = store.get_tensors(ArtifactKind.frames, "f2")
+    path = store.artifact_path(ArtifactKind.frames, "f2")
+    data = bytearray(open(path, "rb").read())
+    data[-100] ^= 0x01  # a flipped bit in the pixels: same size, the header still parses
+    open(path, "wb").write(bytes(data))
+    decoded_again = []
+
+    def redecode(rows: pl.DataFrame) -> None:  # what decode_again does: the same frames
+        decoded_again.extend(rows["clip_id"])
+        store.put_tensors(ArtifactKind.frames, "f2", good)
+
+    identity = VaeIdentity(TINY.identity("vae"), "float32", False)
+    result, stats = encode_latents(table, store, identity,
+                                   lambda: load_vae(TINY, CPU, torch.float32), 1,
+                                   redecode=redecode)
+    assert decoded_again == ["c2"]
+    assert stats.computed == 4 and set(result["status"]) == {"computed"}
+    [line] = stats.corrupt
+    assert line.startswith(f"frames artefact f2 at {path}: ") and "decoded again" in line
+    assert stats.as_metadata()["corrupt_replaced"] == 1
+    assert list((tmp_path / "quarantine" / "frames").glob("f2.*.corrupt"))
+    expected = encode_moments(load_vae(TINY, CPU, torch.float32), good["frames"])[0]
+    key = identity.key("f2")
+    assert torch.equal(store.get_tensors(ArtifactKind.latents, key)["moments"], expected)

@@ -12,8 +12,11 @@ import polars as pl
 
 from cog_assets.stages.dataset import finish_shard
 from cog_assets.store import catalog
+from cog_assets.store.dataset_lock import dataset_lock
 from cog_assets.store.catalog import load_catalog
+from cog_assets.store.content_store import ContentStore
 from cog_assets.store.layout import CATALOG_ENTRIES_DIR
+from cog_assets.store.verify import verify_store
 from cog_assets_tests.fixtures.datasets import build_dataset, cas_store
 
 CLIP = ("clips/a.mp4", "a red ball", 9, 64, 96)
@@ -67,22 +70,27 @@ def test_resharding_retires_the_folders_of_the_old_shard_count(tmp_path):
                                                              "message", "stage")}))
     listed = load_catalog(tmp_path / "ds")
     assert list(listed.shards) == ["shard-00000"] and listed.shard_count == 3
-    assert not (tmp_path / "ds" / "shard-00003").exists()  # not a shard of the new count
-    assert (tmp_path / "ds" / "shard-00001").exists()  # a live name keeps its folder...
-    assert "shard-00001" in listed.retired  # ...but is not served until it is published again
+    # not served, each with the time it was retired; its folder stays for the readers that
+    # opened it until gc removes it gc_grace_s later (test_collection)
+    assert set(listed.retired) == set(listed.retired_at) == {
+        "shard-00001", "shard-00002", "shard-00003"}
+    assert (tmp_path / "ds" / "shard-00003").exists()
     assert sorted(p.stem for p in (tmp_path / "ds" / CATALOG_ENTRIES_DIR).iterdir()) == [
         "shard-00000"]
+    # the same clips: the same version, its files written again with the same bytes
+    assert listed.shards["shard-00000"].version == entry.version
+    assert listed.shards["shard-00000"].superseded == {}
 
 
-def test_a_shard_without_clips_is_retired_and_its_folder_removed(tmp_path):
+def test_a_shard_without_clips_is_retired_and_its_folder_left_for_gc(tmp_path):
     build_dataset(tmp_path / "ds")
     store = cas_store(tmp_path / "ds")
     finish_shard(store, str(tmp_path / "ds"), "tiny", "shard-00001", 2, {"shard-00000"},
                  pl.DataFrame(), pl.DataFrame())
     listed = load_catalog(tmp_path / "ds")
     assert list(listed.shards) == ["shard-00000"]
-    assert "no clip" in listed.retired["shard-00001"]
-    assert not (tmp_path / "ds" / "shard-00001").exists()
+    assert "no clip" in listed.retired["shard-00001"] and listed.retired_at["shard-00001"]
+    assert (tmp_path / "ds" / "shard-00001").exists()  # a reader that opened it finishes
 
 
 def test_the_catalog_is_one_json_file_a_reader_gets_whole(tmp_path):
@@ -101,7 +109,7 @@ def test_a_publication_waits_while_another_rebuilds_the_catalog(tmp_path):
     second = threading.Thread(target=build_dataset, args=(
         tmp_path / "ds", [("shard-00001", "clips/b.mp4", "b", 9, 64, 96)]),
         kwargs={"seed": 2, "live": live})
-    with catalog._locked(store, str(tmp_path / "ds")):  # another run is rebuilding it
+    with dataset_lock(store, str(tmp_path / "ds")):  # another run is rebuilding it
         second.start()
         deadline = time.monotonic() + 120
         while not list((tmp_path / "ds").glob("shard-00001/index.*.parquet")):
@@ -113,3 +121,96 @@ def test_a_publication_waits_while_another_rebuilds_the_catalog(tmp_path):
         assert list(load_catalog(tmp_path / "ds").shards) == ["shard-00000"]
     second.join(120)
     assert sorted(load_catalog(tmp_path / "ds").shards) == sorted(live)
+
+
+def _served_files_exist(root: Path) -> None:
+    for shard, entry in load_catalog(root).shards.items():
+        for published in [*entry.served(), entry.rejects]:
+            path = root / shard / published.name
+            assert path.is_file() and path.stat().st_size == published.bytes, path
+
+
+def test_two_runs_of_one_shard_publishing_at_once_never_list_a_gone_file(tmp_path,
+                                                                         monkeypatch):
+    """Two runs of one shard with different content (another instance with other buckets):
+    run A publishes, then, before A's publication has returned, run B writes and publishes
+    its own version; then A goes on. Publication removes nothing, so the catalog lists B's
+    files, all there, and A's stay (superseded) for gc. Deterministic: A is held by events
+    right after its publication, where it used to remove "every other version"."""
+    from cog_assets.stages import dataset as stage
+
+    store = ContentStore(str(tmp_path / "store"))
+    root = tmp_path / "store" / "datasets" / "tiny"
+    published_a, b_done = threading.Event(), threading.Event()
+    real = stage.catalog.publish_shard
+    calls = []
+
+    def publish(*args, **kwargs):
+        catalog_now = real(*args, **kwargs)
+        calls.append(args[3].version)
+        if len(calls) == 1:  # run A: hold it here until B has published
+            published_a.set()
+            assert b_done.wait(60)
+        return catalog_now
+
+    monkeypatch.setattr(stage.catalog, "publish_shard", publish)
+    a = threading.Thread(target=build_dataset, args=(root, [
+        ("shard-00000", "clips/a.mp4", "a", 9, 64, 96)]), kwargs={"store": store, "seed": 1})
+    a.start()
+    assert published_a.wait(60)
+    build_dataset(root, [("shard-00000", "clips/a.mp4", "a", 17, 64, 64)], store=store,
+                  seed=2)  # run B: the same clip, another bucket
+    b_done.set()
+    a.join(60)
+    first, second = calls
+    entry = load_catalog(root).shards["shard-00000"]
+    assert entry.version == second != first
+    _served_files_exist(root)
+    assert (root / "shard-00000" / f"index.{first}.parquet").is_file()  # superseded, kept
+    assert set(entry.superseded) == {first}
+    assert verify_store(store).ok
+
+
+def test_gc_removing_an_old_version_waits_for_a_publication_of_it(tmp_path, monkeypatch):
+    """A shard goes back to a version it had before (v1, superseded long ago) while gc, with
+    no grace, is removing v1's files: gc removes only under the dataset's lock and judges v1
+    there again, after the publication listed it, so it keeps it. Interleaved with events:
+    the publication is held right after checking its files, inside the lock, until gc is
+    waiting for the lock."""
+    from cog_assets.store import collection
+
+    store = ContentStore(str(tmp_path / "store"))
+    root = tmp_path / "store" / "datasets" / "tiny"
+    v1 = [("shard-00000", "clips/a.mp4", "a", 9, 64, 96)]
+    v2 = [("shard-00000", "clips/a.mp4", "a", 17, 64, 64)]
+    build_dataset(root, v1, store=store, seed=1)
+    build_dataset(root, v2, store=store, seed=2)
+    plan = collection.plan_gc(store, grace_s=0)
+    assert {g.category for g in plan.garbage} >= {"old_versions"}  # v1's files
+
+    checked, gc_waiting = threading.Event(), threading.Event()
+    real_problems, real_lock = catalog.served_problems, collection.dataset_lock
+
+    def served_problems(*args):
+        problems = real_problems(*args)
+        checked.set()
+        assert gc_waiting.wait(60)  # hold the lock until gc wants it
+        return problems
+
+    def lock(*args):
+        gc_waiting.set()
+        return real_lock(*args)
+
+    monkeypatch.setattr(catalog, "served_problems", served_problems)
+    monkeypatch.setattr(collection, "dataset_lock", lock)
+    republish = threading.Thread(target=build_dataset, args=(root, v1),
+                                 kwargs={"store": store, "seed": 1})
+    republish.start()
+    assert checked.wait(60)
+    result = collection.collect(store, plan, grace_s=0)
+    republish.join(60)
+    entry = load_catalog(root).shards["shard-00000"]
+    assert entry.index.name in {p.name for p in (root / "shard-00000").iterdir()}
+    _served_files_exist(root)
+    assert not any(g.path.endswith(entry.index.name) for g in result.removed)
+    assert verify_store(store).ok

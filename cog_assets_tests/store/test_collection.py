@@ -201,7 +201,8 @@ def test_a_copy_beside_its_shard_file_and_a_reference_to_a_gone_file_are_repaire
 
 def test_a_shard_republished_between_plan_and_collect_is_not_repaired_from_old_files(store):
     """gc plans a repair against shard-00000's files; a run republishes the shard before gc
-    collects (its old index and files are gone): nothing fails, nothing points at them."""
+    collects (its old index and files are superseded): nothing fails, nothing points at
+    them."""
     store, root, _ = store
     entry = load_catalog(root).shards["shard-00000"]
     row = pl.read_parquet(root / "shard-00000" / entry.index.name).row(0, named=True)
@@ -213,7 +214,7 @@ def test_a_shard_republished_between_plan_and_collect_is_not_repaired_from_old_f
                          ("shard-00000", "clips/d.mp4", "d", 9, 64, 96)], store=store,
                   live={"shard-00000", "shard-00001"}, frames_retention="keep")  # a new version
     assert load_catalog(root).shards["shard-00000"].version != entry.version
-    assert not (root / "shard-00000" / entry.index.name).exists()
+    assert (root / "shard-00000" / entry.index.name).exists()  # for its readers, until gc
     result = collect(store, plan, grace_s=HOUR)
     assert result.repaired == 0
     assert verify_store(store).ok
@@ -290,9 +291,9 @@ def test_scans_and_embeddings_a_live_shards_step_tables_name_stay(store):
     store, root, garbage = store
     live_scan = artifact_key(ArtifactKind.scene_scan, source="x")
     _put(store, ArtifactKind.scene_scan, live_scan)
-    store.write_table(store.path(layout.table_path("scene_segments", "shard-00000")),
+    store.write_table(store.path(layout.table_path("tiny", "scene_segments", "shard-00000")),
                       pl.DataFrame({"scan_key": [live_scan, None]}))
-    store.write_table(store.path(layout.table_path("t5_embeddings", "shard-00001")),
+    store.write_table(store.path(layout.table_path("tiny", "t5_embeddings", "shard-00001")),
                       pl.DataFrame({"embedding_key": ["1" * 64]}))
     planned = {Path(g.path) for g in _plan(store).garbage}
     assert Path(store.artifact_path(ArtifactKind.scene_scan, live_scan)) not in planned
@@ -312,10 +313,10 @@ def test_written_captions_and_thumbnails_a_live_shards_caption_table_names_stay(
     for key in (kept["caption_key"], kept["polish_key"], stale):
         _put(store, ArtifactKind.caption, key)
     thumbnail = _write(Path(store.path(layout.thumbnail_png(kept["thumbnail_key"]))), PICTURE)
-    store.write_table(store.path(layout.table_path("clip_captions", "shard-00000")),
+    store.write_table(store.path(layout.table_path("tiny", "clip_captions", "shard-00000")),
                       pl.DataFrame({column: [key] for column, key in kept.items()}))
-    live_list = _write(Path(store.path(layout.needs_captions_path("shard-00000"))))
-    dead_list = _write(Path(store.path(layout.needs_captions_path("shard-00007"))))
+    live_list = _write(Path(store.path(layout.needs_captions_path("tiny", "shard-00000"))))
+    dead_list = _write(Path(store.path(layout.needs_captions_path("tiny", "shard-00007"))))
     planned = {Path(g.path): g.category for g in _plan(store).garbage}
     for key in (kept["caption_key"], kept["polish_key"]):
         assert Path(store.artifact_path(ArtifactKind.caption, key)) not in planned
@@ -351,10 +352,12 @@ def test_gc_over_and_over_beside_a_running_backfill_takes_nothing_it_needs(tmp_p
         run.kill()
     assert code == 0, run.output()[-4000:]
     assert rounds >= 5, rounds
-    # what only the cover version held was written back to cas when it was replaced (at the
-    # run's end, maybe after the last round beside it): garbage
+    # the cover version's files stay after its replacement (for readers) until gc: with no
+    # grace they go, with the references to the latents only they held, unwritten back
     removed += collect(store, plan_gc(store, grace_s=0), grace_s=0).removed
-    assert {"latents", "thumbnails"} <= {g.category for g in removed}, removed
+    assert {"old_versions", "references", "thumbnails"} <= {g.category for g in removed}, \
+        {g.category for g in removed}
+    assert "latents" not in {g.category for g in removed}  # nothing wrote garbage back
     assert verify_store(store).ok
     assert len(CogVideoXLatentDataset(store_dir / "datasets" / "tiny", "tiny",
                                       verify=True)) == 4

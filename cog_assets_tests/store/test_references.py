@@ -15,7 +15,9 @@ from cog_assets.core.choices import ArtifactKind
 from cog_assets.core.clip_row import REJECT_COLUMNS
 from cog_assets.stages.dataset import finish_shard
 from cog_assets.store.catalog import load_catalog
+from cog_assets.store.collection import collect, plan_gc
 from cog_assets.store.content_store import ContentStore, CorruptArtifact
+from cog_assets.store.leases import Lease
 from cog_assets.store.verify import verify_store
 from cog_assets_tests.fixtures.datasets import build_dataset
 
@@ -90,8 +92,10 @@ def test_a_damaged_tensor_in_a_shard_file_is_found_through_its_reference(tmp_pat
 
 
 def test_a_new_version_of_a_shard_keeps_what_only_the_old_one_held(tmp_path):
-    """A clip leaves the shard: the new version is the home of the others, and the leaving
-    clip's latent is written back to the store in full before the old files go."""
+    """A clip leaves the shard: the new version is the home of the others; the old version's
+    files stay (readers that opened them finish), and the leaving clip's latent stays
+    readable through them; when gc removes them, the latent, still wanted by a run that holds
+    it, is written back to the store in full first."""
     store, root, expected = _published(tmp_path)
     index = _index(root, "shard-00001")
     leaving = index.row(0, named=True)
@@ -99,11 +103,7 @@ def test_a_new_version_of_a_shard_keeps_what_only_the_old_one_held(tmp_path):
     finish_shard(store, str(root), "tiny", "shard-00001", 2, {"shard-00000", "shard-00001"},
                  index.slice(1).drop(FILE_COLUMNS), NO_REJECTS)
     new_files = sorted(p.name for p in (root / "shard-00001").iterdir())
-    assert not set(old_files) & set(new_files) - {"index.parquet", "rejects.parquet"}
-    copy = Path(store.artifact_path(ArtifactKind.latents, leaving["latent_key"]))
-    assert copy.is_file()  # evicted: a full copy again
-    assert torch.equal(store.get_tensors(ArtifactKind.latents, leaving["latent_key"])[
-        "moments"], expected[leaving["clip_id"]].moments)
+    assert set(old_files) < set(new_files)  # nothing removed at publication
     version = load_catalog(root).shards["shard-00001"].version
     for row in index.slice(1).iter_rows(named=True):
         ref = json.loads(Path(store.path(f"cas/vae_moments/{row['latent_key'][:2]}/"
@@ -111,6 +111,20 @@ def test_a_new_version_of_a_shard_keeps_what_only_the_old_one_held(tmp_path):
         assert ref["tensors"]["moments"]["file"].endswith(f"latents.{version}.safetensors")
         assert torch.equal(store.get_tensors(ArtifactKind.latents, row["latent_key"])[
             "moments"], expected[row["clip_id"]].moments)
+    assert torch.equal(store.get_tensors(ArtifactKind.latents, leaving["latent_key"])[
+        "moments"], expected[leaving["clip_id"]].moments)  # through the old version's file
+    assert verify_store(store).ok
+
+    with Lease(store, "run-elsewhere.vae_latents") as lease:  # e.g. the clip's new shard
+        lease.hold(ArtifactKind.latents, [leaving["latent_key"]])
+        removed = collect(store, plan_gc(store, grace_s=0), grace_s=0).removed
+    assert {g.category for g in removed} >= {"old_versions"}
+    assert sorted(p.name for p in (root / "shard-00001").iterdir()) == sorted(
+        set(new_files) - set(old_files) | {"index.parquet", "rejects.parquet"})
+    copy = Path(store.artifact_path(ArtifactKind.latents, leaving["latent_key"]))
+    assert copy.is_file()  # written back: a full copy again
+    assert torch.equal(store.get_tensors(ArtifactKind.latents, leaving["latent_key"])[
+        "moments"], expected[leaving["clip_id"]].moments)
     assert verify_store(store).ok
 
 
@@ -127,11 +141,18 @@ def test_publishing_the_same_version_again_keeps_every_reference_whole(tmp_path)
 
 def test_a_retired_shard_gives_its_artefacts_back_to_the_store(tmp_path):
     """Re-sharding retires shard folders before the new shards have gathered their clips:
-    what a retired folder held goes back to cas, so a re-shard encodes nothing again."""
+    what a retired folder held stays readable (its folder stays until gc), and what gc finds
+    still wanted there (held by the runs gathering them) goes back to cas before the folder
+    goes, so a re-shard encodes nothing again."""
     store, root, expected = _published(tmp_path)
     index = _index(root, "shard-00001")
     finish_shard(store, str(root), "tiny", "shard-00001", 2, {"shard-00000"}, pl.DataFrame(),
                  pl.DataFrame())
+    assert (root / "shard-00001").exists() and "shard-00001" in load_catalog(root).retired
+    with Lease(store, "run-reshard.t5_embeddings") as lease:
+        lease.hold_all({ArtifactKind.latents: index["latent_key"],
+                        ArtifactKind.embeddings: index["embedding_key"]})
+        collect(store, plan_gc(store, grace_s=0), grace_s=0)
     assert not (root / "shard-00001").exists()
     for row in index.iter_rows(named=True):
         assert Path(store.artifact_path(ArtifactKind.latents, row["latent_key"])).is_file()

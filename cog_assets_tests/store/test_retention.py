@@ -152,7 +152,7 @@ def test_decoded_clips_leave_a_thumbnail_the_contact_sheet_uses_once_frames_are_
     for key in frames["frames_key"]:
         assert Path(store.path(layout.thumbnail_png(key))).stat().st_size < 20_000
     _drop_all_frames(store, frames)
-    sheet = _contact_sheet(store, frames, validated, "shard-00000")
+    sheet = _contact_sheet(store, frames, validated, "tiny", "shard-00000")
     assert sheet["contact_sheet"].value.startswith("![contact sheet](data:image/jpeg;base64,")
     assert Path(sheet["contact_sheet_path"].value).read_bytes()[:2] == b"\xff\xd8"  # a JPEG
 

@@ -22,6 +22,7 @@ from cog_assets.defs.resources import (
     StoreResource,
     runtime,
 )
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.defs.versions import data_version
 from cog_assets.models.devices import resolve_dtype
 from cog_assets.stages.captions import STAGE, caption_clips, captions_by_source
@@ -45,6 +46,8 @@ def clip_captions_asset(op_tags: dict, on_gpu: bool) -> AssetsDefinition:
         """Each clip's final caption with its provenance (manifest, inherited, segment_table,
         generated, polished): written by a local VLM or an OpenAI-compatible endpoint where
         caption_mode asks, polished where caption_polish asks, and checked."""
+        refuse_output_overrides(context, sources=sources, captions=captions, limits=limits,
+                                model=model, device=device, store=store)
         settings = captions.settings()
         content = store.open()
         models = runtime(model, device)
@@ -79,7 +82,7 @@ def clip_captions_asset(op_tags: dict, on_gpu: bool) -> AssetsDefinition:
             metadata["captioner"] = tools.captioner.model
         if tools.polisher is not None:
             metadata["polisher"] = tools.polisher.model
-        metadata.update(_needs_file(content, needs, context.partition_key))
+        metadata.update(_needs_file(content, needs, model.profile, context.partition_key))
         metadata.update(_samples(table))
         if len(rejected):
             metadata["caption_rejects"] = table_metadata(
@@ -89,9 +92,9 @@ def clip_captions_asset(op_tags: dict, on_gpu: bool) -> AssetsDefinition:
     return clip_captions
 
 
-def _needs_file(store: ContentStore, needs: pl.DataFrame, shard: str) -> dict:
+def _needs_file(store: ContentStore, needs: pl.DataFrame, profile: str, shard: str) -> dict:
     """needs_captions.jsonl of the shard (removed when no clip needs a caption any more)."""
-    path = store.path(layout.needs_captions_path(shard))
+    path = store.path(layout.needs_captions_path(profile, shard))
     if needs.is_empty():
         if store.exists(path):
             store.fs.rm(path)

@@ -18,6 +18,7 @@ from cog_assets.defs.resources import (
     SourcesResource,
     StoreResource,
 )
+from cog_assets.defs.run_settings import refuse_output_overrides
 
 
 @asset(key=CLIP_FILES_KEY, deps=[TRAINING_DATASET_KEY], group_name=EXPORTS_GROUP,
@@ -28,6 +29,8 @@ def clip_files(context: AssetExecutionContext, model: ModelResource, sources: So
     """Each clip of the finished dataset cut out of its source: its segment only, upright,
     square pixels, constant frame rate, H.264 MP4, no audio. Content-addressed: an edited
     source is cut again for its own clips; an edited caption cuts nothing."""
+    refuse_output_overrides(context, model=model, sources=sources, limits=limits, clips=clips,
+                            store=store)
     with export_lease(context, store, model) as lease:
         files = dataset_clip_files(store, model, sources, limits, clips, lease.hold_all)
     stats = files.stats

@@ -23,6 +23,7 @@ from cog_assets.defs.resources import (
     SourcesResource,
     StoreResource,
 )
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.exports import export_cogvideo_finetune
 
 
@@ -35,6 +36,8 @@ def cogvideo_finetune_export(context: AssetExecutionContext, model: ModelResourc
     """CogVideo `finetune/` data root with its cache already full: video latents sampled and
     scaled, prompt embeddings under the sha256 of each prompt, videos/<stem>.mp4 the clip
     files (read by the trainer only where its cache misses)."""
+    refuse_output_overrides(context, model=model, sources=sources, frames=frames,
+                            limits=limits, clips=clips, store=store)
     dataset_dir, out_dir = export_dirs(store, model, "cogvideo-finetune")
     with export_lease(context, store, model) as lease:
         files = dataset_clip_files(store, model, sources, limits, clips, lease.hold_all)

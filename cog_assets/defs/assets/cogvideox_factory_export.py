@@ -10,6 +10,7 @@ from cog_assets.defs.assets.trainer_exports import (
     export_result,
 )
 from cog_assets.defs.resources import ModelResource, SourcesResource, StoreResource
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.exports import export_cogvideox_factory
 
 
@@ -19,6 +20,7 @@ def cogvideox_factory_export(context: AssetExecutionContext, model: ModelResourc
                              ) -> MaterializeResult:
     """cogvideox-factory `--load_tensors`: videos.txt, prompts.txt, video_latents/,
     prompt_embeds/ (and image_latents/ for I2V) as .pt files."""
+    refuse_output_overrides(context, model=model, sources=sources, store=store)
     dataset_dir, out_dir = export_dirs(store, model, "cogvideox-factory")
     with export_lease(context, store, model):
         return export_result(export_cogvideox_factory(

@@ -18,6 +18,7 @@ from cog_assets.defs.resources import (
     frame_policy,
     runtime,
 )
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.defs.versions import data_version
 from cog_assets.media.contact_sheet import contact_sheet, markdown_image
 from cog_assets.stages.frames import extract_frames, stored_thumbnail
@@ -35,6 +36,8 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
 
     Frames are a cache (frames_retention): a clip whose latents for this run's VAE are in
     the store is not decoded again."""
+    refuse_output_overrides(context, sources=sources, frames=frames, limits=limits, model=model,
+                            device=device, store=store)
     content = store.open()
     unneeded = latent_keys_making_frames_unneeded(store.frames_retention,
                                                   runtime(model, device).vae_identities())
@@ -46,7 +49,8 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
     buckets = {b: n for b, n in table.group_by("bucket").len().iter_rows()}
     metadata = {"clips": len(table), "buckets": buckets, **stats.as_metadata(),
                 "frames_retention": str(store.frames_retention)}
-    metadata.update(_contact_sheet(content, table, validated_clips, context.partition_key))
+    metadata.update(_contact_sheet(content, table, validated_clips, model.profile,
+                                   context.partition_key))
     return Output(table, data_version=data_version("frame_tensors", table), metadata=metadata)
 
 
@@ -60,7 +64,7 @@ SHEET_SCORES = {"motion_score": "motion", "brightness": "bright", "sharpness": "
 
 
 def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.DataFrame,
-                   shard: str, clips: int = 8) -> dict:
+                   profile: str, shard: str, clips: int = 8) -> dict:
     """The middle sampled frame of up to `clips` clips, labelled with clip id and scores:
     inline (behind the UI's "[Show Markdown]": Dagster has no inline image metadata) and as a
     JPEG in the store, whose path is shown."""
@@ -89,7 +93,7 @@ def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.Da
     if not images:
         return {}
     jpeg = contact_sheet(images, labels=labels)
-    path = content.path(layout.contact_sheet_path(shard))
+    path = content.path(layout.contact_sheet_path(profile, shard))
     content.write_bytes(path, jpeg)
     metadata = {"contact_sheet": MetadataValue.md(markdown_image(jpeg)),
                 "contact_sheet_path": MetadataValue.path(content.local_path(path))}

@@ -19,6 +19,7 @@ from cog_assets.defs.resources import (
     SourcesResource,
     StoreResource,
 )
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.defs.versions import data_version
 from cog_assets.stages.scene_segments import STAGE as SEGMENTS_STAGE
 from cog_assets.stages.scene_segments import split_segments
@@ -30,6 +31,8 @@ def scene_segments(context: AssetExecutionContext, raw_manifest: pl.DataFrame,
                    store: StoreResource) -> Output[pl.DataFrame]:
     """Source videos cut at scene changes into clips (source_video, start_s, end_s), each
     scored (motion, brightness, sharpness, aesthetics) and judged by the thresholds."""
+    refuse_output_overrides(context, sources=sources, segments=segments, limits=limits,
+                            store=store)
     table, stats, per_source = split_segments(raw_manifest, sources.settings(),
                                               segments.settings(), limits.settings(),
                                               store.open())

@@ -19,6 +19,7 @@ from dagster import (
 from cog_assets.core.config import Settings
 from cog_assets.defs.assets.groups import STORE_GROUP, STORE_USAGE_KEY
 from cog_assets.defs.resources import StoreResource
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.store.collection import GcError, plan_gc
 from cog_assets.store.content_store import ContentStore
 from cog_assets.store.footprint import KINDS, megabytes, store_footprint
@@ -55,6 +56,7 @@ def usage_metadata(store: ContentStore, grace_s: float | None) -> dict:
 def store_usage(context: AssetExecutionContext, store: StoreResource) -> MaterializeResult:
     """The store's size per kind: frames, latents, embeddings, first frames, thumbnails, scene
     scans, datasets, exports, tables, quarantine, temporaries; and what gc would reclaim."""
+    refuse_output_overrides(context, store=store)
     return MaterializeResult(metadata=usage_metadata(store.open(), store.gc_grace_s))
 
 

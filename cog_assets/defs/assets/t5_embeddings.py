@@ -13,6 +13,7 @@ from cog_assets.defs.resources import (
     StoreResource,
     runtime,
 )
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.defs.versions import data_version
 from cog_assets.stages.embeddings import encode_captions
 
@@ -26,6 +27,7 @@ def t5_embeddings_asset(op_tags: dict) -> AssetsDefinition:
                       model: ModelResource, device: DeviceResource,
                       store: StoreResource) -> Output[pl.DataFrame]:
         """Per distinct caption, the T5 last hidden state [226, D], deduplicated by hash."""
+        refuse_output_overrides(context, model=model, device=device, store=store)
         models = runtime(model, device)
         content, identity = store.open(), models.text_identity()
         captions = validated_clips.filter(pl.col("accepted"))["caption_sha256"].unique()

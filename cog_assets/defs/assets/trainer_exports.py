@@ -62,7 +62,8 @@ def dataset_clip_files(store: StoreResource, model: ModelResource, sources: Sour
     return cut_clip_files(wanted, settings.data_root, content,
                           ClipEncoding(crf=clips.clip_crf), keyframes=clips.export_keyframes,
                           decode_timeout_s=limits.decode_timeout_s,
-                          known=UploadState(content, settings).known_hashes(), hold=hold)
+                          known=UploadState(content, settings, model.profile).known_hashes(),
+                          hold=hold)
 
 
 def require_all(files: ClipFiles) -> None:

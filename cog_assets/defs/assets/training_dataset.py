@@ -10,7 +10,13 @@ from cog_assets.defs.assets.groups import GROUP
 from cog_assets.defs.leasing import step_lease
 from cog_assets.defs.metadata import reason_counts, table_metadata
 from cog_assets.defs.partitions import shards_partitions
-from cog_assets.defs.resources import ModelResource, SourcesResource, StoreResource
+from cog_assets.defs.resources import (
+    ModelResource,
+    SourcesResource,
+    StoreResource,
+    runtime,
+)
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.defs.versions import dataset_data_version
 from cog_assets.stages.dataset import (
     build_index,
@@ -20,6 +26,7 @@ from cog_assets.stages.dataset import (
 )
 from cog_assets.stages.manifest import discover_shards
 from cog_assets.store import layout
+from cog_assets.store.catalog import VaeScaling
 from cog_assets.store.leases import release_run
 from cog_assets.store.retention import drop_frames, drops_after_publication
 
@@ -31,6 +38,7 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
                      model: ModelResource, store: StoreResource) -> Output[pl.DataFrame]:
     """The finished shard (versioned index and tensor files, rejects.parquet), published in
     the dataset's catalog; a shard with no clips left in the data root is retired instead."""
+    refuse_output_overrides(context, sources=sources, model=model, store=store)
     started = time.perf_counter()
     content = store.open()
     settings = sources.settings()
@@ -43,9 +51,12 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
         lease.hold_all({ArtifactKind.frames: frames_keys,  # the I2V first-frame PNGs are read
                         ArtifactKind.latents: index["latent_key"],
                         ArtifactKind.embeddings: index["embedding_key"]})
+        vae = runtime(model).profile  # the VAE's own scaling: the weights', checked
         finished = finish_shard(content, dataset_dir, model.profile, context.partition_key,
                                 settings.shard_count, discover_shards(settings), index,
-                                rejects, frames_retention=store.frames_retention)
+                                rejects, frames_retention=store.frames_retention,
+                                vae_scaling=VaeScaling(vae.scaling_factor,
+                                                       vae.invert_scale_latents))
         dropped = None
         if finished.entry is not None and drops_after_publication(store.frames_retention):
             dropped = drop_frames(content, frames_keys, run_id=context.run.run_id)

@@ -17,6 +17,7 @@ from cog_assets.defs.resources import (
     frame_policy,
     runtime,
 )
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.defs.versions import data_version
 from cog_assets.stages.frames import decode_again
 from cog_assets.stages.latents import encode_latents
@@ -34,6 +35,8 @@ def vae_latents_asset(op_tags: dict) -> AssetsDefinition:
                     store: StoreResource) -> Output[pl.DataFrame]:
         """Per clip, the VAE posterior moments (mean ‖ logvar) [32, F', H/8, W/8]; frames
         dropped since frame_tensors ran (they are a cache) are decoded again first."""
+        refuse_output_overrides(context, sources=sources, frames=frames, limits=limits,
+                                model=model, device=device, store=store)
         models = runtime(model, device)
         content, identity = store.open(), models.vae_identity()
         decoded = frame_tensors.filter(pl.col("status") != Status.rejected)["frames_key"]

@@ -16,6 +16,7 @@ from cog_assets.defs.resources import (
     frame_policy,
     runtime,
 )
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.defs.versions import data_version
 from cog_assets.stages.validation import rejects_of, validate_clips
 
@@ -26,6 +27,7 @@ def validated_clips(context: AssetExecutionContext, clip_captions: pl.DataFrame,
                     model: ModelResource) -> Output[pl.DataFrame]:
     """The probe of every clip (codec, size after rotation, fps, duration) and its verdict;
     its final caption's T5 tokens counted."""
+    refuse_output_overrides(context, sources=sources, frames=frames, limits=limits, model=model)
     started = time.perf_counter()
     table = validate_clips(clip_captions, sources.data_root, frame_policy(model, frames),
                            limits.settings(), runtime(model).token_counter())

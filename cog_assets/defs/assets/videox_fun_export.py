@@ -23,6 +23,7 @@ from cog_assets.defs.resources import (
     SourcesResource,
     StoreResource,
 )
+from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.exports import export_videox_fun
 
 
@@ -33,6 +34,8 @@ def videox_fun_export(context: AssetExecutionContext, model: ModelResource,
                       store: StoreResource) -> MaterializeResult:
     """VideoX-Fun `--train_data_dir`: train/<stem>.mp4 (the clip files), metadata.json
     ({file_path, text, type: video, ...} per clip: `--train_data_meta`), trainer_args.txt."""
+    refuse_output_overrides(context, model=model, sources=sources, limits=limits, clips=clips,
+                            store=store)
     dataset_dir, out_dir = export_dirs(store, model, "videox-fun")
     with export_lease(context, store, model) as lease:
         files = dataset_clip_files(store, model, sources, limits, clips, lease.hold_all)

@@ -118,3 +118,11 @@ class ArtifactKind(Choice):
     embeddings = "t5_embedding"  # T5 last hidden state [L, D]
     scene_scan = "scene_scan"  # one source video's cut times and per-sample quality scores
     thumbnail = "thumbnail"  # the middle frame as a small PNG, keyed by its frames key
+
+
+class VaeCompile(Choice):
+    """Whether the VAE step compiles the VAE's encoder with torch.compile (inductor)."""
+
+    off = "off"
+    auto = "auto"  # only where the clips to encode pay back the compilation (measured)
+    on = "on"

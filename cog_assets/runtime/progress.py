@@ -3,7 +3,9 @@
 On a terminal one line rewrites itself as items finish (done/total, items per second, time
 left); in a log that is not a terminal (CI) it prints plain lines instead: one every
 `every_s` seconds while the step runs and one when it ends, so a log is neither silent for
-minutes nor flooded. A step with nothing to do prints nothing.
+minutes nor flooded. A step with nothing to do prints nothing (items found done already
+count towards the total but are no work), nor does a Progress without a label (a caller
+that shows no progress).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Progress:
         self._last_line = self.started
         self._lock = threading.Lock()
         self._closed = False
+        self.worked = False  # whether any item advanced was work (not found done)
 
     def __enter__(self) -> "Progress":
         return self
@@ -60,12 +63,16 @@ class Progress:
             return f"{text}, {rate:.2f} {self.unit}/s, ETA {duration_text(eta)}"
         return f"{text}, started {duration_text(elapsed)} ago"
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: int = 1, work: bool = True) -> None:
+        """`n` more items done; `work=False` for items that were done already (reused)."""
         if self.total <= 0:
             return
         with self._lock:
             self.done += n
+            self.worked = self.worked or work
             now = time.monotonic()
+            if not self.worked:
+                return
             if self.tty:
                 self._write("\r" + self.line() + "\x1b[K")
             elif now - self._last_line >= self.every_s and self.done < self.total:
@@ -75,10 +82,8 @@ class Progress:
     def close(self) -> None:
         """The last line (on a terminal, the updated one ends there)."""
         with self._lock:
-            if self._closed or self.total <= 0 or self.done == 0:
+            if self._closed or self.total <= 0 or not self.worked:
                 self._closed = True
-                if self.tty and self.done:
-                    self._write("\n")
                 return
             self._closed = True
             self._write(("\r" if self.tty else "") + self.line()

@@ -27,7 +27,7 @@ from cog_assets.models.runtime import ModelRuntime
 from cog_assets.runtime.libc import libc_function
 from cog_assets.sources.uploads import UploadState
 from cog_assets.stages.common import Reuse
-from cog_assets.stages.frames import extract_frames
+from cog_assets.stages.frames import extract_frames, note_decoded_ahead
 from cog_assets.stages.manifest import build_manifest
 from cog_assets.stages.scene_segments import split_segments
 from cog_assets.stages.validation import validate_clips
@@ -84,10 +84,12 @@ def decode_shard(settings: Settings, shard: str) -> Reuse:
     unneeded = latent_keys_making_frames_unneeded(
         settings.store.frames_retention,
         ModelRuntime(settings.model, settings.device).vae_identities())
-    _, stats = extract_frames(validated, sources.data_root, store, policy,
-                              decode_timeout_s=settings.limits.decode_timeout_s,
-                              latent_keys=unneeded)
+    table, stats = extract_frames(validated, sources.data_root, store, policy,
+                                  decode_timeout_s=settings.limits.decode_timeout_s,
+                                  latent_keys=unneeded)
+    note_decoded_ahead(store, shard, table)
     stats.computed += scanned.computed
+    stats.extra["scans_computed"] = scanned.computed
     return stats
 
 

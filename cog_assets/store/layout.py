@@ -15,6 +15,7 @@ import from here; this module imports nothing of the pipeline, so a trainer that
     exports/<profile>/<trainer>                trainer caches (a link to the current version)
     state/uploads/<id>/<generation>.parquet    what the upload sensor last saw
     state/leases/<run>.<step>.json             what a running step holds (gc leaves it alone)
+    state/decoded-ahead/<shard>.json           frames a backfill decoded before the shard's run
 """
 
 from __future__ import annotations
@@ -108,6 +109,12 @@ LEASES_DIR = "state/leases"
 
 def lease_path(holder: str) -> str:
     return f"{LEASES_DIR}/{holder}.json"
+
+
+def decoded_ahead_path(shard: str) -> str:
+    """The frames keys decoded for `shard` while the previous shard ran (frame_tensors reads
+    and removes it, to say which of the frames it found were decoded ahead)."""
+    return f"state/decoded-ahead/{shard}.json"
 
 
 # -- a finished shard ----------------------------------------------------------------------

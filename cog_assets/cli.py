@@ -376,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run every selected shard, also those whose uploads and settings "
                      "match their last materialization (skipped as up to date otherwise)")
     run.add_argument("--export", action="store_true",
-                     help="then write the cogvideox-factory and CogVideo finetune caches")
+                     help="then cut the clip files and write the cogvideox-factory, CogVideo "
+                     "finetune and VideoX-Fun exports, printing their trainer arguments")
     run.add_argument("--dagster-home", help="instance directory (default: $DAGSTER_HOME)")
     add_setting_arguments(backfill)
     backfill.set_defaults(func=cmd_backfill)

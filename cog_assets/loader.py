@@ -30,7 +30,7 @@ from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset, Sampler
 
 from cog_assets.core.choices import ImageLatentScaling
-from cog_assets.core.clip_row import CLIP_COLUMNS
+from cog_assets.core.clip_row import CLIP_COLUMNS, CLIP_TEXT_COLUMNS
 from cog_assets.core.config import ModelSettings
 from cog_assets.core.keys import file_digest
 from cog_assets.core.profiles import ModelProfile, get_profile
@@ -67,7 +67,7 @@ def clip_fields(row: dict) -> dict:
     fields = {}
     for column in CLIP_COLUMNS:
         value = row.get(column)
-        if column in ("source_video", "caption_source"):
+        if column in CLIP_TEXT_COLUMNS:
             fields[column] = value if value is not None else ""
         else:
             fields[column] = float("nan") if value is None else float(value)

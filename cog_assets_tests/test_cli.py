@@ -65,12 +65,14 @@ def test_backfill_export_prints_the_trainer_arguments_it_wrote(tmp_path, data_ro
                  "--shards", "1", "--device", "cpu", "--export"])
     assert code == 0
     printed = capsys.readouterr().out
-    for trainer in ("cogvideox-factory", "cogvideo-finetune"):
+    for trainer in ("cogvideox-factory", "cogvideo-finetune", "videox-fun"):
         written = (tmp_path / "store" / "exports" / "tiny" / trainer / "trainer_args.txt")
         assert f"{trainer}: trainer arguments" in printed
         assert written.read_text() in printed
     assert "--frame_buckets 9 --height_buckets 64 --width_buckets 96" in printed
     assert "--mixed_precision no" in printed
+    videox = tmp_path / "store" / "exports" / "tiny" / "videox-fun"
+    assert f"--train_data_meta {videox / 'metadata.json'}" in printed
 
 
 def test_backfill_exits_non_zero_and_names_the_failure(tmp_path, data_root, monkeypatch):

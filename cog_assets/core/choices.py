@@ -65,6 +65,25 @@ class CaptionSource(Choice):
     manifest = "manifest"  # the clip is a whole manifest row: its own caption
     inherited = "inherited"  # a segment of a source video: the source's caption
     segment_table = "segment_table"  # a segment: its row of the segment-caption table
+    generated = "generated"  # written for this clip by a captioner (a VLM) from its frames
+    polished = "polished"  # any of the above, rewritten by an LLM (caption_polish)
+
+
+class CaptionMode(Choice):
+    """Which clips the caption step captions (the rest keep the caption they came with)."""
+
+    manifest = "manifest"  # none: every clip keeps its manifest / inherited / table caption
+    fill = "fill"  # those with none (an empty caption, a segment with no table row)
+    segments = "segments"  # fill, and every segment of a source cut into two or more
+    replace = "replace"  # every clip
+
+
+class CaptionOverLimit(Choice):
+    """What happens to a written caption longer than T5 reads (226 tokens)."""
+
+    flag = "flag"  # kept and flagged (caption_truncated, with its token count)
+    reject = "reject"  # rejected as caption_too_long
+    polish = "polish"  # rewritten by the polishing LLM to fit (needs caption_endpoint)
 
 
 class Dtype(Choice):
@@ -118,6 +137,15 @@ class ArtifactKind(Choice):
     embeddings = "t5_embedding"  # T5 last hidden state [L, D]
     scene_scan = "scene_scan"  # one source video's cut times and per-sample quality scores
     thumbnail = "thumbnail"  # the middle frame as a small PNG, keyed by its frames key
+    caption = "caption"  # a caption a model wrote (UTF-8 bytes), keyed by what it saw and how
+    clip_file = "clip_file"  # one accepted clip cut out of its source as an H.264 MP4 (+ .json)
+
+
+class CutMethod(Choice):
+    """How a clip file was cut out of its source."""
+
+    stream_copy = "stream_copy"  # the source's H.264 packets copied: the cut is on keyframes
+    re_encode = "re_encode"  # decoded, made upright, square-pixelled and CFR, encoded again
 
 
 class VaeCompile(Choice):

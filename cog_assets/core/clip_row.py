@@ -12,7 +12,13 @@ import polars as pl
 SCORE_COLUMNS = ("motion_score", "brightness", "sharpness", "aesthetic_score")
 # Where each clip comes from and how it scored: whole manifest rows and segments of long
 # videos alike (null scores: not measured). The loader and the exports pass these through.
-CLIP_COLUMNS = ("source_video", "start_s", "end_s", "caption_source", *SCORE_COLUMNS)
+# Where each clip's caption came from: the text it came with (manifest, inherited or table;
+# null: none) and the model that wrote its final caption (null: a person did).
+CAPTION_COLUMNS = ("original_caption", "caption_model")
+CLIP_COLUMNS = ("source_video", "start_s", "end_s", "caption_source", *SCORE_COLUMNS,
+                *CAPTION_COLUMNS)
+# The CLIP_COLUMNS that hold text (the others are numbers).
+CLIP_TEXT_COLUMNS = ("source_video", "caption_source", *CAPTION_COLUMNS)
 # What the finished dataset's rejects table holds: one row per clip that will not be trained on.
 REJECT_COLUMNS = ("clip_id", "source", "reason", "message", "stage")
 
@@ -37,6 +43,14 @@ CLIP_ROW: dict[str, type[pl.DataType]] = {
     **{name: pl.Float64 for name in SCORE_COLUMNS},
     "scan_key": pl.String,
     "issue_stage": pl.String,
+    # the caption step: the text the clip came with, who wrote the final caption, and the
+    # keys of the written captions (the VLM's, the polishing LLM's) and of the thumbnail of a
+    # clip that still needs a caption
+    "original_caption": pl.String,
+    "caption_model": pl.String,
+    "caption_key": pl.String,
+    "polish_key": pl.String,
+    "thumbnail_key": pl.String,
     # the probe, after rotation and SAR
     "codec": pl.String,
     "pix_fmt": pl.String,

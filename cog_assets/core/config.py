@@ -37,6 +37,8 @@ from pydantic.fields import FieldInfo
 
 from cog_assets.core.buckets import Bucket, choose_buckets
 from cog_assets.core.choices import (
+    CaptionMode,
+    CaptionOverLimit,
     Choice,
     Dtype,
     Executor,
@@ -244,6 +246,128 @@ class SegmentSettings(_Group):
                 "sharpness": self.min_sharpness, "aesthetic_score": self.min_aesthetic}
 
 
+LANGUAGE_PATTERN = re.compile(r"[a-z]{2}|any")
+ENDPOINT_PATTERN = re.compile(r"https?://\S+")
+
+
+class CaptionSettings(_Group):
+    """Captions written, polished and checked: which clips get one, from what, and how.
+
+    Off by default (caption_mode manifest, no polishing): every clip keeps the caption it came
+    with, exactly as without this group. A written caption is stored under a key of the frames
+    it was written from, the captioner and the prompt, so a rerun asks for nothing new and a
+    new caption re-encodes only its T5 embedding. The endpoint's API key is read from
+    COG_ASSETS_CAPTION_API_KEY only: it is no setting, so it is never shown, stored or hashed."""
+
+    caption_mode: CaptionMode = setting(
+        CaptionMode.manifest, "which clips get a written caption: manifest (none: every clip "
+        "keeps its own), fill (those with none), segments (fill, and every segment of a source "
+        "cut into two or more) or replace (every clip)")
+    caption_model: Optional[str] = setting(
+        None, "the captioner: a local image-text-to-text model (directory or hub id, e.g. "
+        "Qwen/Qwen2.5-VL-7B-Instruct; tiny: a seeded toy one) or, with caption_endpoint, the "
+        "model name the endpoint serves")
+    caption_revision: Optional[str] = setting(
+        None, "hub revision of a local caption_model (default: main)")
+    caption_endpoint: Optional[str] = setting(
+        None, "an OpenAI-compatible chat-completions API (vllm serve, sglang, TGI, a hosted "
+        "one), e.g. http://127.0.0.1:8000/v1: frames go as JPEG data URLs; its key from "
+        "COG_ASSETS_CAPTION_API_KEY")
+    caption_prompt: Optional[str] = setting(
+        None, "what the captioner is asked (default: one detailed English paragraph on the "
+        "subjects, actions, setting, lighting and camera, cog_assets/captions/prompts.py)")
+    caption_frames: int = setting(
+        8, "frames a captioner sees, spread evenly over the clip's own window", ge=1, le=64)
+    caption_frame_size: int = setting(
+        448, "longest side of those frames, in pixels (aspect kept)", ge=28, le=4096)
+    caption_max_tokens: int = setting(
+        300, "most tokens a captioner (or the polishing LLM) may write", ge=8, le=8192)
+    caption_temperature: float = setting(
+        0.0, "sampling temperature of the captioner and the polishing LLM (0: greedy, the "
+        "same caption every time)", ge=0, le=2)
+    caption_batch_size: int = setting(4, "clips a local captioner writes for at once", ge=1)
+    caption_concurrency: int = setting(
+        8, "requests in flight at once to caption_endpoint", ge=1, le=256)
+    caption_timeout_s: float = setting(
+        120.0, "seconds one endpoint request may take before it is tried again", gt=0)
+    caption_retries: int = setting(
+        3, "tries again per request after a timeout, a 429 or a 5xx (with backoff); then the "
+        "clip is rejected as caption_failed and asked again on the next run", ge=0, le=20)
+    caption_polish: bool = setting(
+        False, "rewrite every caption with the LLM at caption_endpoint (one detailed English "
+        "paragraph within T5's 226 tokens; translates): caption_source polished")
+    caption_polish_prompt: Optional[str] = setting(
+        None, "file holding the polishing system prompt (default: the built-in one, in the "
+        "spirit of CogVideo's convert_demo.py)")
+    caption_polish_model: Optional[str] = setting(
+        None, "model name the endpoint polishes with (default: caption_model)")
+    caption_language: str = setting(
+        "en", "language every caption must be in (ISO 639-1, e.g. en), or any: a caption in "
+        "another is rejected as non_english unless polishing translated it")
+    caption_over_limit: CaptionOverLimit = setting(
+        CaptionOverLimit.flag, "a written caption over T5's token limit: flag (kept, flagged "
+        "caption_truncated), reject (caption_too_long) or polish (rewritten to fit)")
+    caption_trust_remote_code: bool = setting(
+        False, "let a local caption_model run code from its repository (transformers' "
+        "trust_remote_code; off: only the model classes transformers ships)")
+
+    @field_validator("caption_polish_prompt")
+    @classmethod
+    def _prompt_file(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        path = _absolute(path)
+        if not Path(path).is_file():
+            raise ValueError(f"{path} is not a file")
+        return path
+
+    @field_validator("caption_language")
+    @classmethod
+    def _language(cls, code: str) -> str:
+        code = code.strip().lower()
+        if not LANGUAGE_PATTERN.fullmatch(code):
+            raise ValueError(f"{code!r} is not a two-letter ISO 639-1 code (en, de, ...) or any")
+        return code
+
+    @field_validator("caption_endpoint")
+    @classmethod
+    def _endpoint(cls, url: str | None) -> str | None:
+        if url is not None and not ENDPOINT_PATTERN.fullmatch(url):
+            raise ValueError(f"{url!r} is not an http(s) URL, e.g. http://127.0.0.1:8000/v1")
+        return None if url is None else url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CaptionSettings":
+        if self.captions_written and not self.caption_model:
+            raise ValueError(f"caption_mode {self.caption_mode} needs caption_model: a local "
+                             "model (directory or hub id) or, with caption_endpoint, the name "
+                             "of the model it serves")
+        if self.caption_endpoint and not self.caption_model and not self.caption_polish_model:
+            raise ValueError("caption_endpoint needs caption_model, the name of the model it "
+                             "serves")
+        polishing = self.caption_polish or self.caption_over_limit == CaptionOverLimit.polish
+        if polishing and not self.caption_endpoint:
+            raise ValueError("polishing (caption_polish, caption_over_limit polish) needs "
+                             "caption_endpoint, the chat-completions API of the LLM that "
+                             "rewrites captions")
+        return self
+
+    @property
+    def captions_written(self) -> bool:
+        """Whether the caption step writes captions (any mode but manifest)."""
+        return self.caption_mode != CaptionMode.manifest
+
+    @property
+    def active(self) -> bool:
+        """Whether the caption step does anything but pass the captions through unchanged."""
+        return self.captions_written or self.caption_polish
+
+    @property
+    def local_model(self) -> bool:
+        """Whether captions are written by a model loaded here (a GPU step), not an endpoint."""
+        return self.captions_written and not self.caption_endpoint
+
+
 class ModelSettings(_Group):
     """Which CogVideoX model the dataset is for, and where its weights are."""
 
@@ -314,6 +438,20 @@ class StoreSettings(_Group):
     _url_absolute = field_validator("url")(_absolute)
 
 
+class ClipSettings(_Group):
+    """Clip files: each accepted clip cut out of its source as an H.264 MP4 (upright, square
+    pixels, constant frame rate, no audio), for the trainers that read video files (the
+    videox-fun and cogvideo-finetune exports)."""
+
+    clip_crf: int = setting(
+        18, "x264 quality of re-encoded clip files (constant rate factor, 0-51: lower is "
+        "better and bigger; 18 is visually lossless for most footage)", ge=0, le=51)
+    export_keyframes: bool = setting(
+        False, "the video exports also write each clip's first and last frame as PNGs "
+        "(keyframes/<stem>_first.png, _last.png), for image-to-video and InPaint training "
+        "that conditions on start and end images")
+
+
 class OrchestrationSettings(_Group):
     """How runs are executed. These shape the Dagster definitions themselves (executor,
     automation conditions, Kubernetes op tags), so they are set where the code location or
@@ -373,9 +511,11 @@ class Settings(BaseModel):
     frames: FrameSettings = FrameSettings()
     limits: MediaLimits = MediaLimits()
     segments: SegmentSettings = SegmentSettings()
+    captions: CaptionSettings = CaptionSettings()
     model: ModelSettings = ModelSettings()
     device: DeviceSettings = DeviceSettings()
     store: StoreSettings = StoreSettings()
+    clips: ClipSettings = ClipSettings()
     orchestration: OrchestrationSettings = OrchestrationSettings()
 
     @model_validator(mode="after")
@@ -403,9 +543,12 @@ class Settings(BaseModel):
 RESOURCE_GROUPS: dict[str, type[BaseModel]] = {
     "sources": SourceSettings, "frames": FrameSettings, "limits": MediaLimits,
     "segments": SegmentSettings, "model": ModelSettings, "device": DeviceSettings,
-    "store": StoreSettings,
+    "store": StoreSettings, "captions": CaptionSettings, "clips": ClipSettings,
 }
-GROUPS: dict[str, type[BaseModel]] = {**RESOURCE_GROUPS, "orchestration": OrchestrationSettings}
+# Every group, in the order the CLI's --help and the README's table list them.
+GROUPS: dict[str, type[BaseModel]] = {
+    **{key: group for key, group in RESOURCE_GROUPS.items() if key != "captions"},
+    "orchestration": OrchestrationSettings, "captions": CaptionSettings}
 
 
 # -- the flat view: one name per setting, for the CLI and the environment ------------------

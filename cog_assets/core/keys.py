@@ -27,6 +27,10 @@ SCAN_VERSION = "scan-v1"  # a source's cuts and quality samples (media/scan.py)
 FRAMES_VERSION = "frames-v1"  # the decoder's output bytes (media/decode.py)
 LATENTS_VERSION = "vae-moments-v1"  # the VAE's moments (stages/latents.py)
 EMBEDDINGS_VERSION = "t5-last-hidden-v1"  # T5's last hidden state (stages/embeddings.py)
+CAPTION_FRAMES_VERSION = "caption-frames-v1"  # the frames a captioner sees (captions/frames.py)
+CAPTIONS_VERSION = "captions-v1"  # the caption step's choices and checks (stages/captions.py)
+CLIP_FILE_VERSION = "clip-file-v1"  # a clip cut out of its source as a file (media/clip_cut.py)
+SEGMENTS_VERSION = "segments-v2"  # how scenes become segments (media/scene_cuts.py)
 
 HASH_CHUNK = 1 << 20
 
@@ -91,6 +95,18 @@ def frames_key(spec: Mapping[str, Any], content_hash: str, first_frame: str | No
                         version=FRAMES_VERSION, **window, **spec)
 
 
+def clip_file_key(content_hash: str, start_s: float, end_s: float | None,
+                  encoding: Mapping[str, Any]) -> str:
+    """The key of one clip's file: its source's bytes, the stretch cut out of it (to the
+    millisecond, as clip ids name it; `end_s` None: to the end of the data, a whole file
+    whose headers give no duration) and the encoding settings (`ClipEncoding`). Not the
+    caption: a new caption cuts nothing."""
+    end = None if end_s is None else round(end_s, 3)
+    return artifact_key(ArtifactKind.clip_file, content=content_hash,
+                        segment=[round(start_s, 3), end], **encoding,
+                        version=CLIP_FILE_VERSION)
+
+
 def scan_key(content_hash: str, scan_parts: Mapping[str, Any]) -> str:
     """The key of one video's scan: its bytes and everything the scan's output depends on
     (`ScanSpec.key_parts`)."""
@@ -128,3 +144,44 @@ class TextIdentity:
         return artifact_key(ArtifactKind.embeddings, caption=caption_sha256, model=self.model,
                             dtype=self.dtype, max_length=self.max_length,
                             version=EMBEDDINGS_VERSION)
+
+
+def caption_frames_recipe(content_hash: str | None, segment: tuple[float, float] | None,
+                          count: int, size: int) -> dict[str, Any]:
+    """What decides the frames a captioner is shown: the video's bytes, the clip's window
+    (None: the whole file), how many frames and how large (their longest side)."""
+    return {"content": content_hash, "segment": None if segment is None else list(segment),
+            "count": count, "size": size, "version": CAPTION_FRAMES_VERSION}
+
+
+def thumbnail_key(frames_recipe: Mapping[str, Any]) -> str:
+    """The key of the middle-frame thumbnail of a clip that was never decoded for training
+    (one that still needs a caption), from its caption-frames recipe with one frame."""
+    return artifact_key(ArtifactKind.thumbnail, frames=dict(frames_recipe))
+
+
+@dataclass(frozen=True)
+class CaptionerIdentity:
+    """What decides a written caption besides what the model is shown: the model (a local
+    model's weights, revision and dtype, or an endpoint's model name: never its URL or key),
+    the prompt and the generation settings."""
+
+    model: str
+    prompt: str
+    max_tokens: int
+    temperature: float
+
+    def _parts(self) -> dict[str, Any]:
+        return {"model": self.model, "prompt": caption_sha256(self.prompt),
+                "max_tokens": self.max_tokens, "temperature": self.temperature,
+                "version": CAPTIONS_VERSION}
+
+    def caption_key(self, frames_recipe: Mapping[str, Any]) -> str:
+        """A caption written from the frames of `frames_recipe` (caption_frames_recipe)."""
+        return artifact_key(ArtifactKind.caption, step="caption", frames=dict(frames_recipe),
+                            **self._parts())
+
+    def polish_key(self, caption_sha256: str) -> str:
+        """A caption rewritten from the caption of that hash (the prompt: the system prompt)."""
+        return artifact_key(ArtifactKind.caption, step="polish", caption=caption_sha256,
+                            **self._parts())

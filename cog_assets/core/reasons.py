@@ -71,6 +71,17 @@ class RejectReason(Choice):
     too_dark = "too_dark", "`brightness` (mean luma) is under `min_brightness`"
     blurry = "blurry", "`sharpness` (variance of the Laplacian) is under `min_sharpness`"
     low_aesthetic = "low_aesthetic", "`aesthetic_score` (CLIP + MLP head) is under `min_aesthetic`"
+    # the caption step (caption_mode, caption_polish)
+    caption_failed = "caption_failed", (
+        "the captioner (model or endpoint) failed on this clip after its retries; asked again "
+        "on the next run")
+    degenerate_caption = "degenerate_caption", (
+        "a written caption is degenerate: a repetition loop, or only a handful of words")
+    non_english = "non_english", (
+        "the caption is not in `caption_language` (English by default) and no polishing "
+        "translated it")
+    caption_too_long = "caption_too_long", (
+        "a written caption has more T5 tokens than the model reads (`caption_over_limit=reject`)")
 
 def reasons_table() -> str:
     """The README's table of reasons, as Markdown."""

@@ -1,4 +1,5 @@
-"""Asset checks: shapes, dtypes and finiteness per the profile, and nothing accepted goes missing."""
+"""Asset checks: every kept clip has a caption; shapes, dtypes and finiteness per the profile;
+nothing accepted goes missing."""
 
 
 import polars as pl
@@ -48,6 +49,19 @@ def embeddings_match_profile(context: AssetCheckExecutionContext, t5_embeddings:
                    checked=len(t5_embeddings))
 
 
+@asset_check(asset=AssetKey("clip_captions"), partitions_def=shards_partitions, blocking=True)
+def every_kept_clip_has_a_caption(context: AssetCheckExecutionContext,
+                                  clip_captions: pl.DataFrame) -> AssetCheckResult:
+    """Every clip the caption step keeps has a caption and says where it came from: T5 never
+    encodes an empty prompt, and no caption is of unknown origin."""
+    kept = clip_captions.filter(pl.col("issue_reason").is_null())
+    problems = [f"{row['clip_id']}: " + ("no caption" if not row["caption"] else
+                                         "no caption_source")
+                for row in kept.iter_rows(named=True)
+                if not row["caption"] or not row["caption_source"]]
+    return _result(problems, checked=len(kept))
+
+
 @asset_check(asset=AssetKey("training_dataset"), partitions_def=shards_partitions,
              additional_ins={"validated_clips": AssetIn("validated_clips"),
                              "frame_tensors": AssetIn("frame_tensors")})
@@ -74,5 +88,5 @@ def reject_ratio_under_threshold(context: AssetCheckExecutionContext,
     return _result(problems, AssetCheckSeverity.WARN, reject_ratio=round(ratio, 4))
 
 
-ALL_CHECKS = [latents_match_profile, embeddings_match_profile,
+ALL_CHECKS = [every_kept_clip_has_a_caption, latents_match_profile, embeddings_match_profile,
               every_clip_has_latent_and_embedding, reject_ratio_under_threshold]

@@ -41,7 +41,8 @@ def with_code_versions(assets: Sequence[AssetsDefinition], settings: Settings
 
 def build_definitions(settings: Settings) -> Definitions:
     """Everything `dagster dev` serves for these settings (already validated)."""
-    assets = with_code_versions(shard_assets(gpu_op_tags(settings.orchestration)), settings)
+    assets = with_code_versions(shard_assets(gpu_op_tags(settings.orchestration),
+                                             settings.captions.local_model), settings)
     if settings.orchestration.automation:
         assets = with_automation(assets)
     return Definitions(

@@ -7,7 +7,8 @@ staleness, the one the UI shows and its "Materialize stale" selects from:
   versions) equals the one its latest materialization recorded;
 - no input's data version moved since, `uploads` included: its observation carries the
   shard's upload fingerprint, brought up to date here first (`record_uploads`);
-- its last run deferred no row (a file still being written is read by a later run);
+- its last run left no row for a later run: none deferred (a file still being written is
+  read by a later run), none whose captioner failed (`caption_failed`: asked again);
 - and the finished index is still in the store (a deleted store is not "up to date").
 
 The backfill skips such shards without starting a run, the sensor requests runs for exactly
@@ -128,13 +129,21 @@ def _verdict(identity: str, fingerprint: str, marks: list) -> str:
     return json.dumps([identity, fingerprint, marks])
 
 
-def _deferred_rows(record) -> int:
-    """Rows the last training_dataset materialization left for later (files in flux)."""
+# Rejects a later run may turn into clips by itself, and what they are called in a reason.
+RETRIED = {"deferred": "deferred (still being written)",
+           "caption_failed": "rejected because their captioner failed (caption_failed)"}
+
+
+def _retried_rows(record) -> dict[str, int]:
+    """Rows the last training_dataset materialization left for later, by reason (files in
+    flux, captions a model failed to write)."""
     if record is None or record.event_log_entry.asset_materialization is None:
-        return 0
+        return {}
     by_reason = record.event_log_entry.asset_materialization.metadata.get("rejects_by_reason")
     value = getattr(by_reason, "value", by_reason) or {}
-    return int(value.get("deferred", 0)) if isinstance(value, dict) else 0
+    if not isinstance(value, dict):
+        return {}
+    return {reason: int(value[reason]) for reason in RETRIED if value.get(reason)}
 
 
 def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
@@ -176,11 +185,10 @@ def shard_freshness(instance: DagsterInstance, asset_graph: BaseAssetGraph,
 
 
 def _stale_reasons(resolver, shard: str, last) -> list[str]:
-    """Why Dagster's staleness (and deferred rows) say `shard` needs a run; none: fresh."""
-    reasons = []
-    deferred = _deferred_rows(last)
-    if deferred:
-        reasons.append(f"{deferred} rows were deferred (still being written) by its last run")
+    """Why Dagster's staleness (and rows left for a later run) say `shard` needs a run;
+    none: fresh."""
+    reasons = [f"{rows} rows were {RETRIED[reason]} by its last run"
+               for reason, rows in _retried_rows(last).items()]
     for name in SHARD_ASSETS:
         status = resolver.get_status(AssetKey(name), shard)
         if status == StaleStatus.MISSING:

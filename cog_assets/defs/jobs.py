@@ -12,6 +12,6 @@ prepare_shards_job = define_asset_job(
 )
 export_job = define_asset_job(
     "export_datasets", selection=AssetSelection.groups(EXPORTS_GROUP),
-    description="Write the trainer caches (cogvideox-factory, CogVideo finetune) from the "
-                "finished shards.",
+    description="Cut the clip files and write the trainer exports (cogvideox-factory, CogVideo "
+                "finetune, VideoX-Fun) from the finished shards.",
 )

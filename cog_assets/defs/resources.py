@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from cog_assets.core.config import (
     RESOURCE_GROUPS,
+    CaptionSettings,
+    ClipSettings,
     DeviceSettings,
     FrameSettings,
     MediaLimits,
@@ -88,9 +90,18 @@ class StoreResource(_resource_of(StoreSettings)):
         return ContentStore(self.url, verify_reuse=self.verify_artifacts)
 
 
+class CaptionsResource(_resource_of(CaptionSettings)):
+    """Captions written, polished and checked (the endpoint's key: COG_ASSETS_CAPTION_API_KEY)."""
+
+
+class ClipsResource(_resource_of(ClipSettings)):
+    """Clip files: each accepted clip cut as an H.264 MP4 for the trainers that read videos."""
+
+
 RESOURCE_CLASSES: dict[str, type[ConfigurableResource]] = {
     "sources": SourcesResource, "frames": FramesResource, "limits": LimitsResource,
     "segments": SegmentsResource, "model": ModelResource, "device": DeviceResource, "store": StoreResource,
+    "captions": CaptionsResource, "clips": ClipsResource,
 }
 assert RESOURCE_CLASSES.keys() == RESOURCE_GROUPS.keys()
 

@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import AssetRecordsFilter, DagsterInstance, execute_job
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, execute_job
 
 from cog_assets.core.config import Settings, SettingsError
 from cog_assets.defs.assets.store_usage import report_store_usage
@@ -42,6 +42,8 @@ from cog_assets.store import catalog, layout
 from cog_assets.store.content_store import ContentStore
 
 EXPORT_JOB = "export_datasets"
+SEGMENTS_KEY = AssetKey("scene_segments")
+CAPTIONS_KEY = AssetKey("clip_captions")
 log = logging.getLogger(__name__)
 
 
@@ -87,6 +89,13 @@ class ShardSummary:
     up_to_date: bool = False  # skipped: its last materialization matches (no run started)
     decoded_ahead: int = 0  # of `computed`: frames decoded while the previous shard ran
     why: list[str] = field(default_factory=list)  # why it ran (the freshness rule's reasons)
+    footage_dropped_s: float | None = None  # source footage in no kept clip (split_scenes)
+    captions_by_source: dict[str, int] = field(default_factory=dict)  # of the trained clips
+    captions_inherited_shared: int = 0  # trained clips sharing their source's one caption
+    captions_written: int = 0  # captions generated or polished by this run (models asked)
+    caption_requests: int = 0  # requests sent to caption_endpoint by this run (retries too)
+    needs_captions: int = 0  # clips listed for a person to caption
+    needs_captions_path: str | None = None
     seconds: float = 0.0  # its run, launch to end (0 for a shard not run)
     step_seconds: dict[str, float] = field(default_factory=dict)  # per step that succeeded
     vae: dict[str, Any] = field(default_factory=dict)  # where vae_latents' seconds went
@@ -118,6 +127,8 @@ def _read_dataset_metadata(summary: ShardSummary, metadata) -> None:
     summary.rejected = int(meta["rejected"])
     summary.rejects_by_reason = dict(meta.get("rejects_by_reason") or {})
     summary.deferred = int(summary.rejects_by_reason.get("deferred", 0))
+    summary.captions_by_source = dict(meta.get("captions_by_source") or {})
+    summary.captions_inherited_shared = int(meta.get("captions_inherited_shared") or 0)
     summary.index_path = str(meta["index_path"]) if "index_path" in meta else None
     summary.rejects_path = str(meta["rejects_path"]) if "rejects_path" in meta else None
 
@@ -142,8 +153,16 @@ def summarise(shard: str, result) -> ShardSummary:
                             if line]
         if materialization.asset_key == DATASET_KEY:
             _read_dataset_metadata(summary, materialization.metadata)
-        if materialization.asset_key.path[-1] == "vae_latents":
+        elif materialization.asset_key.path[-1] == "vae_latents":
             summary.vae = {k: meta[k] for k in VAE_TIMINGS if k in meta}
+        elif materialization.asset_key == SEGMENTS_KEY and "footage_dropped_s" in meta:
+            summary.footage_dropped_s = float(meta["footage_dropped_s"])
+        elif materialization.asset_key == CAPTIONS_KEY:
+            summary.captions_written = int(meta.get("computed", 0))
+            summary.caption_requests = int(meta.get("requests", 0))
+            summary.needs_captions = int(meta.get("needs_captions", 0))
+            summary.needs_captions_path = (str(meta["needs_captions_path"])
+                                           if "needs_captions_path" in meta else None)
     summary.step_seconds = {event.step_key: round(event.event_specific_data.duration_ms / 1000, 3)
                             for event in result.all_events if event.is_step_success}
     for evaluation in result.get_asset_check_evaluations():
@@ -278,7 +297,8 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
     one after the other in this process, which loads each model once for all of them, and
     with `decode_ahead` the next shard's frames are decoded while this one's run encodes
     (cog_assets.stages.decode_ahead). `resume_from` (a previous summary's "shards") skips shards
-    that succeeded there, with no deferred rows, and whose uploads have not changed since.
+    that succeeded there, with no deferred rows nor failed captions, and whose uploads have not
+    changed since.
     `on_shard` is called with the summaries so far each time a shard ends (to write them
     where a killed backfill can resume from). The console shows `log_level` and above; the
     instance keeps every event for the UI.
@@ -292,8 +312,9 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
     wanted = list(all_shards if shards is None else shards)
     done = {}
     for shard, previous in (resume_from or {}).items():
+        retried = (previous.get("rejects_by_reason") or {}).get("caption_failed")
         if (shard in wanted and previous.get("success") and not previous.get("deferred")
-                and previous.get("fingerprint") == fingerprints.get(shard)):
+                and not retried and previous.get("fingerprint") == fingerprints.get(shard)):
             done[shard] = ShardSummary(**{**previous, "resumed": True})
     states = judge_shards(settings, instance, [s for s in wanted if s not in done],
                           fingerprints)

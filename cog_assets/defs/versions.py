@@ -21,8 +21,8 @@ from cog_assets.core import keys
 from cog_assets.core.config import Settings
 from cog_assets.core.keys import artifact_key, data_version_of
 
-SHARD_ASSETS = ("raw_manifest", "scene_segments", "validated_clips", "frame_tensors",
-                "vae_latents", "t5_embeddings", "training_dataset")
+SHARD_ASSETS = ("raw_manifest", "scene_segments", "clip_captions", "validated_clips",
+                "frame_tensors", "vae_latents", "t5_embeddings", "training_dataset")
 
 
 def _dump(group) -> dict:
@@ -43,7 +43,9 @@ def output_identities(settings: Settings) -> dict[str, dict]:
         "raw_manifest": {"sources": _dump(settings.sources), "store": store,
                          "version": keys.MANIFEST_VERSION},
         "scene_segments": {"segments": _dump(settings.segments), "limits": _dump(settings.limits),
-                           "store": store, "version": keys.SCAN_VERSION},
+                           "store": store, "version": keys.SCAN_VERSION,
+                           "segments_version": keys.SEGMENTS_VERSION},
+        "clip_captions": caption_identity(settings, dtypes, weights.identity("tokenizer")),
         "validated_clips": {**sampling, "limits": _dump(settings.limits), "store": store,
                             "tokenizer": weights.identity("tokenizer"),
                             "version": keys.VALIDATION_VERSION},
@@ -59,6 +61,30 @@ def output_identities(settings: Settings) -> dict[str, dict]:
     }
 
 
+# How captions are written, not what: left out of clip_captions' code version.
+CAPTION_HOW = ("caption_endpoint", "caption_batch_size", "caption_concurrency",
+               "caption_timeout_s", "caption_retries", "caption_prompt", "caption_polish_prompt")
+
+
+def caption_identity(settings: Settings, dtypes: list[str], tokenizer: str) -> dict:
+    """clip_captions' output identity: with the step off (caption_mode manifest, no
+    polishing) only its version, so no caption setting makes anything stale; on, the settings
+    that shape captions, the captioners' identities (with the prompts' text, never the
+    endpoint's URL or key), the trigger word and the tokenizer that counts for the limit."""
+    from cog_assets.captions.tools import captioner_identity, polisher_identity
+
+    captions = settings.captions
+    parts: dict = {"store": settings.store.url, "version": keys.CAPTIONS_VERSION}
+    if not captions.active:
+        return parts
+    writers = [captioner_identity(captions, dtype) for dtype in dtypes]
+    polisher = polisher_identity(captions)
+    return {**parts, "captions": {k: v for k, v in _dump(captions).items() if k not in CAPTION_HOW},
+            "captioners": [None if w is None else [w.model, w.prompt] for w in writers],
+            "polisher": None if polisher is None else [polisher.model, polisher.prompt],
+            "id_token": settings.sources.id_token, "tokenizer": tokenizer}
+
+
 def code_versions(settings: Settings) -> dict[str, str]:
     """Per asset name, a short hash of its output identity: its Dagster code version."""
     return {name: artifact_key("code_version", **parts)[:16]
@@ -72,6 +98,8 @@ def code_versions(settings: Settings) -> dict[str, str]:
 DATA_VERSION_COLUMNS = {
     "raw_manifest": ("clip_id", "content_hash", "caption_sha256", "issue_reason"),
     "scene_segments": ("clip_id", "content_hash", "caption_sha256", "issue_reason", "scan_key"),
+    "clip_captions": ("clip_id", "content_hash", "caption_sha256", "caption_source",
+                      "issue_reason"),
     "validated_clips": ("clip_id", "content_hash", "accepted", "reason"),
     "frame_tensors": ("frames_key",),
     "vae_latents": ("latent_key",),

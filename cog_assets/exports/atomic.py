@@ -77,6 +77,28 @@ def symlink(path: Path, target: Path) -> Path:
     return path
 
 
+def link_or_copy(path: Path, target: Path) -> Path:
+    """Make `path` a hard link to the file `target` (the same bytes, no more space, a real
+    file wherever the export is copied or moved), replacing whatever was there in one rename;
+    a copy where the filesystem cannot link (another device, no hard links)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        try:
+            os.link(target, tmp)
+        except OSError:
+            with open(target, "rb") as source, open(tmp, "xb") as handle:
+                shutil.copyfileobj(source, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def _version_prefix(out: Path) -> str:
     return f".{out.name}."
 

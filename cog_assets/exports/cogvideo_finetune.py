@@ -17,8 +17,11 @@ Conventions, all from THUDM/CogVideo:
   `line.strip()` per line, empty lines dropped, and the hash is of that stripped line (so it is
   taken of the flattened caption written here); `load_videos` / `load_images` resolve lines
   against the list file's folder. The dataset classes raise unless every listed video (and
-  image) `is_file()`, hence `videos/<stem>.mp4` is written: a symlink to the source video when
-  `videos_root` is given, else an empty placeholder never read while its cache file exists.
+  image) `is_file()`, hence `videos/<stem>.mp4` is written: a hard link to the clip's own clip
+  file (its segment only, upright, H.264 MP4: what the trainer decodes when a cache file is
+  missing, e.g. for another `--train_resolution`) when `clip_files` are given, else an empty
+  placeholder never read while its cache file exists. A hard link is a real file: the export
+  can be moved or copied to the training machine, and in the store it takes no space twice.
 - `finetune/schemas/args.py`: one `--train_resolution FxHxW` per run, with (F-1) % 8 == 0, so
   one `videos_<F>x<H>x<W>.txt` / `prompts_<F>x<H>x<W>.txt` pair is written per bucket (plus
   plain `videos.txt` / `prompts.txt` when there is a single bucket); `--model_name` is the
@@ -56,7 +59,12 @@ from cog_assets.core.choices import ImageLatentScaling
 from cog_assets.core.keys import caption_sha256
 from cog_assets.core.profiles import ModelProfile
 from cog_assets.exports import atomic
-from cog_assets.exports.clip_table import CLIP_TABLE, write_clip_table
+from cog_assets.exports.clip_table import (
+    CAPTIONS_FILE,
+    CLIP_TABLE,
+    write_captions_file,
+    write_clip_table,
+)
 from cog_assets.exports.naming import clip_stems
 from cog_assets.exports.refusals import check_clip_tensors, prompt_line
 from cog_assets.exports.report import (
@@ -67,6 +75,7 @@ from cog_assets.exports.report import (
 )
 from cog_assets.exports.source import ClipRecord, ShardTensors, read_clips
 from cog_assets.loader import DEFAULT_SCALING, image_latent_factor, sample_from_moments
+from cog_assets.store.clip_files import StoredClip
 
 
 def default_model_name(profile: ModelProfile) -> str:
@@ -97,15 +106,15 @@ def _pictures(clips: list[ClipRecord], images: Mapping[str, str | Path] | None,
                            else clip.first_frame_png) for clip in clips}
 
 
-def _check_clip(clip: ClipRecord, videos_root: Path | None,
+def _check_clip(clip: ClipRecord, clip_files: Mapping[str, StoredClip] | None,
                 images: Mapping[str, Path | None], profile: ModelProfile) -> None:
     if (clip.num_frames - 1) % 8:
         raise ValueError(f"{clip.where()}: F={clip.num_frames} cannot be a CogVideo "
                          "--train_resolution, which needs (F-1) % 8 == 0 "
                          "(finetune/schemas/args.py)")
-    if videos_root is not None and not (videos_root / clip.source_video).is_file():
-        raise ValueError(f"{clip.where()}: source video {videos_root / clip.source_video} "
-                         "not found")
+    if clip_files is not None and (clip.clip_id not in clip_files
+                                   or not clip_files[clip.clip_id].path.is_file()):
+        raise ValueError(f"{clip.where()}: no clip file was cut for this clip")
     if profile.i2v:
         picture = images.get(clip.clip_id)
         if picture is None or not Path(picture).is_file():
@@ -128,22 +137,21 @@ def _check_prompts(clips: list[ClipRecord], lines: list[str]) -> None:
 def export_cogvideo_finetune(dataset_dir: str | Path, out_dir: str | Path, profile: ModelProfile,
                              seed: int = 0, model_name: str | None = None, *,
                              dtype: torch.dtype | None = None,
-                             videos_root: str | Path | None = None,
+                             clip_files: Mapping[str, StoredClip] | None = None,
                              images: Mapping[str, str | Path] | None = None,
                              image_latent_scaling: ImageLatentScaling | str = DEFAULT_SCALING,
                              id_token: str | None = None) -> ExportReport:
     """Write `out_dir` as a CogVideo `finetune/` `--data_root` whose cache is already full.
 
     `dtype` defaults to the profile's training dtype (what the trainer's own cache would hold).
-    `videos_root` (the pipeline's data root) makes `videos/<stem>.mp4` symlinks to the sources
-    instead of empty placeholders. I2V pictures are the shards' first-frame PNGs unless
-    `images` names others. Every clip is checked before anything is written; the export is
+    `clip_files` (clip id -> its clip file, `stages.clip_files`) makes `videos/<stem>.mp4`
+    hard links to the clips cut out of their sources instead of empty placeholders. I2V
+    pictures are the shards' first-frame PNGs unless `images` names others. Every clip is checked before anything is written; the export is
     written to a fresh folder that then replaces `out_dir` whole.
     """
     out = Path(os.path.abspath(out_dir))
     model = model_name or default_model_name(profile)
     torch_dtype = dtype or getattr(torch, profile.dtype)
-    source_root = None if videos_root is None else Path(videos_root).resolve()
     clips = read_clips(dataset_dir)
     stems = clip_stems(clip.clip_id for clip in clips)
     pictures = _pictures(clips, images, profile)
@@ -151,7 +159,7 @@ def export_cogvideo_finetune(dataset_dir: str | Path, out_dir: str | Path, profi
     with ShardTensors() as tensors:
         lines = [prompt_line(clip) for clip in clips]
         for clip in clips:
-            _check_clip(clip, source_root, pictures, profile)
+            _check_clip(clip, clip_files, pictures, profile)
             check_clip_tensors(clip, tensors, profile)
         _check_prompts(clips, lines)
         runs = _runs(out, clips, profile, model, torch_dtype)
@@ -174,10 +182,10 @@ def export_cogvideo_finetune(dataset_dir: str | Path, out_dir: str | Path, profi
                                        safetensors_bytes({"prompt_embedding": embedding}))
                     relative.append(name)
                 video = folder / "videos" / f"{stem}.mp4"
-                if source_root is None:
+                if clip_files is None:
                     atomic.write_bytes(video, b"")
                 else:
-                    atomic.symlink(video, source_root / clip.source_video)
+                    atomic.link_or_copy(video, clip_files[clip.clip_id].path)
                 relative.append(f"videos/{stem}.mp4")
                 if profile.i2v:
                     picture = Path(pictures[clip.clip_id])
@@ -187,8 +195,10 @@ def export_cogvideo_finetune(dataset_dir: str | Path, out_dir: str | Path, profi
                             shutil.copyfileobj(source, handle)
                     relative.append(name)
             relative += _write_manifests(folder, clips, lines, stems, pictures, profile)
-            write_clip_table(folder, clips, stems)
-            relative.append(CLIP_TABLE)
+            write_clip_table(folder, clips, stems, None if clip_files is None else {
+                clip_id: clip.key for clip_id, clip in clip_files.items()})
+            write_captions_file(folder, clips, stems)
+            relative += [CLIP_TABLE, CAPTIONS_FILE]
             atomic.write_bytes(folder / TRAINER_ARGS_FILE,
                                trainer_args_text(runs, notes).encode("utf-8"))
             relative.append(TRAINER_ARGS_FILE)

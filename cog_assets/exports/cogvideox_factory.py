@@ -53,7 +53,12 @@ import torch
 from cog_assets.core.choices import ImageLatentScaling
 from cog_assets.core.profiles import ModelProfile
 from cog_assets.exports import atomic
-from cog_assets.exports.clip_table import CLIP_TABLE, write_clip_table
+from cog_assets.exports.clip_table import (
+    CAPTIONS_FILE,
+    CLIP_TABLE,
+    write_captions_file,
+    write_clip_table,
+)
 from cog_assets.exports.naming import clip_stems
 from cog_assets.exports.refusals import check_clip_tensors, prompt_line
 from cog_assets.exports.report import (
@@ -156,12 +161,14 @@ def export_cogvideox_factory(dataset_dir: str | Path, out_dir: str | Path, profi
                     atomic.save_tensor(folder / "image_latents" / f"{stem}.pt", image)
                     relative.append(f"image_latents/{stem}.pt")
             write_clip_table(folder, clips, stems)
+            write_captions_file(folder, clips, stems)
             atomic.write_lines(folder / "prompts.txt", prompts)
             atomic.write_lines(folder / "videos.txt",
                                [f"videos/{stems[clip.clip_id]}.mp4" for clip in clips])
             atomic.write_bytes(folder / TRAINER_ARGS_FILE,
                                trainer_args_text(runs, notes).encode("utf-8"))
-            relative += [CLIP_TABLE, "prompts.txt", "videos.txt", TRAINER_ARGS_FILE]
+            relative += [CLIP_TABLE, CAPTIONS_FILE, "prompts.txt", "videos.txt",
+                         TRAINER_ARGS_FILE]
     return ExportReport(out_dir=out, clips=len(clips), files=tuple(out / r for r in relative),
                         trainer_args=runs, notes=notes, args_file=out / TRAINER_ARGS_FILE)
 

@@ -22,12 +22,27 @@ def _digest(clip_id: str, length: int) -> str:
     return hashlib.sha256(clip_id.encode("utf-8")).hexdigest()[:length]
 
 
+_FRAGMENT = re.compile(r"#t=(\d+(?:\.\d+)?),(\d+(?:\.\d+)?)$")
+
+
+def _seconds(text: str) -> str:
+    """`10.320` -> `10s320`: a time in a stem, whole (no dot, which a stem cannot hold)."""
+    whole, _, fraction = text.partition(".")
+    return f"{whole}s{fraction}" if fraction else f"{whole}s"
+
+
 def _base(clip_id: str) -> str:
-    """`clips/sub/a.mp4` -> `clips_sub_a`: the extension dropped, anything unsafe made `_`."""
-    head, _, last = clip_id.rpartition("/")
+    """`clips/sub/a.mp4` -> `clips_sub_a`: the extension dropped, anything unsafe made `_`;
+    a segment `a.mp4#t=10.320,17.000` -> `a_t10s320-17s000` (both times whole)."""
+    times = _FRAGMENT.search(clip_id)
+    path = clip_id[:times.start()] if times else clip_id
+    head, _, last = path.rpartition("/")
     if "." in last.lstrip("."):
         last = last[: last.rfind(".")]
-    return _UNSAFE.sub("_", f"{head}/{last}" if head else last).strip("_")
+    base = _UNSAFE.sub("_", f"{head}/{last}" if head else last).strip("_")
+    if times:
+        base = f"{base}_t{_seconds(times.group(1))}-{_seconds(times.group(2))}"
+    return base
 
 
 def clip_stems(clip_ids: Iterable[str]) -> dict[str, str]:

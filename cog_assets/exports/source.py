@@ -40,11 +40,18 @@ class ClipRecord:
     files: tuple[tuple[str, str], ...] = ()  # (index column, tensor file name) of the shard
     first_frame_png: Path | None = None  # I2V: the clean first frame the latents were made of
     extra: tuple[tuple[str, Any], ...] = ()  # the index's CLIP_COLUMNS the shard has
+    content_hash: str | None = None  # sha256 of the source video's bytes the clip was made of
 
     @property
     def source_video(self) -> str:
         """The video file the clip was cut from (itself unless it is a scene of a longer one)."""
         return dict(self.extra).get("source_video") or self.clip_id
+
+    @property
+    def segment(self) -> tuple[float | None, float | None]:
+        """(start_s, end_s) of the clip in its source video (a whole file: 0 to its end)."""
+        extra = dict(self.extra)
+        return extra.get("start_s"), extra.get("end_s")
 
     def file(self, column: str) -> Path:
         return self.shard_dir / dict(self.files)[column]
@@ -86,6 +93,7 @@ def read_clips(dataset_dir: str | Path) -> list[ClipRecord]:
                 first_frame_png=(shard_dir / row["first_frame_png"]
                                  if row.get("first_frame_png") else None),
                 extra=tuple((c, row[c]) for c in CLIP_COLUMNS if c in row),
+                content_hash=row.get("content_hash"),
             ))
     return clips
 

@@ -26,7 +26,7 @@ from .safe_open import FileStamp, open_media
 from .sampling import PTS_EPSILON_S, sample_timestamps, select_streaming
 
 __all__ = ["FrameSpec", "ClipTask", "read_clip_frames", "half_frame", "decode_clip_task",
-           "segment_sampling_span"]
+           "segment_sampling_span", "read_window_frames", "spread_times", "fit_longest_side"]
 
 
 @dataclass(frozen=True)
@@ -230,6 +230,46 @@ def read_clip_frames(path: str | os.PathLike, spec: FrameSpec, *,
     convert = _converter(probe, spec.height, spec.width, spec.resize)
     out = np.empty((spec.num_frames, spec.height, spec.width, 3), dtype=np.uint8)
     args = (path, out, wanted, convert, probe.fps, half_frame(probe))
+    try:
+        _decode_into(*args, seek=True, threads=threads, root=root, expect=expect)
+    except _Overshot:
+        _decode_into(*args, seek=False, threads=threads, root=root, expect=expect)
+    return out
+
+
+def spread_times(start_s: float, span_s: float, count: int) -> list[float]:
+    """`count` instants spread evenly over [start_s, start_s + span_s]: the middle of each of
+    `count` equal parts (one frame: the middle of the window), never its first or last frame,
+    where a cut or a fade usually is."""
+    return [start_s + span_s * (i + 0.5) / count for i in range(count)]
+
+
+def fit_longest_side(width: int, height: int, longest: int) -> tuple[int, int]:
+    """(width, height) scaled so the longest side is at most `longest`, aspect kept, even sides."""
+    scale = min(1.0, longest / max(width, height))
+    return (max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2))
+
+
+def read_window_frames(path: str | os.PathLike, count: int, longest_side: int, *,
+                       segment: tuple[float, float] | None = None, threads: int = 0,
+                       root: str | os.PathLike | None = None,
+                       expect: FileStamp | None = None) -> np.ndarray:
+    """uint8 RGB [count, h, w, 3]: the frames shown at `spread_times` over the clip's window
+    (`segment` of the source, or the whole file), upright and square-pixelled as a viewer sees
+    them, whole (never cropped) and scaled down so the longest side is `longest_side`. What a
+    captioner is shown: opened and decoded exactly as training frames are (`open_media`)."""
+    probe = probe_video(path, root=root, expect=expect)
+    if segment is not None:
+        start_s, span_s = segment[0], segment_sampling_span(*segment)
+    else:
+        duration = probe.duration_s
+        if duration is None:
+            duration = _scan_duration(path, probe.fps, root, expect)
+        start_s, span_s = 0.0, max(0.0, duration)
+    width, height = fit_longest_side(probe.width, probe.height, longest_side)
+    convert = _converter(probe, height, width, ResizeMode.stretch)
+    out = np.empty((count, height, width, 3), dtype=np.uint8)
+    args = (path, out, spread_times(start_s, span_s, count), convert, probe.fps, half_frame(probe))
     try:
         _decode_into(*args, seek=True, threads=threads, root=root, expect=expect)
     except _Overshot:

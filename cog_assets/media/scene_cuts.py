@@ -31,16 +31,23 @@ class Segment:
         return self.end_s - self.start_s
 
 
-def split_scenes(cuts: np.ndarray | list[float], end_s: float, max_clip_s: float
-                 ) -> list[Segment]:
-    """The scenes between the cuts, each cut into consecutive windows of `max_clip_s` (the
-    last window holds what is left), in time order."""
+def split_scenes(cuts: np.ndarray | list[float], end_s: float, max_clip_s: float,
+                 min_clip_s: float = 0.0) -> list[Segment]:
+    """The scenes between the cuts, in time order, each longer one cut into equal windows no
+    longer than `max_clip_s` (a 10.32 s scene with `max_clip_s` 10 gives two of 5.16 s, none
+    of it dropped). Where equal windows would be shorter than `min_clip_s` (a `min_clip_s`
+    over half `max_clip_s`), the scene is cut into consecutive windows of `max_clip_s` and a
+    last one with what is left, which is then too short to keep."""
     bounds = [0.0, *(float(c) for c in cuts if 0.0 < c < end_s), end_s]
     segments = []
     for start, end in zip(bounds, bounds[1:]):
-        pieces = max(1, math.ceil((end - start) / max_clip_s - 1e-9))
-        for k in range(pieces):
-            a, b = start + k * max_clip_s, min(end, start + (k + 1) * max_clip_s)
+        length = end - start
+        pieces = max(1, math.ceil(length / max_clip_s - 1e-9))
+        if pieces == 1 or length / pieces >= min_clip_s:
+            edges = [start + length * k / pieces for k in range(pieces)] + [end]
+        else:
+            edges = [start + max_clip_s * k for k in range(pieces)] + [end]
+        for a, b in zip(edges, edges[1:]):
             a, b = round(a, TIME_DIGITS), round(b, TIME_DIGITS)
             if b > a:
                 segments.append(Segment(a, b))

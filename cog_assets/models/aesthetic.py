@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from cog_assets.models.weights import _fingerprint
+from cog_assets.models.weights import directory_fingerprint
 
 CLIP_DIR = "clip"
 HEAD_FILE = "aesthetic_head.safetensors"
@@ -45,7 +45,7 @@ def aesthetic_identity(directory: str | Path) -> str:
     """A short identity of the weights for artefact keys (names, sizes, heads and tails)."""
     directory = Path(directory)
     _check(directory)
-    return f"aesthetic:{_fingerprint(directory)}"
+    return f"aesthetic:{directory_fingerprint(directory)}"
 
 
 def _head_layers(path: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:

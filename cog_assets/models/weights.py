@@ -38,11 +38,11 @@ class WeightsSource:
             raise ValueError(f"profile {self.profile.name} has no weights: set a directory or hub id")
         local = Path(location) / component
         if local.is_dir():
-            return f"dir:{_fingerprint(local)}/{component}"
+            return f"dir:{directory_fingerprint(local)}/{component}"
         return f"hub:{location}@{self.revision or 'main'}/{component}"
 
 
-def _fingerprint(directory: Path) -> str:
+def directory_fingerprint(directory: Path) -> str:
     """Names, sizes and the head and tail of every file: cheap, and changes with the weights."""
     digest = hashlib.sha256()
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):

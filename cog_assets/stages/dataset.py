@@ -52,6 +52,8 @@ def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataF
     Every clip says where it comes from: `source_video` with `start_s`/`end_s` (a whole file:
     0 to its duration) and `caption_source`, plus its quality scores (null: not measured)."""
     accepted = validated.filter(pl.col("accepted"))
+    if "original_caption" not in accepted.columns:  # tables written before the caption step
+        accepted = accepted.with_columns(pl.col("caption").alias("original_caption"))
     for column in CLIP_COLUMNS:  # tables written before scene splitting existed
         if column not in accepted.columns:
             accepted = accepted.with_columns(pl.lit(None, dtype=VALIDATED_SCHEMA[column])
@@ -71,6 +73,18 @@ def build_index(validated: pl.DataFrame, frames: pl.DataFrame, latents: pl.DataF
         .join(embeddings.select("caption_sha256", "embedding_key"), on="caption_sha256")
         .sort("clip_id")
     )
+
+
+def caption_counts(index: pl.DataFrame) -> dict:
+    """How many trained clips have a caption of each source (manifest, inherited,
+    segment_table, generated, polished), and how many inherit one caption with other scenes
+    of their source (each trains on a text describing the whole video)."""
+    by_source = {str(k): int(n) for k, n in
+                 index.group_by("caption_source").len().sort("caption_source").iter_rows()}
+    inherited = index.filter(pl.col("caption_source") == CaptionSource.inherited)
+    per_source = inherited.group_by("source_video").len()
+    shared = int(per_source.filter(pl.col("len") >= 2)["len"].sum())
+    return {"captions_by_source": by_source, "captions_inherited_shared": shared}
 
 
 def shard_version(index: pl.DataFrame) -> str:

@@ -78,6 +78,8 @@ def decode_shard(settings: Settings, shard: str) -> Reuse:
     # the clips and their windows, so the frames decoded are the ones the run will ask for.
     segments, scanned, _ = split_segments(manifest, sources, settings.segments, settings.limits,
                                           store)
+    # Captions are not written here (no model is asked from a helper): a clip the caption step
+    # will caption is decoded by its run, and one it will reject is decoded for nothing.
     # Token counts do not decide acceptance (an over-long caption is flagged, not rejected).
     validated = validate_clips(segments, sources.data_root, policy, settings.limits)
     # Like frame_tensors: no frames for a clip whose latents are there, when frames are a cache.

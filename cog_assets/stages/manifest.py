@@ -17,6 +17,7 @@ import polars as pl
 from cog_assets.core.clip_row import columns
 from cog_assets.core.config import SourceSettings
 from cog_assets.core.keys import caption_sha256
+from cog_assets.core.reasons import RejectReason
 from cog_assets.media.errors import MediaError
 from cog_assets.media.safe_open import hash_at_rest
 from cog_assets.sources.manifests import ManifestRow, read_manifests
@@ -51,7 +52,9 @@ def _describe(root: Path, row: ManifestRow, known: KnownHashes, sources: SourceS
         "size_bytes": None, "mtime_ns": None, "content_hash": None, "file_stamp": None,
         "issue_reason": row.issue_reason, "issue_message": row.issue_message,
     }
-    if row.issue_reason is None:
+    # A video without a caption is hashed too: its scenes may get captions of their own (the
+    # segment table, or a caption the caption step writes), and its frames need a key.
+    if row.issue_reason in (None, RejectReason.caption_empty):
         try:
             stamp, digest = hash_at_rest(root / row.clip_id, root, sources.settle_s,
                                          known.get(row.clip_id))

@@ -60,6 +60,7 @@ STAGE = "segments"
 SEGMENTS_SCHEMA = {**MANIFEST_SCHEMA, **columns(*CLIP_COLUMNS, "scan_key", "issue_stage")}
 SOURCES_SCHEMA = {"source_video": pl.String, "status": pl.String, "duration_s": pl.Float64,
                   "cuts": pl.Int64, "segments": pl.Int64, "kept": pl.Int64,
+                  "kept_s": pl.Float64, "dropped_s": pl.Float64,
                   "decode_errors": pl.Int64, "scan_seconds": pl.Float64}
 THRESHOLD_REASONS = {"motion_score": (RejectReason.low_motion, "min_motion"),
                      "brightness": (RejectReason.too_dark, "min_brightness"),
@@ -152,7 +153,7 @@ def _clips(source: _Source, settings: SegmentSettings,
     row, scan = source.row, source.scan
     video = row["clip_id"]
     if settings.split_scenes:
-        pieces = split_scenes(scan.cuts, scan.end_s, settings.max_clip_s)
+        pieces = split_scenes(scan.cuts, scan.end_s, settings.max_clip_s, settings.min_clip_s)
     else:
         pieces = [Segment(0.0, scan.end_s)]
     for segment in pieces:
@@ -218,7 +219,8 @@ def split_segments(manifest: pl.DataFrame, sources: SourceSettings, settings: Se
     table = pl.DataFrame(out, schema=SEGMENTS_SCHEMA)
     stats.rejected = int(table["issue_stage"].eq(STAGE).sum())
     stats.seconds = time.perf_counter() - started
-    stats.extra.update(sources_scanned=len(summary), segments=sum(s["segments"] for s in summary))
+    stats.extra.update(sources_scanned=len(summary), segments=sum(s["segments"] for s in summary),
+                       footage_dropped_s=round(sum(s["dropped_s"] or 0.0 for s in summary), 3))
     return table, stats, pl.DataFrame(summary, schema=SOURCES_SCHEMA)
 
 
@@ -313,10 +315,18 @@ def _scan_missing(plan: list[_Source | dict], root: Path, spec: ScanSpec, limits
 
 
 def _summary(source: _Source, clips: list[dict]) -> dict:
+    """One scanned source: its segments, how many are kept, and the footage in them and not
+    (too-short scenes and rests, clips under a threshold or without a caption; null when
+    the scan failed)."""
     scan = source.scan
+    kept = [c for c in clips if c["issue_reason"] is None]
+    kept_s = sum((c["end_s"] if c["end_s"] is not None else scan.end_s)
+                 - (c["start_s"] or 0.0) for c in kept)
+    duration = None if scan is None else scan.end_s
     return {"source_video": source.row["clip_id"], "status": source.status,
             "duration_s": None if scan is None else round(scan.end_s, 3),
             "cuts": None if scan is None else len(scan.cuts), "segments": len(clips),
-            "kept": sum(c["issue_reason"] is None for c in clips),
+            "kept": len(kept), "kept_s": round(kept_s, 3),
+            "dropped_s": None if duration is None else round(max(0.0, duration - kept_s), 3),
             "decode_errors": None if scan is None else len(scan.decode_errors),
             "scan_seconds": round(source.seconds, 3)}

@@ -6,7 +6,8 @@ Garbage, once older than the grace period (`gc_grace_s`, by the file's time):
 
 - artefacts under `cas/` no live shard references (old versions after a change of buckets,
   resize or model; retired shards' clips; rejected clips' leftovers; frames of published
-  shards that drop them), and references of such artefacts;
+  shards that drop them), and references of such artefacts; clip files no current export
+  links (their exports hold hard links of their own);
 - files of a live shard that its catalog entry does not serve (old versions), folders of
   shards no catalog lists (retired), catalog entries of retired shards;
 - quarantined files (by the time they were quarantined), temporary files of killed runs,
@@ -44,8 +45,8 @@ from cog_assets.store.live_set import GcError, LiveSet, live_set  # noqa: F401 -
 from cog_assets.store.sealed_tensors import DamagedTensors
 
 CATEGORIES = ("frames", "latents", "embeddings", "references", "first_frames", "thumbnails",
-              "scene_scans", "old_versions", "retired_shards", "tables", "contact_sheets",
-              "exports", "quarantine", "temporaries", "leases")
+              "scene_scans", "captions", "clip_files", "old_versions", "retired_shards", "tables",
+              "contact_sheets", "exports", "quarantine", "temporaries", "leases")
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,8 @@ def judge(relative: str, mtime: float, live: LiveSet, holding: HeldSet, cutoff: 
         return None if _quarantined_at(name, mtime) > cutoff else "quarantine"
     elif area == layout.DATASETS_DIR:
         category = _judge_dataset_file(relative, parts, live)
-    elif area == layout.TABLES_DIR and len(parts) == 3:
-        category = None if name.removesuffix(".parquet") in live.shards else "tables"
+    elif area == layout.TABLES_DIR and len(parts) == 3:  # <shard>.parquet, <shard>.jsonl
+        category = None if name.split(".")[0] in live.shards else "tables"
     elif area == layout.CONTACT_SHEETS_DIR and len(parts) == 2:
         category = None if name.removesuffix(".jpg") in live.shards else "contact_sheets"
     else:
@@ -158,9 +159,11 @@ def _judge_artifact(parts: list[str], live: LiveSet, holding: HeldSet) -> str | 
         return "references" if "." + suffix == layout.REF_SUFFIX else CAS_KINDS[kind]
     if kind == ArtifactKind.frames:
         keep = key in live.frames_kept
-    elif kind in (ArtifactKind.first_frame, ArtifactKind.thumbnail):
+    elif kind == ArtifactKind.first_frame:
         keep = key in live.frames_any
-    elif kind == ArtifactKind.scene_scan:
+    elif kind == ArtifactKind.thumbnail:  # of decoded frames, or of a clip needing a caption
+        keep = key in live.frames_any or live.has(kind, key)
+    elif kind in (ArtifactKind.scene_scan, ArtifactKind.caption, ArtifactKind.clip_file):
         keep = live.has(kind, key)
     else:
         return None  # not ours

@@ -1,16 +1,19 @@
 """What a store holds, in bytes per kind: what the UI shows and what gc is measured by.
 
 Kinds: the content-addressed artefacts by their folder under `cas/` (frames, latents,
-embeddings, first-frame PNGs, thumbnails, scene scans; a latent or embedding whose home is a
-shard file is a small reference there), the finished datasets, the trainer exports, the
-per-shard tables and contact sheets, quarantined files, run state (upload fingerprints, leases) and temporary
+embeddings, first-frame PNGs, thumbnails, scene scans, written captions, clip files; a latent
+or embedding whose home is a shard file is a small reference there), the finished datasets,
+the trainer exports, the per-shard tables and contact sheets, quarantined files, run state (upload fingerprints, leases) and temporary
 files of killed runs.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from fsspec.implementations.local import LocalFileSystem
 
 from cog_assets.core.choices import ArtifactKind
 from cog_assets.store import layout
@@ -18,7 +21,8 @@ from cog_assets.store.content_store import ContentStore, StoredFile
 
 CAS_KINDS = {ArtifactKind.frames: "frames", ArtifactKind.latents: "latents",
              ArtifactKind.embeddings: "embeddings", ArtifactKind.first_frame: "first_frames",
-             ArtifactKind.thumbnail: "thumbnails", ArtifactKind.scene_scan: "scene_scans"}
+             ArtifactKind.thumbnail: "thumbnails", ArtifactKind.scene_scan: "scene_scans",
+             ArtifactKind.caption: "captions", ArtifactKind.clip_file: "clip_files"}
 AREAS = {layout.DATASETS_DIR: "datasets", layout.EXPORTS_DIR: "exports",
          layout.TABLES_DIR: "tables", layout.CONTACT_SHEETS_DIR: "contact_sheets",
          layout.QUARANTINE_DIR: "quarantine", "state": "state"}
@@ -64,11 +68,31 @@ def kind_of(relative: str) -> str:
 def store_footprint(store: ContentStore, listing: Iterable[StoredFile] | None = None
                     ) -> Footprint:
     """Bytes and files per kind, from one walk of the store (links not followed), or from
-    `listing`, one made already."""
+    `listing`, one made already. An export's hard link to a clip file counts once, as the
+    clip file's."""
     footprint = Footprint()
+    clip_inodes: set[tuple[int, int]] = set()
+    exported: list[StoredFile] = []
+    local = isinstance(store.fs, LocalFileSystem)
     for found in store.walk() if listing is None else listing:
-        footprint.add(kind_of(store.relative(found.path)), found.size)
+        kind = kind_of(store.relative(found.path))
+        if local and kind == "clip_files":
+            clip_inodes.add(_inode(found.path))
+        elif local and kind == "exports" and found.path.endswith((".mp4", ".png")):
+            exported.append(found)
+            continue
+        footprint.add(kind, found.size)
+    for found in exported:
+        footprint.add("exports", 0 if _inode(found.path) in clip_inodes else found.size)
     return footprint
+
+
+def _inode(path: str) -> tuple[int, int]:
+    try:
+        stat = os.lstat(path)
+    except FileNotFoundError:
+        return (-1, -1)
+    return stat.st_dev, stat.st_ino
 
 
 def megabytes(size: int) -> str:

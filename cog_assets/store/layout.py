@@ -7,8 +7,10 @@ import from here; this module imports nothing of the pipeline, so a trainer that
 
     cas/<kind>/<key[:2]>/<key>.safetensors     content-addressed artefacts (frames, latents, ...)
     cas/<kind>/<key[:2]>/<key>.ref.json        an artefact whose home is a published shard's file
+    cas/clip_file/<key[:2]>/<key>.mp4 (.json)  a clip cut as a video file, and its record
     quarantine/<kind>/<key>.<stamp>.corrupt    artefacts found damaged, moved out of the way
     tables/<asset>/<shard>.parquet             each asset's per-shard table
+    tables/needs_captions/<shard>.jsonl        clips a person should caption (segment_captions format)
     datasets/<profile>/catalog.json            the live shards: what loaders and exports read
     datasets/<profile>/catalog.d/<shard>.json  each shard's last publication (the catalog's source)
     datasets/<profile>/<shard>/                finished shards (versioned index and tensor files)
@@ -64,8 +66,32 @@ def thumbnail_png(frames_key: str) -> str:
     return artifact_path(ArtifactKind.thumbnail, frames_key, ".png")
 
 
+def clip_file_path(key: str) -> str:
+    """A clip cut out of its source as an H.264 MP4 (what the video-reading exports link)."""
+    return artifact_path(ArtifactKind.clip_file, key, ".mp4")
+
+
+def clip_record_path(key: str) -> str:
+    """The clip file's record (its digest, size, method, frames, size in pixels, rate): written
+    after the MP4, so a reader that finds it finds the file."""
+    return artifact_path(ArtifactKind.clip_file, key, ".json")
+
+
+CLIP_PICTURES = ("first", "last")
+
+
+def clip_picture_path(key: str, which: str) -> str:
+    """The first or last frame of a clip file as a PNG (export_keyframes)."""
+    return artifact_path(ArtifactKind.clip_file, key, f".{which}.png")
+
+
 def table_path(asset: str, shard: str) -> str:
     return f"{TABLES_DIR}/{asset}/{shard}.parquet"
+
+
+def needs_captions_path(shard: str) -> str:
+    """The clips of a shard that need a person's caption, as a segment_captions table."""
+    return f"{TABLES_DIR}/needs_captions/{shard}.jsonl"
 
 
 def dataset_dir(profile: str) -> str:

@@ -6,12 +6,18 @@ thumbnails and I2V first-frame PNGs stay; the frames themselves only where the s
 published with `frames_retention=keep`, or by a cog-assets that did not say), the scene scans
 its `scene_segments` table names, the embeddings its `t5_embeddings` table names, and the
 shard names (their tables). A shard published but not yet in `catalog.json` (its entry under
-`catalog.d/`) counts as live.
+`catalog.d/`) counts as live. Clip files live while a current export links them (the
+`clip_file_key` column of its `clips.parquet`); the exports hold hard links, so removing a clip
+file never breaks one, it only means cutting it again for the next.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
+
+from fsspec.implementations.local import LocalFileSystem
 
 from cog_assets.core.choices import ArtifactKind, FramesRetention
 from cog_assets.store import layout
@@ -25,10 +31,18 @@ from cog_assets.store.content_store import ContentStore
 from cog_assets.store.references import HOMED_KEYS
 
 # Keys a live shard's last step tables hold besides its index: the scans its segments were
-# cut from, and the embeddings of every accepted caption (a clip that fails to decode later
-# has its caption encoded all the same: its next run would encode it again).
-TABLE_KEYS = {"scene_segments": ("scan_key", ArtifactKind.scene_scan),
-              "t5_embeddings": ("embedding_key", ArtifactKind.embeddings)}
+# cut from, the embeddings of every accepted caption (a clip that fails to decode later
+# has its caption encoded all the same: its next run would encode it again), the captions
+# written for its clips and the thumbnails of the clips that still need one.
+TABLE_KEYS = (("scene_segments", "scan_key", ArtifactKind.scene_scan),
+              ("t5_embeddings", "embedding_key", ArtifactKind.embeddings),
+              ("clip_captions", "caption_key", ArtifactKind.caption),
+              ("clip_captions", "polish_key", ArtifactKind.caption),
+              ("clip_captions", "thumbnail_key", ArtifactKind.thumbnail))
+# The table beside an export's files and its column naming the clip files it links
+# (cog_assets.exports.clip_table, which sits above the store).
+EXPORT_CLIP_TABLE, EXPORT_CLIP_KEY = "clips.parquet", "clip_file_key"
+log = logging.getLogger(__name__)
 
 
 class GcError(RuntimeError):
@@ -72,15 +86,41 @@ def live_set(store: ContentStore) -> LiveSet:
                     raise GcError(f"cannot tell what is live: the catalog of {profile} kept "
                                   "changing while it was read; run gc again") from None
     for shard in live.shards:
-        for asset, (column, kind) in TABLE_KEYS.items():
-            path = store.path(layout.table_path(asset, shard))
-            try:
-                table = store.read_table(path)
-            except FileNotFoundError:
-                continue
-            if column in table.columns:
+        tables: dict[str, object] = {}
+        for asset, column, kind in TABLE_KEYS:
+            if asset not in tables:
+                try:
+                    tables[asset] = store.read_table(store.path(layout.table_path(asset, shard)))
+                except FileNotFoundError:
+                    tables[asset] = None
+            table = tables[asset]
+            if table is not None and column in table.columns:
                 live.keys.setdefault(kind, set()).update(table[column].drop_nulls().to_list())
+    _live_exports(store, live)
     return live
+
+
+def _live_exports(store: ContentStore, live: LiveSet) -> None:
+    """The clip files the current exports link (each export path is a link to its current
+    version; exports are local folders)."""
+    root = store.path(layout.EXPORTS_DIR)
+    if not isinstance(store.fs, LocalFileSystem) or not os.path.isdir(root):
+        return
+    for profile in sorted(os.scandir(root), key=lambda e: e.name):
+        if not profile.is_dir(follow_symlinks=False):
+            continue
+        for entry in sorted(os.scandir(profile.path), key=lambda e: e.name):
+            table = os.path.join(entry.path, EXPORT_CLIP_TABLE)
+            if not entry.is_symlink() or not os.path.isfile(table):
+                continue
+            try:
+                keys = store.read_table(table)
+            except Exception as exc:  # noqa: BLE001 - its links hold the bytes regardless
+                log.warning("cannot read %s (%s): its clip files count as unused", table, exc)
+                continue
+            if EXPORT_CLIP_KEY in keys.columns:
+                live.keys.setdefault(ArtifactKind.clip_file, set()).update(
+                    keys[EXPORT_CLIP_KEY].drop_nulls().to_list())
 
 
 def _live_dataset(store: ContentStore, profile: str, live: LiveSet) -> None:

@@ -8,7 +8,7 @@ What is checked, with a full read of each file:
   whole; frames, a cache a run decodes again when needed, must be whole where present;
 - without a narrowing `profiles`, every artefact under `cas/` as well (digest in its header;
   PNGs by their chunk CRCs; a reference to a shard file by the digest it records of each
-  tensor there).
+  tensor there; a clip file by the digest its record holds).
 
 Nothing is changed: damaged files are reported with their key and path (a run quarantines and
 recomputes them). Shard folders the catalog does not list are not served and not checked.
@@ -25,6 +25,7 @@ from PIL import Image
 from cog_assets.core.choices import ArtifactKind
 from cog_assets.store import layout, references
 from cog_assets.store.catalog import CatalogFile, DatasetError, read_catalog
+from cog_assets.store.clip_files import verify_clip
 from cog_assets.store.content_store import ContentStore
 from cog_assets.store.footprint import is_temporary
 from cog_assets.store.sealed_tensors import DamagedTensors
@@ -144,8 +145,12 @@ def _verify_all_artifacts(store: ContentStore, report: VerifyReport,
         key, _, suffix = name.partition(".")
         if (kind, key) in checked and suffix in ("safetensors", layout.REF_SUFFIX[1:]):
             continue
+        if kind == ArtifactKind.clip_file and suffix != "json":
+            continue  # a clip file and its PNGs are checked through their record
         report.artifacts += 1
-        if suffix == "png":
+        if kind == ArtifactKind.clip_file:
+            problem = verify_clip(store, key)
+        elif suffix == "png":
             problem = png_problem(store.read_bytes(path))
         elif "." + suffix == layout.REF_SUFFIX:
             problem = _ref_problem(store, kind, key)

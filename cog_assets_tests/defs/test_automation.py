@@ -18,8 +18,8 @@ from cog_assets.sources.sharding import shard_for
 pytestmark = pytest.mark.slow
 
 
-NAMES = ["raw_manifest", "scene_segments", "validated_clips", "frame_tensors", "vae_latents",
-         "t5_embeddings", "training_dataset"]
+NAMES = ["raw_manifest", "scene_segments", "clip_captions", "validated_clips", "frame_tensors",
+         "vae_latents", "t5_embeddings", "training_dataset"]
 
 
 def _requested(result) -> set[tuple[str, str]]:

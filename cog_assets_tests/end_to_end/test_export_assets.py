@@ -1,5 +1,7 @@
 """The export assets through Dagster, from shards the pipeline itself produced."""
 
+import json
+
 import polars as pl
 import pytest
 import torch
@@ -42,3 +44,11 @@ def test_exports_from_a_materialized_dataset(tmp_path):
     assert len(embedded) == 3
     assert load_file(str(embedded[0]))["prompt_embedding"].shape == (226, 32)
     assert len(list((finetune / "video_latent").rglob("*.safetensors"))) == 3
+    # the clip files, linked by both video exports (the same files: cut once)
+    entries = json.loads((tmp_path / "store/exports/tiny/videox-fun/metadata.json").read_text())
+    assert len(entries) == 3 and {e["text"] for e in entries} == set(index["caption"])
+    videos = tmp_path / "store/exports/tiny/cogvideo-finetune/videos"
+    assert {p.stat().st_ino for p in videos.iterdir()} == {
+        (tmp_path / "store/exports/tiny/videox-fun" / e["file_path"]).stat().st_ino
+        for e in entries}
+    assert len(list((tmp_path / "store/cas/clip_file").rglob("*.mp4"))) == 3

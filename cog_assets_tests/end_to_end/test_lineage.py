@@ -17,8 +17,8 @@ from cog_assets.sources.sharding import shard_for
 
 pytestmark = pytest.mark.slow
 
-MATERIALIZED = ["raw_manifest", "scene_segments", "validated_clips", "frame_tensors",
-                "vae_latents", "t5_embeddings", "training_dataset"]
+MATERIALIZED = ["raw_manifest", "scene_segments", "clip_captions", "validated_clips",
+                "frame_tensors", "vae_latents", "t5_embeddings", "training_dataset"]
 
 
 @pytest.fixture
@@ -50,7 +50,8 @@ def test_changing_one_video_makes_exactly_its_shard_stale(materialized):
     assert _stale(instance, changed, settings) == {"raw_manifest"}
     resources = build_resources(settings)
     for name, then_stale in [("raw_manifest", {"scene_segments"}),
-                             ("scene_segments", {"validated_clips"}),
+                             ("scene_segments", {"clip_captions"}),
+                             ("clip_captions", {"validated_clips"}),
                              ("validated_clips", {"frame_tensors", "t5_embeddings",
                                                   "training_dataset"}),
                              ("frame_tensors", {"vae_latents", "t5_embeddings",

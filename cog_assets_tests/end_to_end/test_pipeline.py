@@ -48,17 +48,21 @@ def run_twice(tmp_path_factory):
         yield settings, first, second, sheet
 
 
-def test_definitions_load_with_seven_assets_and_checks():
+def test_definitions_load_with_eight_assets_and_checks():
     defs = build_definitions(Settings())
     graph = defs.resolve_asset_graph()
     names = {key.path[-1] for key in graph.materializable_asset_keys
              if graph.get(key).group_name == "cogvideox"}
-    assert names == {"raw_manifest", "scene_segments", "validated_clips", "frame_tensors",
-                     "vae_latents", "t5_embeddings", "training_dataset"}
+    assert names == {"raw_manifest", "scene_segments", "clip_captions", "validated_clips",
+                     "frame_tensors", "vae_latents", "t5_embeddings", "training_dataset"}
     assert AssetKey("uploads") in graph.observable_asset_keys  # the raw files, observed
-    assert len(list(graph.asset_check_keys)) == 4
+    assert len(list(graph.asset_check_keys)) == 5
     for gpu_step in ("vae_latents", "t5_embeddings"):
         assert graph.get(AssetKey(gpu_step)).pools == {"gpu"}
+    # captions are written by an endpoint or not at all: no GPU to wait for
+    assert not graph.get(AssetKey("clip_captions")).pools
+    local = build_definitions(Settings.of(caption_mode="fill", caption_model="tiny"))
+    assert local.resolve_asset_graph().get(AssetKey("clip_captions")).pools == {"gpu"}
 
 
 @pytest.mark.slow

@@ -161,9 +161,15 @@ def test_a_long_video_becomes_its_shots_each_scored_and_judged(multishot, tmp_pa
     assert reasons[BLACK] == RejectReason.too_dark
     assert [r for i, r in enumerate(reasons) if i not in (STATIC, BLACK)] == [None] * 4
     assert table["issue_stage"].to_list()[STATIC] == "segments"
-    assert per_source.row(0, named=True) | {"scan_seconds": None} == {
+    row = per_source.row(0, named=True)
+    assert row | {"scan_seconds": None, "kept_s": None, "dropped_s": None} == {
         "source_video": "long.mp4", "status": "computed", "duration_s": 19.0, "cuts": 5,
-        "segments": 6, "kept": 4, "decode_errors": 0, "scan_seconds": None}
+        "segments": 6, "kept": 4, "kept_s": None, "dropped_s": None, "decode_errors": 0,
+        "scan_seconds": None}
+    # the footage in no kept clip: the static shot and the dark one, 7 s of 19
+    assert row["dropped_s"] == pytest.approx(7.0, abs=0.5)
+    assert row["kept_s"] + row["dropped_s"] == pytest.approx(19.0)
+    assert stats.extra["footage_dropped_s"] == row["dropped_s"]
     assert stats.extra["footage_scanned_s"] == pytest.approx(19.0)
 
 
@@ -380,6 +386,8 @@ def test_a_shard_of_long_videos_through_dagster_the_loader_and_an_export(multish
     from cog_assets.defs.runs import materialize_shards
     from cog_assets.exports import export_cogvideo_finetune, export_cogvideox_factory
     from cog_assets.loader import CogVideoXLatentDataset
+    from cog_assets.media.clip_cut import ClipEncoding
+    from cog_assets.stages.clip_files import ClipSource, cut_clip_files
 
     path, _ = multishot
     root = _dataset(tmp_path / "data", {"long.mp4": path}, {"long.mp4": "a compilation"})
@@ -423,11 +431,19 @@ def test_a_shard_of_long_videos_through_dagster_the_loader_and_an_export(multish
         listed = (tmp_path / "export" / "videos.txt").read_text().split()
         assert sorted(listed) == sorted(f"videos/{stem}.mp4" for stem in clips["stem"])
         assert clips["aesthetic_score"].dtype == pl.Float64  # null, yet a number column
-        # CogVideo's finetune layout links each clip's video name to the file it was cut from
+        # CogVideo's finetune layout names each clip's own segment, cut as a file (before:
+        # a symlink to the whole source, which its trainer decodes on a cache miss)
+        files = cut_clip_files([ClipSource(r["clip_id"], r["source_video"], r["content_hash"],
+                                           r["start_s"], r["end_s"])
+                                for r in index.iter_rows(named=True)], root,
+                               ContentStore(str(tmp_path / "store")), ClipEncoding(crf=18))
         export_cogvideo_finetune(dataset, tmp_path / "finetune", get_profile("tiny"),
-                                 videos_root=root)
-        links = list((tmp_path / "finetune" / "videos").iterdir())
-        assert len(links) == 5 and {p.resolve() for p in links} == {(root / "long.mp4").resolve()}
+                                 clip_files=files.files)
+        videos = sorted((tmp_path / "finetune" / "videos").iterdir())
+        assert len(videos) == 5 and len({p.stat().st_ino for p in videos}) == 5
+        for row in index.iter_rows(named=True):
+            assert files.files[row["clip_id"]].frames == round(
+                (row["end_s"] - row["start_s"]) * FPS)
 
         [summary] = materialize_shards(split.with_(min_motion=0.005), instance).values()
         assert summary.success and summary.rejects_by_reason == {"too_dark": 1, "low_motion": 1}

@@ -42,8 +42,8 @@ MODULE = "cog_assets.definitions"
 REPOSITORY = "__repository__"
 GROUP = "cogvideox"
 SHARD_COUNT = 2
-ASSETS = ("raw_manifest", "scene_segments", "validated_clips", "frame_tensors", "vae_latents",
-          "t5_embeddings", "training_dataset")
+ASSETS = ("raw_manifest", "scene_segments", "clip_captions", "validated_clips", "frame_tensors",
+          "vae_latents", "t5_embeddings", "training_dataset")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SERVER_START_S = 120

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,10 @@ from safetensors.torch import load_file
 from cog_assets.core.profiles import get_profile
 from cog_assets.exports import export_cogvideo_finetune
 from cog_assets.exports.cogvideo_finetune import sample_seed
+from cog_assets.exports.naming import clip_stems
 from cog_assets.loader import sample_from_moments
+from cog_assets.store.content_store import ContentStore
+from cog_assets_tests.fixtures.clips import cut_sources
 from cog_assets_tests.fixtures.datasets import (
     CLIPS,
     FLAT,
@@ -88,19 +92,26 @@ def test_same_seed_same_cache_other_seed_other_draw(tmp_path):
                                load_file(tmp_path / "c" / rel)["encoded_video"])
 
 
-def test_single_bucket_gets_plain_manifests_and_source_symlinks(tmp_path):
+def test_single_bucket_gets_plain_manifests_and_videos_are_the_clip_files(tmp_path):
     clips = [c for c in CLIPS if c[3] == 9]
     build_dataset(tmp_path / "ds", clips)
-    data = tmp_path / "data"
-    for _, clip_id, *_ in clips:
-        (data / clip_id).parent.mkdir(parents=True, exist_ok=True)
-        (data / clip_id).write_bytes(clip_id.encode())
-    export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY, videos_root=data,
+    files = cut_sources(tmp_path / "data", [c[1] for c in clips],
+                        ContentStore(str(tmp_path / "store")))
+    export_cogvideo_finetune(tmp_path / "ds", tmp_path / "out", TINY, clip_files=files.files,
                              model_name="my-model", dtype=torch.bfloat16)
     items = cogvideo_finetune_items(tmp_path / "out", "my-model", "9x64x96", "")
-    assert sorted(i["video"].read_bytes().decode() for i in items) == sorted(c[1] for c in clips)
     assert all(i["encoded_video"].dtype == torch.bfloat16 for i in items)
     assert all(i["prompt_embedding"].dtype == torch.bfloat16 for i in items)
+    clip_of = {stem: clip_id for clip_id, stem in clip_stems(c[1] for c in clips).items()}
+    for item in items:
+        video = item["video"]
+        assert not video.is_symlink()  # a hard link: no absolute path to break on a move
+        assert video.samefile(files.files[clip_of[video.stem]].path)
+        with av.open(str(video)) as container:  # a real MP4 of the clip, read on a cache miss
+            assert container.format.name.startswith("mov,mp4")
+            assert container.streams.video[0].frames == files.files[clip_of[video.stem]].frames
+    for line in read_lines(tmp_path / "out" / "videos.txt"):
+        assert line.startswith("videos/") and line.endswith(".mp4")  # relative to data_root
 
 
 def test_i2v_pictures_are_the_shards_first_frames_decoded_by_pil(tmp_path):

@@ -211,3 +211,14 @@ def test_an_empty_caption_is_refused(tmp_path):
     build_dataset(tmp_path / "ds", [("shard-00000", "clips/blank.mp4", " \n\t ", 9, 64, 96)])
     with pytest.raises(ValueError, match="'clips/blank.mp4'.*empty"):
         export_cogvideox_factory(tmp_path / "ds", tmp_path / "out", TINY)
+
+
+def test_segment_stems_keep_both_times_whole():
+    from cog_assets.exports.naming import clip_stems
+
+    stems = clip_stems(["trailers/a.mp4#t=10.320,17.000", "trailers/a.mp4#t=0.000,10.320",
+                        "trailers/a.mp4"])
+    # before: "trailers_a_mp4_t_10_320_17" (the end time cut at its dot)
+    assert stems == {"trailers/a.mp4#t=10.320,17.000": "trailers_a_t10s320-17s000",
+                     "trailers/a.mp4#t=0.000,10.320": "trailers_a_t0s000-10s320",
+                     "trailers/a.mp4": "trailers_a"}

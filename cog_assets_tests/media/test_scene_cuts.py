@@ -30,12 +30,23 @@ from cog_assets.stages.scene_segments import split_segments
 from cog_assets.store.content_store import ContentStore
 
 
-def test_scenes_are_cut_into_consecutive_windows_of_max_clip_s():
+def test_long_scenes_are_cut_into_equal_windows_no_longer_than_max_clip_s():
     segments = split_scenes(np.array([3.0, 7.0, 10.0]), 19.0, max_clip_s=4.0)
     assert [(s.start_s, s.end_s) for s in segments] == [
-        (0.0, 3.0), (3.0, 7.0), (7.0, 10.0), (10.0, 14.0), (14.0, 18.0), (18.0, 19.0)]
+        (0.0, 3.0), (3.0, 7.0), (7.0, 10.0), (10.0, 13.0), (13.0, 16.0), (16.0, 19.0)]
     # no cuts: one scene, the whole video; cuts outside the video are ignored
     assert split_scenes(np.array([0.0, 25.0]), 5.0, 10.0) == [Segment(0.0, 5.0)]
+
+
+def test_a_shot_just_over_max_clip_s_becomes_two_halves_not_a_window_and_a_scrap():
+    # before: 10.0 s plus a 0.32 s rest rejected as segment_too_short (footage dropped)
+    halves = split_scenes(np.array([]), 10.32, max_clip_s=10.0, min_clip_s=3.0)
+    assert [(s.start_s, s.end_s) for s in halves] == [(0.0, 5.16), (5.16, 10.32)]
+    assert sum(s.duration_s for s in halves) == pytest.approx(10.32)
+    # equal windows under min_clip_s would all be rejected: windows of max_clip_s instead,
+    # and the rest (too short to keep) last
+    kept = split_scenes(np.array([]), 10.32, max_clip_s=10.0, min_clip_s=6.0)
+    assert [(s.start_s, s.end_s) for s in kept] == [(0.0, 10.0), (10.0, 10.32)]
 
 
 def test_segment_bounds_and_ids_are_kept_to_the_millisecond():

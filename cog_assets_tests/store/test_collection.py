@@ -300,6 +300,30 @@ def test_scans_and_embeddings_a_live_shards_step_tables_name_stay(store):
     assert garbage["scene_scans"] in planned
 
 
+def test_written_captions_and_thumbnails_a_live_shards_caption_table_names_stay(store):
+    """Captions written for a live shard's clips (generated and polished) and the thumbnails
+    of its clips that need a caption stay; those of no live shard go, as does the
+    needs_captions list of a shard no longer live."""
+    store, _, _ = store
+    kept = {"caption_key": artifact_key(ArtifactKind.caption, clip="a"),
+            "polish_key": artifact_key(ArtifactKind.caption, clip="a", step="polish"),
+            "thumbnail_key": artifact_key(ArtifactKind.thumbnail, clip="b")}
+    stale = artifact_key(ArtifactKind.caption, clip="gone")
+    for key in (kept["caption_key"], kept["polish_key"], stale):
+        _put(store, ArtifactKind.caption, key)
+    thumbnail = _write(Path(store.path(layout.thumbnail_png(kept["thumbnail_key"]))), PICTURE)
+    store.write_table(store.path(layout.table_path("clip_captions", "shard-00000")),
+                      pl.DataFrame({column: [key] for column, key in kept.items()}))
+    live_list = _write(Path(store.path(layout.needs_captions_path("shard-00000"))))
+    dead_list = _write(Path(store.path(layout.needs_captions_path("shard-00007"))))
+    planned = {Path(g.path): g.category for g in _plan(store).garbage}
+    for key in (kept["caption_key"], kept["polish_key"]):
+        assert Path(store.artifact_path(ArtifactKind.caption, key)) not in planned
+    assert thumbnail not in planned and live_list not in planned
+    assert planned[Path(store.artifact_path(ArtifactKind.caption, stale))] == "captions"
+    assert planned[dead_list] == "tables"
+
+
 @pytest.mark.slow
 def test_gc_over_and_over_beside_a_running_backfill_takes_nothing_it_needs(tmp_path):
     """The resize policy changes and a backfill runs in its own process while gc, with no
@@ -346,3 +370,11 @@ def test_a_lease_a_killed_step_was_writing_is_a_temporary_once_past_the_grace(st
     young = _write(state / "run-9.vae_latents.json.tmp-77c1", age=60)
     planned = {Path(g.path): g.category for g in _plan(store).garbage}
     assert planned.get(old) == "temporaries" and young not in planned
+
+
+def test_gc_counts_every_kind_it_can_remove():
+    """`cog-assets gc` prints its totals by category: a kind missing there went uncounted."""
+    from cog_assets.store.collection import CATEGORIES
+    from cog_assets.store.footprint import CAS_KINDS
+
+    assert set(CAS_KINDS.values()) <= set(CATEGORIES)

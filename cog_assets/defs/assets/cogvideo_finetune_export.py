@@ -3,14 +3,22 @@
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from cog_assets.core.profiles import get_profile
-from cog_assets.defs.assets.groups import EXPORTS_GROUP, TRAINING_DATASET_KEY
+from cog_assets.defs.assets.groups import (
+    CLIP_FILES_KEY,
+    EXPORTS_GROUP,
+    TRAINING_DATASET_KEY,
+)
 from cog_assets.defs.assets.trainer_exports import (
+    dataset_clip_files,
     export_dirs,
     export_lease,
     export_result,
+    require_all,
 )
 from cog_assets.defs.resources import (
+    ClipsResource,
     FramesResource,
+    LimitsResource,
     ModelResource,
     SourcesResource,
     StoreResource,
@@ -18,15 +26,20 @@ from cog_assets.defs.resources import (
 from cog_assets.exports import export_cogvideo_finetune
 
 
-@asset(deps=[TRAINING_DATASET_KEY], group_name=EXPORTS_GROUP, kinds={"safetensors"})
+@asset(deps=[TRAINING_DATASET_KEY, CLIP_FILES_KEY], group_name=EXPORTS_GROUP,
+       kinds={"safetensors"})
 def cogvideo_finetune_export(context: AssetExecutionContext, model: ModelResource,
                              sources: SourcesResource, frames: FramesResource,
+                             limits: LimitsResource, clips: ClipsResource,
                              store: StoreResource) -> MaterializeResult:
     """CogVideo `finetune/` data root with its cache already full: video latents sampled and
-    scaled, prompt embeddings under the sha256 of each prompt, videos linked to the sources."""
+    scaled, prompt embeddings under the sha256 of each prompt, videos/<stem>.mp4 the clip
+    files (read by the trainer only where its cache misses)."""
     dataset_dir, out_dir = export_dirs(store, model, "cogvideo-finetune")
-    with export_lease(context, store, model):
+    with export_lease(context, store, model) as lease:
+        files = dataset_clip_files(store, model, sources, limits, clips, lease.hold_all)
+        require_all(files)
         return export_result(export_cogvideo_finetune(
             dataset_dir, out_dir, get_profile(model.profile), seed=frames.seed,
-            videos_root=sources.data_root, image_latent_scaling=model.image_latent_scaling,
-            id_token=sources.id_token))
+            clip_files=files.files, image_latent_scaling=model.image_latent_scaling,
+            id_token=sources.id_token), files)

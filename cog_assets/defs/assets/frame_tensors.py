@@ -60,6 +60,7 @@ def _short(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2g}"
 
 
+CAPTION_CHARS = 34  # what a labelled cell holds on one line (the rest is in the table)
 SHEET_SCORES = {"motion_score": "motion", "brightness": "bright", "sharpness": "sharp",
                 "aesthetic_score": "aesth"}
 
@@ -72,9 +73,10 @@ def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.Da
     shown = frames.filter(pl.col("status") != Status.rejected).head(clips).select(
         "clip_id", "frames_key")
     scores = [c for c in SHEET_SCORES if c in validated.columns]
-    shown = shown.join(validated.filter(pl.col("accepted")).select("clip_id", *scores),
+    text = [c for c in ("caption", "caption_source") if c in validated.columns]
+    shown = shown.join(validated.filter(pl.col("accepted")).select("clip_id", *scores, *text),
                        on="clip_id", how="left")
-    images, labels = [], []
+    images, labels, captions = [], [], []
     for row in shown.iter_rows(named=True):
         image = stored_thumbnail(content, row["frames_key"])
         if image is None:
@@ -82,11 +84,23 @@ def _contact_sheet(content: ContentStore, frames: pl.DataFrame, validated: pl.Da
         images.append(image)
         measured = " ".join(f"{SHEET_SCORES[c]} {_short(row[c])}" for c in scores
                             if row[c] is not None)
-        labels.append([row["clip_id"], measured] if measured else [row["clip_id"]])
+        label = [row["clip_id"], measured] if measured else [row["clip_id"]]
+        if row.get("caption"):  # the caption under its frame, said where it came from
+            head = f"[{row.get('caption_source') or 'manifest'}] {row['caption']}"
+            label.append(head if len(head) <= CAPTION_CHARS else head[:CAPTION_CHARS - 1] + "…")
+            captions.append(f"| {len(images)} | {row['clip_id']} | "
+                            f"{row.get('caption_source') or 'manifest'} | "
+                            f"{row['caption'].replace('|', '/')} |")
+        labels.append(label)
     if not images:
         return {}
     jpeg = contact_sheet(images, labels=labels)
     path = content.path(layout.contact_sheet_path(shard))
     content.write_bytes(path, jpeg)
-    return {"contact_sheet": MetadataValue.md(markdown_image(jpeg)),
-            "contact_sheet_path": MetadataValue.path(content.local_path(path))}
+    metadata = {"contact_sheet": MetadataValue.md(markdown_image(jpeg)),
+                "contact_sheet_path": MetadataValue.path(content.local_path(path))}
+    if captions:
+        metadata["contact_sheet_captions"] = MetadataValue.md(
+            "| frame | clip | caption source | caption |\n|---|---|---|---|\n"
+            + "\n".join(captions))
+    return metadata

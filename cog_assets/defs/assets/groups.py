@@ -9,4 +9,5 @@ GPU_POOL = "gpu"  # the steps that run a model: an instance caps how many run at
 
 UPLOADS_KEY = AssetKey("uploads")
 TRAINING_DATASET_KEY = AssetKey("training_dataset")
+CLIP_FILES_KEY = AssetKey("clip_files")
 STORE_USAGE_KEY = AssetKey("store_usage")

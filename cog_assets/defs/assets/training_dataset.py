@@ -12,7 +12,12 @@ from cog_assets.defs.metadata import reason_counts, table_metadata
 from cog_assets.defs.partitions import shards_partitions
 from cog_assets.defs.resources import ModelResource, SourcesResource, StoreResource
 from cog_assets.defs.versions import dataset_data_version
-from cog_assets.stages.dataset import build_index, collect_rejects, finish_shard
+from cog_assets.stages.dataset import (
+    build_index,
+    caption_counts,
+    collect_rejects,
+    finish_shard,
+)
 from cog_assets.stages.manifest import discover_shards
 from cog_assets.store import catalog, layout
 from cog_assets.store.leases import release_run
@@ -54,6 +59,7 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
         "catalog_path": MetadataValue.path(content.local_path(
             f"{dataset_dir}/{layout.CATALOG_FILE}")),
         "buckets": {b: n for b, n in index.group_by("bucket").len().iter_rows()},
+        **caption_counts(index),
         "seconds": round(time.perf_counter() - started, 3),
     }
     if finished.entry is None:

@@ -21,12 +21,13 @@ from cog_assets.stages.validation import rejects_of, validate_clips
 
 
 @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"polars"})
-def validated_clips(context: AssetExecutionContext, scene_segments: pl.DataFrame,
+def validated_clips(context: AssetExecutionContext, clip_captions: pl.DataFrame,
                     sources: SourcesResource, frames: FramesResource, limits: LimitsResource,
                     model: ModelResource) -> Output[pl.DataFrame]:
-    """The probe of every clip (codec, size after rotation, fps, duration) and its verdict."""
+    """The probe of every clip (codec, size after rotation, fps, duration) and its verdict;
+    its final caption's T5 tokens counted."""
     started = time.perf_counter()
-    table = validate_clips(scene_segments, sources.data_root, frame_policy(model, frames),
+    table = validate_clips(clip_captions, sources.data_root, frame_policy(model, frames),
                            limits.settings(), runtime(model).token_counter())
     rejects = rejects_of(table)
     return Output(table, data_version=data_version("validated_clips", table), metadata={

@@ -10,14 +10,23 @@
 - T5: a T5-XXL-size encoder (d_model 4096, d_ff 10240, 24 layers, 64 heads of 64, gated-gelu,
   the text encoder of every CogVideoX), random weights, bf16, captions/s at 226 tokens.
 
-Options: --batch-size, --slicing, --tiling, --channels-last, --compile, --peak, --dtype.
-Without CUDA it prints why and exits 0, unless --tiny: toy-size models of the same classes
-on the CPU, a smoke test of the script itself (its figures mean nothing).
+- The compiled VAE (issue 21): `--compile` compiles `vae._encode` as the pipeline's
+  `vae_compile` does (torch.compile, inductor, static shapes: one graph per shape), and
+  reports the first call (the compilation; with `--compile-cache DIR` run it twice to see an
+  empty and a filled cache), the compiled clips/s against eager ones measured in the same
+  run, and the largest difference of the moments. `--compile-mode reduce-overhead` adds CUDA
+  graphs (the pipeline does not use them: measure whether they would pay).
+
+Options: --batch-size, --slicing, --tiling, --channels-last, --compile, --compile-mode,
+--compile-cache, --peak, --dtype. Without CUDA it prints why and exits 0, unless --tiny:
+toy-size models of the same classes on the CPU, a smoke test of the script itself (its
+figures mean nothing).
 
     python bench/bench_gpu_vae.py                       # on a GPU machine
-    python bench/bench_gpu_vae.py --channels-last --compile
+    python bench/bench_gpu_vae.py --compile --compile-cache /tmp/inductor   # twice: cold, warm
+    python bench/bench_gpu_vae.py --compile --compile-mode reduce-overhead --skip-t5
     python bench/bench_gpu_vae.py --count-flops         # anywhere: FLOPs per clip / caption
-    python bench/bench_gpu_vae.py --tiny                # anywhere: smoke test
+    python bench/bench_gpu_vae.py --tiny [--compile]    # anywhere: smoke test
 """
 
 from __future__ import annotations
@@ -86,7 +95,8 @@ def timed(fn, device: torch.device, warmup: int, iterations: int) -> float:
     return (time.perf_counter() - started) / iterations
 
 
-def bench_vae(args, device: torch.device, dtype: torch.dtype) -> float:
+def bench_vae(args, device: torch.device, dtype: torch.dtype) -> list[tuple[str, float]]:
+    """[(how, clips/s)]: eager, and with --compile the compiled encode too (same inputs)."""
     vae = build_vae(args.tiny).to(device=device, dtype=dtype).eval()
     if args.slicing:
         vae.enable_slicing()
@@ -97,8 +107,6 @@ def bench_vae(args, device: torch.device, dtype: torch.dtype) -> float:
         for module in vae.modules():
             if isinstance(module, torch.nn.Conv3d):
                 module.weight.data = module.weight.data.contiguous(memory_format=layout)
-    if args.compile:
-        vae.encoder = torch.compile(vae.encoder)
     generator = torch.Generator(device=device).manual_seed(0)
     frames = torch.randint(0, 256, (args.batch_size, 3, args.frames, args.height, args.width),
                            dtype=torch.uint8, device=device, generator=generator)
@@ -110,11 +118,45 @@ def bench_vae(args, device: torch.device, dtype: torch.dtype) -> float:
 
     out = encode()
     assert out.shape[1] == 32 and torch.isfinite(out.float()).all(), "non-finite moments"
-    seconds = timed(encode, device, args.warmup, args.iterations)
+    rates = [("eager", args.batch_size / timed(encode, device, args.warmup, args.iterations))]
+    if args.compile:
+        rates.append(bench_compiled(args, vae, x, out, device))
     if device.type == "cuda":
         print(f"  VAE peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
     del vae, x, frames, out
-    return args.batch_size / seconds
+    return rates
+
+
+def bench_compiled(args, vae, x: torch.Tensor, eager: torch.Tensor, device: torch.device
+                   ) -> tuple[str, float]:
+    """`vae._encode` compiled as cog_assets.models.vae_compile does (mode: --compile-mode):
+    its first call (the compilation, or its cache loads) and its clips/s."""
+    import os
+
+    if args.compile_cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(args.compile_cache).absolute())
+    mode = None if args.compile_mode == "default" else args.compile_mode
+    function = torch.compile(vae._encode, dynamic=False, mode=mode)
+    graphs = mode == "reduce-overhead"
+
+    @torch.inference_mode()
+    def encode():
+        if graphs:  # CUDA graphs reuse their output buffers: a new step each call
+            torch.compiler.cudagraph_mark_step_begin()
+        return function(x).clone() if graphs else function(x)
+
+    started = time.perf_counter()
+    out = encode()
+    sync(device)
+    first = time.perf_counter() - started
+    diff = (out.float() - eager.float()).abs().max().item()
+    scale = eager.float().abs().max().item()
+    seconds = timed(encode, device, args.warmup, args.iterations)
+    print(f"  compiled ({args.compile_mode}): first call {first:.1f} s (compilation"
+          f"{', cache ' + args.compile_cache if args.compile_cache else ''}), then "
+          f"{seconds:.3f} s per call; moments differ from eager by at most {diff:.2e} "
+          f"(of {scale:.2f})")
+    return f"compiled {args.compile_mode}", args.batch_size / seconds
 
 
 def bench_t5(args, device: torch.device, dtype: torch.dtype) -> float:
@@ -151,7 +193,14 @@ def main() -> None:
     parser.add_argument("--slicing", action="store_true", help="vae.enable_slicing()")
     parser.add_argument("--tiling", action="store_true", help="vae.enable_tiling()")
     parser.add_argument("--channels-last", action="store_true", help="channels_last_3d")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the encoders")
+    parser.add_argument("--compile", action="store_true",
+                        help="also torch.compile the VAE's _encode (and T5), against eager")
+    parser.add_argument("--compile-mode", default="default",
+                        choices=["default", "reduce-overhead", "max-autotune",
+                                 "max-autotune-no-cudagraphs"],
+                        help="torch.compile mode (reduce-overhead: CUDA graphs)")
+    parser.add_argument("--compile-cache", default=None,
+                        help="inductor's cache directory (run twice: empty, then filled)")
     parser.add_argument("--peak", type=float, default=DEFAULT_PEAK,
                         help="dense FLOP/s of the GPU in this dtype (default 800e12; H100 SXM "
                              "datasheet: 989e12)")
@@ -195,18 +244,17 @@ def main() -> None:
     print(f"{name}, {str(dtype).removeprefix('torch.')}, options: {', '.join(options) or 'none'}"
           f"{' (TINY models: a smoke test, not a measurement)' if args.tiny else ''}")
     bound = args.peak / vae_flops
-    vae_rate = bench_vae(args, device, dtype)
-    rows = [(f"VAE encode {args.frames}x{args.height}x{args.width}, batch {args.batch_size}",
-             "clips/s", vae_rate, vae_flops, bound)]
+    rows = [(f"VAE {how} {args.frames}x{args.height}x{args.width}, batch {args.batch_size}",
+             "clips/s", rate, vae_flops, bound) for how, rate in bench_vae(args, device, dtype)]
     if not args.skip_t5:
         t5_rate = bench_t5(args, device, dtype)
         rows.append((f"T5{'-tiny' if args.tiny else '-XXL size'} {TEXT_TOKENS} tokens, batch "
                      f"{args.text_batch_size}", "captions/s", t5_rate, t5_flops,
                      args.peak / t5_flops))
-    print(f"{'what':46} {'rate':>10} {'unit':>10} {'TFLOP/item':>11} {'bound/s':>9} "
+    print(f"{'what':52} {'rate':>10} {'unit':>10} {'TFLOP/item':>11} {'bound/s':>9} "
           f"{'of bound':>9}")
     for what, unit, rate, flops, item_bound in rows:
-        print(f"{what:46} {rate:10.3f} {unit:>10} {flops / 1e12:11.3f} {item_bound:9.2f} "
+        print(f"{what:52} {rate:10.3f} {unit:>10} {flops / 1e12:11.3f} {item_bound:9.2f} "
               f"{rate / item_bound:8.1%}")
     print(f"bound: peak {args.peak / 1e12:.0f} TFLOP/s / FLOPs per item")
 

@@ -12,7 +12,12 @@ Prints wall times, their ratios to the first run, which shards ran and what was 
 With `--in-process` the three backfills run in this process instead (`materialize_shards`),
 which leaves out the process start-up.
 
-    python bench/bench_lineage.py [--clips 36] [--shards 8] [--in-process]
+Then (unless `--wide 0`) the no-op again over `--wide` shards (default 64, three clips per
+shard, in a data root, store and instance of their own): a no-op's cost must not grow with
+the shards (issue 21: 64 shards <= 2x the 8-shard no-op), so each no-op is run three times
+and the least counts, with its CPU seconds beside (they do not move with the load).
+
+    python bench/bench_lineage.py [--clips 36] [--shards 8] [--wide 64] [--in-process]
 """
 
 from __future__ import annotations
@@ -78,10 +83,40 @@ def in_process_backfill(tmp: Path, shards: int, instance) -> tuple[float, dict]:
     return time.perf_counter() - started, {k: s.as_dict() for k, s in summaries.items()}
 
 
+def cpu_timed_backfill(tmp: Path, shards: int) -> tuple[float, float]:
+    """(wall, CPU seconds) of one fresh `cog-assets backfill` process."""
+    import resource
+    import subprocess
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("COG_ASSETS_")},
+           "DAGSTER_HOME": str(tmp / "home"), "PYTHONPATH": str(HERE.parent)}
+    argv = [str(Path(sys.executable).with_name("cog-assets")), "backfill", "--data-root",
+            str(tmp / "data"), "--store", str(tmp / "store"), "--shards", str(shards),
+            "--device", "cpu"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def no_op_costs(tmp: Path, shards: int, clips: int) -> tuple[float, float, float]:
+    """(first run wall, least no-op wall, its CPU) over `shards` shards."""
+    make_data(tmp / "data", clips)
+    first, _ = cpu_timed_backfill(tmp, shards)
+    noops = [cpu_timed_backfill(tmp, shards) for _ in range(3)]
+    wall, cpu = min(noops)
+    return first, wall, cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=36)
     parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--wide", type=int, default=64,
+                        help="then the no-op over this many shards (0: skip)")
     parser.add_argument("--in-process", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,6 +147,17 @@ def main() -> None:
         for shard, s in summary.items():
             if not s["success"]:
                 print(f"FAILED in {label}: {shard}: {s['failure']}")
+    if args.wide and not args.in_process:
+        with tempfile.TemporaryDirectory() as narrow, tempfile.TemporaryDirectory() as wide:
+            small = no_op_costs(Path(narrow), args.shards, args.clips)
+            large = no_op_costs(Path(wide), args.wide, 3 * args.wide)
+        print(f"no-op by shard count (least of 3 fresh processes; load average now "
+              f"{os.getloadavg()[0]:.1f}):")
+        for shards, (first, wall, cpu) in ((args.shards, small), (args.wide, large)):
+            print(f"  {shards:3} shards: first run {first:7.1f} s, no-op {wall:5.2f} s "
+                  f"({wall / first:.2f} of the first run), {cpu:5.2f} CPU s")
+        print(f"  {args.wide} shards / {args.shards} shards: {large[1] / small[1]:.2f}x wall, "
+              f"{large[2] / small[2]:.2f}x CPU (target <= 2x)")
 
 
 def run_all(tmp: Path, backfill) -> list[tuple[str, float, dict]]:

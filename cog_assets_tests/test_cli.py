@@ -14,7 +14,7 @@ def data_root(tmp_path):
 
 
 @pytest.mark.slow
-def test_backfill_writes_summary_and_exits_zero(tmp_path, data_root, monkeypatch):
+def test_backfill_writes_summary_and_exits_zero(tmp_path, data_root, monkeypatch, capsys):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     summary_path = tmp_path / "summary.json"
     code = main(["backfill", "--data-root", str(data_root), "--store", str(tmp_path / "store"),
@@ -30,6 +30,26 @@ def test_backfill_writes_summary_and_exits_zero(tmp_path, data_root, monkeypatch
         assert {"clips", "accepted", "rejected", "computed", "reused", "index_path",
                 "rejects_path"} <= set(s)
         assert (tmp_path / "store").as_posix() in s["index_path"]
+        # where the time went: the shard's run and each of its steps, the VAE's parts
+        assert s["seconds"] > 0
+        assert {"frame_tensors", "vae_latents", "training_dataset"} <= set(s["step_seconds"])
+        assert s["seconds"] >= s["step_seconds"]["vae_latents"] > 0
+        assert s["vae"]["encode_s_per_clip"] > 0 and "eager" in s["vae"]["vae_compile"]
+    assert summary["seconds"] >= sum(s["seconds"] for s in shards.values())
+    assert summary["totals"] == {
+        "shards": 2, "shards_run": 2, "shards_failed": 0, "clips": 4, "accepted": 3,
+        "rejected": 1, "computed": sum(s["computed"] for s in shards.values()), "reused": 0,
+        "rejects_by_reason": {"unreadable": 1},
+        "run_seconds": pytest.approx(sum(s["seconds"] for s in shards.values()), abs=0.01)}
+    printed = capsys.readouterr().out
+    for key, s in shards.items():  # each shard's line: counts, reasons, its seconds, steps
+        [line] = [line for line in printed.splitlines() if f" {key}: " in line]
+        assert line.startswith("ok ") and f"{s['computed']} computed" in line
+        assert line.rstrip().endswith(" s") and ", in " in line
+        assert ("(unreadable 1)" in line) == (s["rejected"] == 1)
+    assert printed.count("\n       steps: ") == 2  # the seconds of every step, per shard
+    assert "total  2 shards (2 run, 0 not needed): 4 clips, 3 accepted, 1 rejected " \
+        "(unreadable 1)" in printed
     # The runs are in the persistent instance under DAGSTER_HOME, as the UI would show them.
     from dagster import DagsterInstance
 
@@ -101,7 +121,8 @@ def test_parallel_backfill_of_a_range_then_resume_skips_finished_shards(
 
 
 @pytest.mark.slow
-def test_a_shard_whose_every_clip_is_rejected_is_published_empty(tmp_path, monkeypatch):
+def test_a_shard_whose_every_clip_is_rejected_is_published_empty(tmp_path, monkeypatch,
+                                                                  capsys):
     """Nothing to train on is a result, not a crash: the shard publishes no clips and its
     rejects, and the loader serves the empty dataset."""
     from cog_assets.loader import CogVideoXLatentDataset
@@ -114,6 +135,8 @@ def test_a_shard_whose_every_clip_is_rejected_is_published_empty(tmp_path, monke
     assert code == 0
     [shard] = json.loads(summary_path.read_text())["shards"].values()
     assert (shard["accepted"], shard["rejected"]) == (0, 1)
+    line = next(line for line in capsys.readouterr().out.splitlines() if "shard-00000:" in line)
+    assert line.startswith("EMPTY ")  # accepted nothing: not printed as "ok"
     assert len(CogVideoXLatentDataset(tmp_path / "store/datasets/tiny", "tiny")) == 0
 
 
@@ -225,3 +248,23 @@ def test_resume_with_another_setting_or_store_runs_as_a_plain_backfill(tmp_path,
     assert "not resuming" not in capsys.readouterr().err
     [shard] = json.loads(summary_path.read_text())["shards"].values()
     assert shard["resumed"]
+
+
+@pytest.mark.parametrize("command", ["backfill", "demo", "ui"])
+def test_help_leads_with_what_it_does_and_an_example(command, capsys):
+    """The settings list is 300 lines long: a description and an example come first."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    head = text.split("\n\n")
+    assert head[0].startswith(f"usage: cog-assets {command} ") and head[0].count("\n") == 0
+    assert head[2].startswith("example:\n  ") and f"cog-assets {command} " in head[2]
+    assert text.index("example:") < text.index("settings:")
+
+
+@pytest.mark.parametrize("command", ["gc", "verify"])
+def test_gc_and_verify_state_their_exit_codes(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Exit status: 0 " in text and ", 1 " in text and ", 2 bad settings" in text

@@ -146,3 +146,11 @@ class CutMethod(Choice):
 
     stream_copy = "stream_copy"  # the source's H.264 packets copied: the cut is on keyframes
     re_encode = "re_encode"  # decoded, made upright, square-pixelled and CFR, encoded again
+
+
+class VaeCompile(Choice):
+    """Whether the VAE step compiles the VAE's encoder with torch.compile (inductor)."""
+
+    off = "off"
+    auto = "auto"  # only where the clips to encode pay back the compilation (measured)
+    on = "on"

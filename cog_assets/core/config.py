@@ -48,6 +48,7 @@ from cog_assets.core.choices import (
     SceneDetectorKind,
     ShortClipPolicy,
     StartPolicy,
+    VaeCompile,
 )
 from cog_assets.core.profiles import PROFILES, ProfileError, get_profile
 
@@ -404,6 +405,11 @@ class DeviceSettings(_Group):
     gpu_lock_dir: Optional[str] = setting(
         None, "where GPU steps claim a GPU each on a multi-GPU host (a lock file per GPU; "
         "default: cog-assets-gpus in the system temp directory)")
+    vae_compile: VaeCompile = setting(
+        VaeCompile.auto, "compile the VAE's encoder with torch.compile (inductor; its cache "
+        "is kept under DAGSTER_HOME for the next runs): off, on, or auto (only when a step's "
+        "clips pay back the compilation, by the costs measured on this machine; never for "
+        "one clip). Same latents within float rounding, same keys")
 
     @field_validator("device")
     @classmethod

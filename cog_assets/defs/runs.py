@@ -13,6 +13,8 @@ import logging
 import multiprocessing
 import os
 import tempfile
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -96,6 +98,9 @@ class ShardSummary:
     caption_requests: int = 0  # requests sent to caption_endpoint by this run (retries too)
     needs_captions: int = 0  # clips listed for a person to caption
     needs_captions_path: str | None = None
+    seconds: float = 0.0  # its run, launch to end (0 for a shard not run)
+    step_seconds: dict[str, float] = field(default_factory=dict)  # per step that succeeded
+    vae: dict[str, Any] = field(default_factory=dict)  # where vae_latents' seconds went
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -130,18 +135,28 @@ def _read_dataset_metadata(summary: ShardSummary, metadata) -> None:
     summary.rejects_path = str(meta["rejects_path"]) if "rejects_path" in meta else None
 
 
+# vae_latents' metadata on where its seconds went (cog_assets.stages.latents), in the summary
+VAE_TIMINGS = ("computed", "vae_load_s", "encode_s", "read_wait_s", "write_s",
+               "encode_s_per_clip", "vae_compile", "compiled_graphs")
+
+
 def summarise(shard: str, result) -> ShardSummary:
-    """Counts from the run's materialization metadata; the failing step's error if it failed."""
+    """Counts from the run's materialization metadata, seconds per step from its events; the
+    failing step's error if it failed."""
     summary = ShardSummary(shard=shard, success=result.success, run_id=result.run_id)
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
         meta = {k: _metadata_value(v) for k, v in materialization.metadata.items()}
-        summary.computed += int(meta.get("computed", 0))
+        ahead = int(meta.get("decoded_ahead", 0))  # frames: computed, by the backfill
+        summary.computed += int(meta.get("computed", 0)) + ahead
         summary.reused += int(meta.get("reused", 0))
+        summary.decoded_ahead += ahead
         summary.corrupt += [line for line in str(meta.get("corrupt_artifacts") or "").split("\n")
                             if line]
         if materialization.asset_key == DATASET_KEY:
             _read_dataset_metadata(summary, materialization.metadata)
+        elif materialization.asset_key.path[-1] == "vae_latents":
+            summary.vae = {k: meta[k] for k in VAE_TIMINGS if k in meta}
         elif materialization.asset_key == SEGMENTS_KEY and "footage_dropped_s" in meta:
             summary.footage_dropped_s = float(meta["footage_dropped_s"])
         elif materialization.asset_key == CAPTIONS_KEY:
@@ -150,6 +165,8 @@ def summarise(shard: str, result) -> ShardSummary:
             summary.needs_captions = int(meta.get("needs_captions", 0))
             summary.needs_captions_path = (str(meta["needs_captions_path"])
                                            if "needs_captions_path" in meta else None)
+    summary.step_seconds = {event.step_key: round(event.event_specific_data.duration_ms / 1000, 3)
+                            for event in result.all_events if event.is_step_success}
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
             summary.failed_checks.append(evaluation.asset_check_key.to_user_string())
@@ -192,10 +209,13 @@ def select_shards(all_shards: list[str], keys: Iterable[str] | None = None,
 def run_shard(settings: Settings, instance: DagsterInstance, shard: str,
               run_config: dict) -> ShardSummary:
     """One shard's `prepare_shards` run on the settings' executor, recorded in `instance`."""
+    started = time.perf_counter()
     with execute_job(reconstructable_job(settings), instance=instance, run_config=run_config,
                      tags={"dagster/partition": shard, **run_process_tags()},
                      raise_on_error=False) as result:
-        return summarise(shard, result)
+        summary = summarise(shard, result)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
 
 
 def _run_shard_in_worker(settings: Settings, shard: str, run_config: dict) -> ShardSummary:
@@ -207,9 +227,11 @@ def _run_shard_in_worker(settings: Settings, shard: str, run_config: dict) -> Sh
 
 def up_to_date_summary(instance: DagsterInstance, state: ShardFreshness) -> ShardSummary:
     """A skipped shard's summary: what its last materialization of training_dataset holds."""
-    [record] = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=DATASET_KEY, asset_partitions=[state.shard]), limit=1
-    ).records
+    record = state.last
+    if record is None:
+        [record] = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=DATASET_KEY, asset_partitions=[state.shard]), limit=1
+        ).records
     summary = ShardSummary(shard=state.shard, success=True, run_id=record.run_id,
                            fingerprint=state.fingerprint, up_to_date=True)
     _read_dataset_metadata(summary, record.asset_materialization.metadata)
@@ -246,10 +268,11 @@ def run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[
             if ahead and position + 1 < len(shards):
                 ahead.start(shards[position + 1])
             summary = run_shard(settings, instance, shard, run_config)
-            if decoded is not None:  # its frames were computed ahead: its run found them
-                summary.decoded_ahead = decoded.computed
-                summary.computed += decoded.computed
-                summary.reused = max(0, summary.reused - decoded.computed)
+            if decoded is not None:  # scene scans computed ahead: its run found them
+                scans = int(decoded.extra.get("scans_computed", 0))  # (frames: frame_tensors)
+                summary.decoded_ahead += scans
+                summary.computed += scans
+                summary.reused = max(0, summary.reused - scans)
             summaries[shard] = summary
             if on_done is not None:
                 on_done(shard, summary)
@@ -323,6 +346,9 @@ def materialize_shards(settings: Settings, instance: DagsterInstance,
         run_in_sequence(settings, instance, todo, run_config, decode_ahead, record)
     reconcile_catalog(settings)
     if todo:  # a backfill that ran nothing changed nothing: no listing of the whole store
+        # judged now, so the next backfill (or sensor tick) finds them up to date cheaply
+        judge_shards(settings, instance, [s for s in todo if finished[s].success],
+                     fingerprints)
         report_store_usage(instance, settings)
     return {shard: finished[shard] for shard in wanted}
 
@@ -357,17 +383,36 @@ def resumable(previous: dict[str, Any], settings: Settings) -> str | None:
     return "it was written for other work (" + "; ".join(differ) + ")"
 
 
+def dataset_totals(summaries: dict[str, ShardSummary]) -> dict[str, Any]:
+    """The whole dataset's counts over its shards (run or not), and the shards' run seconds."""
+    reasons: Counter[str] = Counter()
+    for summary in summaries.values():
+        reasons.update(summary.rejects_by_reason)
+    values = list(summaries.values())
+    return {
+        "shards": len(values), "shards_run": sum(not (s.up_to_date or s.resumed) for s in values),
+        "shards_failed": sum(not s.success for s in values),
+        **{name: sum(getattr(s, name) for s in values)
+           for name in ("clips", "accepted", "rejected", "computed", "reused")},
+        "rejects_by_reason": dict(sorted(reasons.items())),
+        "run_seconds": round(sum(s.seconds for s in values), 3),
+    }
+
+
 def write_summary_json(path: str, summaries: dict[str, ShardSummary],
-                       pending: Iterable[str] = (), work: dict[str, str] | None = None
-                       ) -> None:
+                       pending: Iterable[str] = (), work: dict[str, str] | None = None,
+                       seconds: float | None = None) -> None:
     """The machine-readable summary, replaced atomically (a reader, or a `--resume` after a
     kill, never sees half a file). `pending`: shards of this backfill not finished yet;
-    `work`: `summary_work` of the settings the shards ran with."""
+    `work`: `summary_work` of the settings the shards ran with; `seconds`: the whole
+    backfill's so far (process start to now)."""
     pending = list(pending)
     payload = {
         "success": all(s.success for s in summaries.values()) and not pending,
         "pending": pending,
         **(work or {}),
+        "seconds": None if seconds is None else round(seconds, 3),
+        "totals": dataset_totals(summaries),
         "shards": {key: s.as_dict() for key, s in summaries.items()},
     }
     directory = os.path.dirname(os.path.abspath(path))

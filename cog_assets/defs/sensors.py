@@ -33,7 +33,14 @@ def _candidates(tick: UploadTick, known: set[str], look_at_all: bool) -> dict[st
             if s not in tick.pending_shards}
 
 
-@sensor(job=prepare_shards_job, minimum_interval_seconds=60)
+SENSOR_DESCRIPTION = (
+    "Every minute: looks for new, changed and deleted videos and captions under the data "
+    "root (stat first, hashing only what moved) and runs prepare_shards for exactly the "
+    "shards that need it, by the same rule as the backfill; a shard whose uploads and "
+    "settings match its last materialization is not run.")
+
+
+@sensor(job=prepare_shards_job, minimum_interval_seconds=60, description=SENSOR_DESCRIPTION)
 def upload_sensor(context: SensorEvaluationContext, sources: SourcesResource,
                   model: ModelResource, store: StoreResource):
     """Stat the data root, hash only what moved, and run just the shards that need it.

@@ -8,8 +8,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from cog_assets.core.choices import ResizeMode
 
@@ -61,8 +59,12 @@ def resize_frames(
     """uint8 [F,H,W,3] -> uint8 [F,height,width,3], antialiased scale then centre crop.
 
     The array fallback for frames already in memory (images, tests); `interpolation` is a
-    torch mode; `chunk` bounds the float copy.
+    torch mode; `chunk` bounds the float copy. (torch is imported here, not with the module:
+    the decode and probe workers, which only need the geometry, start without it.)
     """
+    import torch
+    import torch.nn.functional as F
+
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 [F,H,W,3], got {frames.dtype} {frames.shape}")
     n, src_h, src_w, _ = frames.shape

@@ -11,6 +11,7 @@ its duration (`step_device`), so concurrent GPU steps each run on their own devi
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from cog_assets.models.text_encoder import (
     precision_of,
 )
 from cog_assets.models.vae import load_vae
+from cog_assets.models.vae_compile import BucketEncoder, bucket_encoder
 from cog_assets.models.weights import WeightsSource, effective_profile
 
 if TYPE_CHECKING:  # loaded on first use: judging which shards need a run imports neither
@@ -201,6 +203,18 @@ class ModelRuntime:
         return PROCESS_MODELS.get("vae", key, lambda: load_vae(
             self.weights, device, self.torch_dtype, self.device.vae_slicing,
             self.device.vae_tiling))
+
+    def vae_encoder_for(self, cache_dir: str | os.PathLike | None
+                        ) -> Callable[[AutoencoderKLCogVideoX, tuple[int, ...], int],
+                                      BucketEncoder]:
+        """Each bucket's encoder, eager or compiled by the vae_compile setting, with
+        inductor's cache and the measured compile costs in `cache_dir`."""
+        identity = self.vae_identity()
+        variant = identity.dtype + (" tiled" if identity.tiling else "") + \
+            (" sliced" if self.device.vae_slicing else "")
+        return lambda vae, shape, clips: bucket_encoder(
+            vae, shape, clips, policy=self.device.vae_compile, cache_dir=cache_dir,
+            model=identity.model, dtype=variant)
 
     def text_encoder(self, device: torch.device | None = None) -> TextEncoder:
         """T5 on `device` (default: the resolved setting), loaded once per process."""

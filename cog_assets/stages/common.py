@@ -18,7 +18,7 @@ class Reuse:
     reused: int = 0
     seconds: float = 0.0
     rejected: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float | str] = field(default_factory=dict)
     corrupt: list[str] = field(default_factory=list)  # damaged artefacts replaced, described
 
     def as_metadata(self) -> dict[str, float | int | str]:

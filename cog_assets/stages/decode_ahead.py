@@ -27,7 +27,7 @@ from cog_assets.models.runtime import ModelRuntime
 from cog_assets.runtime.libc import libc_function
 from cog_assets.sources.uploads import UploadState
 from cog_assets.stages.common import Reuse
-from cog_assets.stages.frames import extract_frames
+from cog_assets.stages.frames import extract_frames, note_decoded_ahead
 from cog_assets.stages.manifest import build_manifest
 from cog_assets.stages.scene_segments import split_segments
 from cog_assets.stages.validation import validate_clips
@@ -43,11 +43,28 @@ _PRCTL = libc_function("prctl", [ctypes.c_int, ctypes.c_ulong])
 def die_with_parent(parent: int) -> None:
     """Run in the helper as it starts: killed when the backfill dies, kill -9 included (a pool
     worker otherwise waits for work forever, holding its memory, or decodes on for nobody).
-    Linux; elsewhere the helper outlives a killed backfill."""
+    Linux; elsewhere the helper outlives a killed backfill. Also yield_to_the_run()."""
     if _PRCTL is not None:
         _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the line above
         os._exit(1)
+    yield_to_the_run()
+
+
+def yield_to_the_run() -> None:
+    """Give the helper (and the decode workers it starts, which inherit it) only the CPU time
+    the run leaves idle: SCHED_IDLE on Linux, else the lowest nice value. On a CPU host the
+    VAE keeps every core busy, and a decoder beside it at the same priority takes its share
+    of the cores from the VAE; at idle priority it fills the VAE's pauses and what the other
+    steps leave, and on a GPU host, where the run mostly waits for the device, it still gets
+    the CPUs."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            pass
 
 
 def decode_shard(settings: Settings, shard: str) -> Reuse:
@@ -70,10 +87,12 @@ def decode_shard(settings: Settings, shard: str) -> Reuse:
     unneeded = latent_keys_making_frames_unneeded(
         settings.store.frames_retention,
         ModelRuntime(settings.model, settings.device).vae_identities())
-    _, stats = extract_frames(validated, sources.data_root, store, policy,
-                              decode_timeout_s=settings.limits.decode_timeout_s,
-                              latent_keys=unneeded)
+    table, stats = extract_frames(validated, sources.data_root, store, policy,
+                                  decode_timeout_s=settings.limits.decode_timeout_s,
+                                  latent_keys=unneeded)
+    note_decoded_ahead(store, settings.model.profile, shard, table)
     stats.computed += scanned.computed
+    stats.extra["scans_computed"] = scanned.computed
     return stats
 
 

@@ -10,6 +10,7 @@ small thumbnail of its middle frame, which the contact sheet shows whatever was 
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from cog_assets.media.decode import ClipTask, decode_clip_task
 from cog_assets.media.errors import MediaError
 from cog_assets.media.frame_policy import FramePolicy
 from cog_assets.media.safe_open import hash_at_rest
+from cog_assets.runtime.progress import Progress
 from cog_assets.runtime.worker_pool import (
     default_workers,
     prefetch_map,
@@ -78,7 +80,8 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
                    decode: Callable[[ClipTask], dict[str, np.ndarray]] = decode_clip_task,
                    decoder_threads: int | None = None,
                    latent_keys: Callable[[str], list[str]] | None = None,
-                   hold: Callable[[dict[str, list[str]]], None] | None = None
+                   hold: Callable[[dict[str, list[str]]], None] | None = None,
+                   progress: str | None = None
                    ) -> tuple[pl.DataFrame, Reuse]:
     """Decode what the store lacks; a clip that fails to decode becomes a rejected row.
 
@@ -96,7 +99,8 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
     `decode_timeout_s` is rejected as `decode_timeout` (its worker is killed and replaced), one
     whose worker dies as `decode_crash`; the shard goes on. `decode` is the worker-side
     function (module-level, picklable). `decoder_threads`: each decoder's threads; default 1
-    when the workers are as many as the cores, else 0 (FFmpeg's choice)."""
+    when the workers are as many as the cores, else 0 (FFmpeg's choice). With `progress` (a
+    label) the clips decoded are shown as they finish (runtime.progress)."""
     root = Path(data_root)
     stats = Reuse()
     started = time.perf_counter()
@@ -106,6 +110,7 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
     records: list[dict] = []
     pending: dict[str, _Pending] = {}  # frames key -> the rows waiting for its decode
     keys: list[str] = []  # the key of each task given to the pool, by task index
+    meter = Progress(progress, validated.filter(pl.col("accepted")).height)
 
     def scan():
         """Rows in order; yields a task for each key the store lacks. Read lazily by the
@@ -123,6 +128,7 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
                                  if policy.profile.i2v else None, segment)
             except MediaError as exc:
                 _reject(record, stats, exc.reason, f"{row['clip_id']}: {exc.message}")
+                meter.advance(work=False)
                 continue
             record["frames_key"] = key
             latents = latent_keys(key) if latent_keys is not None else []
@@ -134,9 +140,11 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
                 record["status"] = Status.reused
                 stats.reused += 1
                 stats.extra["frames_not_needed"] = stats.extra.get("frames_not_needed", 0) + 1
+                meter.advance(work=False)
             elif _frames_reusable(store, key, policy.profile.i2v, stats):
                 record["status"] = Status.reused
                 stats.reused += 1
+                meter.advance(work=False)
             else:
                 pending[key] = _Pending([record])
                 keys.append(key)
@@ -149,15 +157,40 @@ def extract_frames(validated: pl.DataFrame, data_root: str | os.PathLike,
     outcomes = prefetch_map(decode, scan(), workers=workers, depth=prefetch,
                             timeout_s=decode_timeout_s, ordered=False,
                             preload=(decode.__module__,))
-    with closing(outcomes):  # no worker is started when there is nothing to decode
+    with closing(outcomes), meter:  # no worker is started when there is nothing to decode
         for outcome in outcomes:
             key = keys[outcome.index]
             if outcome.ok:
                 _store_frames(store, key, outcome.value, pending[key].records[0]["clip_id"])
             pending[key].finish(outcome.error, stats, decode_timeout_s)
             outcome.value = None
+            meter.advance(len(pending[key].records))
     stats.seconds = time.perf_counter() - started
     return pl.DataFrame(records, schema=FRAMES_SCHEMA), stats
+
+
+def note_decoded_ahead(store: ContentStore, profile: str, shard: str, table: pl.DataFrame
+                       ) -> None:
+    """Record the frames decoded for `shard` before its run (see take_decoded_ahead)."""
+    keys = table.filter(pl.col("status") == Status.computed)["frames_key"].to_list()
+    if keys:
+        store.write_json(store.path(layout.decoded_ahead_path(profile, shard)),
+                         {"frames_keys": keys})
+
+
+def take_decoded_ahead(store: ContentStore, profile: str, shard: str) -> set[str]:
+    """The frames keys decoded ahead for `shard` (note_decoded_ahead), forgotten once read:
+    frame_tensors counts those it finds as `decoded_ahead`, not as reused from earlier."""
+    path = store.path(layout.decoded_ahead_path(profile, shard))
+    try:
+        keys = set(json.loads(store.read_bytes(path))["frames_keys"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return set()
+    try:
+        store.fs.rm(path)
+    except FileNotFoundError:
+        pass
+    return keys
 
 
 @dataclass

@@ -19,7 +19,9 @@ from cog_assets.core.choices import ArtifactKind, Status
 from cog_assets.core.clip_row import columns
 from cog_assets.core.keys import VaeIdentity
 from cog_assets.models.vae import frames_to_vae_input
+from cog_assets.models.vae_compile import BucketEncoder, Decision
 from cog_assets.runtime.heap import map_large_blocks, release_free_memory
+from cog_assets.runtime.progress import Progress
 from cog_assets.stages.common import Reuse, reusable
 from cog_assets.store.content_store import ContentStore, CorruptArtifact
 
@@ -56,12 +58,11 @@ class MissingFrames(LookupError):
         self.clip_id, self.frames_key = clip_id, frames_key
 
 
-
-
 def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdentity,
                    load_vae: Callable[[], AutoencoderKLCogVideoX], batch_size: int, *,
                    prefetch_batches: int | None = None,
-                   redecode: Callable[[pl.DataFrame], object] | None = None
+                   redecode: Callable[[pl.DataFrame], object] | None = None,
+                   encoder_for: EncoderFor | None = None, progress: str | None = None
                    ) -> tuple[pl.DataFrame, Reuse]:
     """Encode the clips whose moments are missing; the VAE is loaded only if one is.
 
@@ -72,6 +73,13 @@ def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdent
     the VAE runs on a GPU, none on the CPU: there the VAE already keeps every core busy, so
     reading ahead saves nothing and holds another batch (about 110 MiB more at the peak of a
     49x240x368 clip).
+
+    `encoder_for(vae, shape, clips)` gives each bucket's encoder, eager or compiled
+    (cog_assets.models.vae_compile; default: eager). With `progress` (a label, e.g. the
+    shard and step) the clips encoded are shown as they finish (runtime.progress). Where the
+    step's seconds went is in the stats: loading the VAE, encoding, waiting for frames,
+    writing moments (`vae_load_s`, `encode_s`, `read_wait_s`,
+    `write_s`), and `encode_s_per_clip`, the figure to hold against a bare `vae._encode`.
 
     Frames are a cache: those of clips to encode that are no longer in the store are handed
     to `redecode` (rows of `frames`) first, which decodes them again (counted in
@@ -102,25 +110,59 @@ def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdent
         if gone:
             redecode(ok.filter(pl.col("clip_id").is_in([r["clip_id"] for r in gone])))
             stats.extra["frames_decoded_again"] = len(gone)
-        batches = [rows[i:i + batch_size] for rows in todo.values()
-                   for i in range(0, len(rows), batch_size)]
-        map_large_blocks()  # the VAE's activations: returned to the OS when freed
-        target = _Target()  # filled once the VAE is loaded; the loader waits for it
-        vae = None
-        replaced: set[str] = set()  # clips whose damaged frames were decoded again
+        again = None if redecode is None else (
+            lambda clip_id: redecode(ok.filter(pl.col("clip_id") == clip_id)))
+        _encode_todo(todo, store, load_vae, batch_size, prefetch_batches,
+                     encoder_for or eager_encoder, progress, stats, again)
+    stats.seconds = time.perf_counter() - started
+    return pl.DataFrame(list(records.values()), schema=LATENTS_SCHEMA), stats
+
+
+EncoderFor = Callable[["AutoencoderKLCogVideoX", tuple[int, ...], int], BucketEncoder]
+
+
+def eager_encoder(vae: AutoencoderKLCogVideoX, shape: tuple[int, ...], clips: int
+                  ) -> BucketEncoder:
+    """Every bucket eager (what encode_latents does unless told otherwise)."""
+    return BucketEncoder(vae, Decision(False, "eager"))
+
+
+def _encode_todo(todo: dict[str, list[dict]], store: ContentStore,
+                 load_vae: Callable[[], AutoencoderKLCogVideoX], batch_size: int,
+                 prefetch_batches: int | None, encoder_for: EncoderFor,
+                 progress: str | None, stats: Reuse,
+                 decode_again: Callable[[str], object] | None) -> None:
+    """Encode and store the moments of `todo` (bucket -> records), timing each part.
+
+    A damaged frames file (DamagedFrames) is handed to `decode_again(clip_id)` once per
+    clip and the batches from the one that met it go on, with the VAE still loaded."""
+    batches = [rows[i:i + batch_size] for rows in todo.values()
+               for i in range(0, len(rows), batch_size)]
+    map_large_blocks()  # the VAE's activations: returned to the OS when freed
+    target = _Target()  # filled once the VAE is loaded; the loader waits for it
+    spent = dict.fromkeys(("vae_load_s", "encode_s", "read_wait_s", "write_s"), 0.0)
+    encoders: dict[str, BucketEncoder] = {}
+    meter = Progress(progress, sum(map(len, todo.values())))
+    vae = None
+    replaced: set[str] = set()  # clips whose damaged frames were decoded again
+    with meter:
         while batches:
             done = 0
             try:
                 with BatchStream(store, batches, target, ahead=0) as stream:
                     if vae is None:
+                        clock = time.perf_counter()
                         vae = load_vae()  # the first batch is read meanwhile
                         target.set(vae)
+                        spent["vae_load_s"] = time.perf_counter() - clock
                     stream.read_ahead(prefetch_batches if prefetch_batches is not None
                                       else int(target.device.type != "cpu"))
+                    clock = time.perf_counter()
                     for batch, inputs in stream:
-                        outputs = {OUTPUT_OF[name]: _encode(
-                            vae, x.to(target.device, non_blocking=True))
-                            for name, x in inputs.items()}
+                        spent["read_wait_s"] += time.perf_counter() - clock
+                        outputs = _encode_batch(vae, batch, inputs, todo, encoders,
+                                                encoder_for, target)
+                        clock = time.perf_counter()
                         for i, record in enumerate(batch):
                             store.put_tensors(ArtifactKind.latents, record["latent_key"],
                                               {name: value[i] for name, value in
@@ -128,31 +170,53 @@ def encode_latents(frames: pl.DataFrame, store: ContentStore, identity: VaeIdent
                                               {"clip_id": record["clip_id"]})
                             record["status"] = Status.computed
                             stats.computed += 1
+                        spent["write_s"] += time.perf_counter() - clock
                         done += 1
                         del inputs, outputs  # before the loader may read the batch after next
                         release_free_memory()
+                        meter.advance(len(batch))
+                        clock = time.perf_counter()
             except DamagedFrames as damaged:
                 # a damaged frames file (quarantined by the read) is a cache miss, as a
                 # damaged latent is: decode the clip again and go on from this batch
-                if redecode is None or damaged.clip_id in replaced:
+                if decode_again is None or damaged.clip_id in replaced:
                     raise damaged.error from None
                 replaced.add(damaged.clip_id)
                 stats.corrupt.append(damaged.describe())
-                redecode(ok.filter(pl.col("clip_id") == damaged.clip_id))
+                decode_again(damaged.clip_id)
                 stats.extra["frames_decoded_again"] = (
                     stats.extra.get("frames_decoded_again", 0) + 1)
                 batches = batches[done:]
                 continue
             batches = []
-        del vae
-    stats.seconds = time.perf_counter() - started
-    return pl.DataFrame(list(records.values()), schema=LATENTS_SCHEMA), stats
+    del vae
+    for encoder in encoders.values():
+        encoder.finish()
+    spent["encode_s"] = sum(e.encode_s for e in encoders.values())
+    stats.extra.update({name: round(value, 3) for name, value in spent.items()})
+    stats.extra["encode_s_per_clip"] = round(spent["encode_s"] / max(1, stats.computed), 3)
+    stats.extra["vae_compile"] = "; ".join(
+        f"{b}: {'compiled' if e.compiled else 'eager'} ({e.decision.why})"
+        for b, e in encoders.items())
+    if any(e.compiled for e in encoders.values()):
+        stats.extra["compiled_graphs"] = sum(e.graphs for e in encoders.values())
 
 
-@torch.no_grad()
-def _encode(vae: AutoencoderKLCogVideoX, x: torch.Tensor) -> torch.Tensor:
-    """encode_moments after its input step (done by the loader): the same ops, the same bits."""
-    return vae.encode(x).latent_dist.parameters.cpu()
+def _encode_batch(vae: AutoencoderKLCogVideoX, batch: list[dict],
+                  inputs: dict[str, torch.Tensor], todo: dict[str, list[dict]],
+                  encoders: dict[str, BucketEncoder], encoder_for: EncoderFor,
+                  target: _Target) -> dict[str, torch.Tensor]:
+    """One batch's moments by output name, each bucket's encoder made on its first batch."""
+    outputs = {}
+    for name, x in inputs.items():  # I2V: the first frame has an encoder of its own
+        which = f"{batch[0]['bucket']}" + ("" if name == "frames" else f" {name}")
+        if which not in encoders:  # deciding and setting up count as encoding
+            setup = time.perf_counter()
+            encoders[which] = encoder_for(vae, tuple(x.shape[2:]),
+                                          len(todo[batch[0]["bucket"]]))
+            encoders[which].setup_s = time.perf_counter() - setup
+        outputs[OUTPUT_OF[name]] = encoders[which](x.to(target.device, non_blocking=True))
+    return outputs
 
 
 class _Target:

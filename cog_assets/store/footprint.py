@@ -97,3 +97,12 @@ def _inode(path: str) -> tuple[int, int]:
 
 def megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
+
+
+def human_size(size: int) -> str:
+    """Bytes as a person reads them: 812 B, 4.1 kB, 37.8 MB, 1.24 GB (powers of 1000)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}" if size < 100 * scale \
+                else f"{size / scale:.0f} {unit}"
+    return f"{size} B"

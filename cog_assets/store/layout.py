@@ -20,6 +20,7 @@ import from here; this module imports nothing of the pipeline, so a trainer that
     state/uploads/<id>/<generation>.parquet    what the upload sensor last saw (id: data root,
                                                shard count and profile)
     state/leases/<run>.<step>.json             what a running step holds (gc leaves it alone)
+    state/decoded-ahead/<profile>/<shard>.json frames a backfill decoded before the shard's run
 
 Everything a dataset writes outside `cas/` is under its profile's name, so two profiles (two
 datasets) share one store without reading each other's tables. Stores written before that kept
@@ -147,6 +148,12 @@ LEASES_DIR = "state/leases"
 
 def lease_path(holder: str) -> str:
     return f"{LEASES_DIR}/{holder}.json"
+
+
+def decoded_ahead_path(profile: str, shard: str) -> str:
+    """The frames keys decoded for `shard` while the previous shard ran (frame_tensors reads
+    and removes it, to say which of the frames it found were decoded ahead)."""
+    return f"state/decoded-ahead/{profile}/{shard}.json"
 
 
 # -- a finished shard ----------------------------------------------------------------------

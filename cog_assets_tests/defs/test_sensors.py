@@ -178,3 +178,9 @@ def test_a_materialized_shard_that_lost_every_clip_is_run_to_retire_it(materiali
     (root / "videos.txt").write_text("".join(f"{v}\n" for v, _ in kept))
     (root / "prompts.txt").write_text("".join(f"{p}\n" for _, p in kept))
     assert t.shards_requested() == ["shard-00000"]
+
+
+def test_the_sensor_says_what_it_does_in_the_ui():
+    """The *Automation* page shows a sensor's description; it had none."""
+    sensor = build_definitions(Settings()).get_sensor_def("upload_sensor")
+    assert sensor.description and "shards that need it" in sensor.description

@@ -227,3 +227,45 @@ def test_a_shard_whose_last_run_deferred_rows_is_not_up_to_date(materialized):
     assert not again["shard-00000"].up_to_date
     assert "1 rows were deferred (still being written) by its last run" in again[
         "shard-00000"].why
+
+
+def _counting_resolvers(monkeypatch) -> list[str]:
+    """Every shard the freshness rule asks Dagster's staleness about, in order."""
+    import cog_assets.defs.freshness as freshness
+
+    asked: list[str] = []
+    real = freshness._stale_reasons
+
+    def counting(resolver, shard, last):
+        asked.append(shard)
+        return real(resolver, shard, last)
+
+    monkeypatch.setattr(freshness, "_stale_reasons", counting)
+    return asked
+
+
+def test_a_no_op_backfill_asks_dagster_about_no_shard(materialized, monkeypatch):
+    """The backfill judged the shards it ran once they were done and remembered them, so the
+    next one reads a few records for all shards at once instead of ~20 queries per shard."""
+    root, settings, instance, _ = materialized
+    asked = _counting_resolvers(monkeypatch)
+    again = materialize_shards(settings, instance)
+    assert all(s.up_to_date for s in again.values()) and asked == []
+
+
+def test_a_remembered_verdict_goes_when_a_record_of_its_shard_moves(materialized,
+                                                                    monkeypatch):
+    """An upstream materialization recorded since (here raw_manifest of one shard, with new
+    data: e.g. from the UI) makes Dagster call the shard stale, and the remembered verdict
+    is not used; the other shard's still is."""
+    from dagster import AssetMaterialization, DataVersion
+
+    root, settings, instance, _ = materialized
+    asked = _counting_resolvers(monkeypatch)
+    instance.report_runless_asset_event(AssetMaterialization(
+        "raw_manifest", partition="shard-00001",
+        tags={"dagster/data_version": DataVersion("something else").value}))
+    again = materialize_shards(settings, instance)
+    assert asked[0] == "shard-00001" and "shard-00000" not in asked
+    assert again["shard-00000"].up_to_date and not again["shard-00001"].up_to_date
+    assert any("scene_segments" in why for why in again["shard-00001"].why)

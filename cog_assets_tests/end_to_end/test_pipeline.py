@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from dagster import AssetKey, instance_for_test
+from dagster import AssetKey, AssetRecordsFilter, instance_for_test
 
 from cog_assets.core.config import Settings
 from cog_assets.defs.build import build_definitions
@@ -20,6 +20,7 @@ from cog_assets.models.runtime import PROCESS_MODELS
 from cog_assets.sources.sharding import shard_for
 
 MODEL_LOADS: dict[str, int] = {}
+FRAMES_METADATA: dict[str, dict] = {}  # the first run's frame_tensors metadata, per shard
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,11 @@ def run_twice(tmp_path_factory):
         loads = PROCESS_MODELS.loads
         first = materialize_shards(settings, instance)
         MODEL_LOADS["first run"] = PROCESS_MODELS.loads - loads
+        for shard in first:
+            [record] = instance.fetch_materializations(AssetRecordsFilter(
+                asset_key=AssetKey("frame_tensors"), asset_partitions=[shard]), limit=1).records
+            FRAMES_METADATA[shard] = {k: getattr(v, "value", v) for k, v in
+                                      record.asset_materialization.metadata.items()}
         event = instance.get_latest_materialization_event(AssetKey("frame_tensors"))
         sheet = {k: v.value for k, v in event.asset_materialization.metadata.items()
                  if k.startswith("contact_sheet")}
@@ -86,6 +92,10 @@ def test_the_second_shard_is_decoded_while_the_first_one_encodes(run_twice):
     assert first["shard-00000"].decoded_ahead == 0
     later = first["shard-00001"]
     assert later.decoded_ahead == later.accepted > 0
+    # and frame_tensors says so in the UI: decoded ahead, not "computed 0, reused N"
+    shown = FRAMES_METADATA["shard-00001"]
+    assert (shown["decoded_ahead"], shown["computed"], shown["reused"]) == (later.accepted, 0, 0)
+    assert FRAMES_METADATA["shard-00000"]["decoded_ahead"] == 0
     # per shard: frames + latents per accepted clip, one embedding per caption
     for summary in first.values():
         assert summary.computed == 3 * summary.accepted

@@ -21,7 +21,11 @@ from cog_assets.defs.resources import (
 from cog_assets.defs.run_settings import refuse_output_overrides
 from cog_assets.defs.versions import data_version
 from cog_assets.media.contact_sheet import contact_sheet, markdown_image
-from cog_assets.stages.frames import extract_frames, stored_thumbnail
+from cog_assets.stages.frames import (
+    extract_frames,
+    stored_thumbnail,
+    take_decoded_ahead,
+)
 from cog_assets.store import layout
 from cog_assets.store.content_store import ContentStore
 from cog_assets.store.retention import latent_keys_making_frames_unneeded
@@ -35,17 +39,23 @@ def frame_tensors(context: AssetExecutionContext, validated_clips: pl.DataFrame,
     """Per accepted clip, F frames sampled by timestamp and cover-resized: uint8 [F, H, W, 3].
 
     Frames are a cache (frames_retention): a clip whose latents for this run's VAE are in
-    the store is not decoded again."""
+    the store is not decoded again. `decoded_ahead`: clips whose frames a backfill decoded
+    while the previous shard ran (neither computed here nor reused from an earlier run)."""
     refuse_output_overrides(context, sources=sources, frames=frames, limits=limits, model=model,
                             device=device, store=store)
     content = store.open()
     unneeded = latent_keys_making_frames_unneeded(store.frames_retention,
                                                   runtime(model, device).vae_identities())
+    ahead = take_decoded_ahead(content, model.profile, context.partition_key)
     with step_lease(context, content) as lease:
         table, stats = extract_frames(
             validated_clips, sources.data_root, content, frame_policy(model, frames),
             decode_timeout_s=limits.decode_timeout_s, hold=lease.hold_all,
-            latent_keys=unneeded)
+            latent_keys=unneeded, progress=f"{context.partition_key} frame_tensors")
+    # frames a backfill decoded for this shard while the previous shard ran: not "reused"
+    stats.extra["decoded_ahead"] = table.filter(
+        (pl.col("status") == Status.reused) & pl.col("frames_key").is_in(list(ahead))).height
+    stats.reused -= stats.extra["decoded_ahead"]
     buckets = {b: n for b, n in table.group_by("bucket").len().iter_rows()}
     metadata = {"clips": len(table), "buckets": buckets, **stats.as_metadata(),
                 "frames_retention": str(store.frames_retention)}

@@ -25,7 +25,7 @@ from cog_assets.stages.dataset import (
     finish_shard,
 )
 from cog_assets.stages.manifest import discover_shards
-from cog_assets.store import layout
+from cog_assets.store import catalog, layout
 from cog_assets.store.catalog import VaeScaling
 from cog_assets.store.leases import release_run
 from cog_assets.store.retention import drop_frames, drops_after_publication
@@ -37,7 +37,8 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
                      t5_embeddings: pl.DataFrame, sources: SourcesResource,
                      model: ModelResource, store: StoreResource) -> Output[pl.DataFrame]:
     """The finished shard (versioned index and tensor files, rejects.parquet), published in
-    the dataset's catalog; a shard with no clips left in the data root is retired instead."""
+    the dataset's catalog; a shard with no clips left in the data root is retired instead.
+    `dataset_clips` and `dataset_shards`: the whole dataset the catalog serves after it."""
     refuse_output_overrides(context, sources=sources, model=model, store=store)
     started = time.perf_counter()
     content = store.open()
@@ -84,4 +85,7 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
     if dropped is not None:
         metadata.update(frames_dropped=dropped.frames, frames_dropped_bytes=dropped.bytes,
                         frames_held_by_other_runs=dropped.held)
+    served = catalog.read_catalog_quietly(content, dataset_dir)  # the whole dataset, now
+    if served is not None:
+        metadata.update(dataset_clips=served.clips, dataset_shards=len(served.shards))
     return Output(index, data_version=dataset_data_version(index, rejects), metadata=metadata)

@@ -5,6 +5,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
 
 from cog_assets.core.choices import ArtifactKind, Status
 from cog_assets.defs.assets.groups import GPU_POOL, GROUP
+from cog_assets.defs.compile_cache import compile_cache_dir
 from cog_assets.defs.leasing import step_lease
 from cog_assets.defs.partitions import shards_partitions
 from cog_assets.defs.resources import (
@@ -47,7 +48,9 @@ def vae_latents_asset(op_tags: dict) -> AssetsDefinition:
                 frame_tensors, content, identity, lambda: models.vae(on), device.batch_size,
                 redecode=lambda rows: decode_again(
                     rows, sources.data_root, content, frame_policy(model, frames),
-                    decode_timeout_s=limits.decode_timeout_s, hold=lease.hold_all))
+                    decode_timeout_s=limits.decode_timeout_s, hold=lease.hold_all),
+                encoder_for=models.vae_encoder_for(compile_cache_dir(context.instance)),
+                progress=f"{context.partition_key} vae_latents")
         metadata = {"clips": len(table), "device": str(on),
                     "dtype": str(models.torch_dtype), **stats.as_metadata()}
         if drops_after_latents(store.frames_retention):

@@ -13,7 +13,7 @@ from cog_assets.core.choices import ArtifactKind
 from cog_assets.defs.assets.store_usage import store_usage
 from cog_assets.defs.resources import StoreResource
 from cog_assets.store.content_store import ContentStore
-from cog_assets.store.footprint import kind_of, store_footprint
+from cog_assets.store.footprint import human_size, kind_of, store_footprint
 from cog_assets_tests.fixtures.datasets import build_dataset
 
 
@@ -48,3 +48,33 @@ def test_store_usage_shows_bytes_per_kind_and_what_gc_would_reclaim(tmp_path):
     assert metadata["total_bytes"] == footprint.total
     assert metadata["gc_reclaimable_bytes"] == garbage.stat().st_size
     assert "| datasets |" in metadata["by_kind"] and "*gc would remove*" in metadata["by_kind"]
+    assert metadata["total_size"] == human_size(footprint.total)
+    assert metadata["gc_reclaimable_size"] == human_size(garbage.stat().st_size)
+
+
+def test_sizes_read_as_a_person_reads_them():
+    assert [human_size(n) for n in (0, 812, 4_100, 37_800_000, 250_000_000, 1_240_000_000)] \
+        == ["0 B", "812 B", "4.1 kB", "37.8 MB", "250 MB", "1.24 GB"]
+
+
+def test_after_a_backfill_the_report_says_what_gc_would_reclaim(tmp_path):
+    """report_store_usage (the end of every backfill that ran a shard) records gc's plan
+    too, with human-readable sizes; before, only a materialization from the UI did."""
+    from dagster import AssetKey, DagsterInstance
+
+    from cog_assets.core.config import Settings
+    from cog_assets.defs.assets.store_usage import report_store_usage
+
+    store = ContentStore(str(tmp_path / "store"))
+    build_dataset(tmp_path / "store" / "datasets" / "tiny", store=store)
+    garbage = Path(store.put_tensors(ArtifactKind.latents, "0" * 64, {"t": torch.zeros(256)}))
+    then = time.time() - 7200
+    os.utime(garbage, (then, then))
+    with DagsterInstance.ephemeral() as instance:
+        report_store_usage(instance, Settings.of(store=store.root, data_root=str(tmp_path)))
+        event = instance.get_latest_materialization_event(AssetKey("store_usage"))
+    metadata = {k: getattr(v, "value", v)
+                for k, v in event.asset_materialization.metadata.items()}
+    assert metadata["gc_reclaimable_bytes"] == garbage.stat().st_size
+    assert metadata["gc_reclaimable_size"] == human_size(garbage.stat().st_size)
+    assert metadata["total_size"].endswith(("B", "kB", "MB"))

@@ -3,11 +3,14 @@
 On a GPU the VAE is fast and the CPU's decoding becomes the bound. Here the VAE is a no-op,
 and each side turns the corpus's 720p/1080p clips into the VAE's input for 49x480x720:
 
-- ours: what the pipeline does per clip: `read_clip_frames` (seek, decode, stop after the
-  window, convert only the 49 sampled frames, scaled in uint8 by libswscale; short clips
-  strided over, as `--short-clips stride`), the frames written to a content store and read
-  back (safetensors + blake3 digest, as frame_tensors and vae_latents do), then normalised to
-  float [1, 3, 49, 480, 720] in [-1, 1] (`frames_to_vae_input`);
+- ours: what the pipeline's CPU does per clip for a VAE on a GPU: `read_clip_frames` (seek,
+  decode, stop after the window, convert only the 49 sampled frames, scaled in uint8 by
+  libswscale; short clips strided over, as `--short-clips stride`), the frames written to a
+  content store and read back (safetensors + blake3 digest, as frame_tensors and vae_latents
+  do), and the copy into pinned memory (here a plain copy: no CUDA). The uint8 frames cross
+  to the GPU as they are and are normalised there (`stages.latents.vae_input_on_device`);
+  `--cpu-normalise` adds that normalising on the CPU (`frames_to_vae_input`, float
+  [1, 3, 49, 480, 720] in [-1, 1]), as the pipeline did before and does for a CPU VAE;
 - the peer: cogvideox-factory's `prepare_dataset.py` path: decord's `VideoReader` on the
   whole clip, frames `range(0, n, n // 49)[:49]` by `get_batch` at full resolution,
   converted to float, resized to the bucket with bilinear antialiased interpolation
@@ -24,7 +27,8 @@ Then, with the VAE's FLOPs per 49x480x720 clip (`bench_gpu_vae.py --count-flops`
 TFLOP) and an H100's dense bf16 rate (`--peak`, default 800e12) at `--mfu` of it, the clips/s
 one H100 encodes, and how many cores of our decoding (and of the peer's) keep it busy.
 
-    python bench/bench_decode_feed.py [--repeats 3] [--pool] [--peak 800e12] [--mfu 0.4]
+    python bench/bench_decode_feed.py [--repeats 3] [--pool] [--cpu-normalise] [--peak 800e12]
+                                      [--mfu 0.4]
 """
 
 from __future__ import annotations
@@ -74,11 +78,14 @@ def hd_clips() -> list[Path]:
     return found
 
 
-def ours_input(path: Path, store: ContentStore, key: str) -> torch.Tensor:
+def ours_input(path: Path, store: ContentStore, key: str, cpu_normalise: bool
+               ) -> torch.Tensor:
     frames = read_clip_frames(path, SPEC, threads=1)
     store.put_tensors(ArtifactKind.frames, key, {"frames": torch.from_numpy(frames)})
-    stored = store.get_tensors(ArtifactKind.frames, key)["frames"]
-    return frames_to_vae_input(stored)
+    stored = store.get_tensors(ArtifactKind.frames, key)["frames"][None]
+    if cpu_normalise:
+        return frames_to_vae_input(stored)
+    return stored.clone()  # what pinning costs the CPU: one copy (normalised on the GPU)
 
 
 def peer_input(path: Path) -> torch.Tensor:
@@ -103,7 +110,8 @@ def cpu_seconds(fn, repeats: int) -> tuple[float, float]:
         c0, w0 = time.process_time(), time.perf_counter()
         out = fn()
         cpu, wall = min(cpu, time.process_time() - c0), min(wall, time.perf_counter() - w0)
-        assert tuple(out.shape) == (1, 3, FRAMES, HEIGHT, WIDTH), out.shape
+        assert tuple(out.shape) in ((1, 3, FRAMES, HEIGHT, WIDTH),  # float, normalised
+                                    (1, FRAMES, HEIGHT, WIDTH, 3)), out.shape  # uint8
         del out
     return cpu, wall
 
@@ -124,6 +132,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pool", action="store_true", help="also ours on every core")
+    parser.add_argument("--cpu-normalise", action="store_true",
+                        help="ours normalises on the CPU too (as for a CPU VAE)")
     parser.add_argument("--peak", type=float, default=800e12,
                         help="the GPU's dense bf16 FLOP/s (default 800e12, an H100 SXM)")
     parser.add_argument("--mfu", type=float, default=0.4,
@@ -133,14 +143,16 @@ def main() -> None:
     load = os.getloadavg()[0]
     paths = hd_clips()
     print(f"{len(paths)} clips of the corpus at 720p or more -> {FRAMES}x{HEIGHT}x{WIDTH}, "
-          f"one thread each side; {os.cpu_count()} cores; load average {load:.1f}")
+          f"one thread each side; {os.cpu_count()} cores; load average {load:.1f}; ours "
+          f"normalises {'on the CPU' if args.cpu_normalise else 'on the GPU (not counted)'}")
     print(f"{'clip':44}{'source':>11}{'ours CPU s':>12}{'peer CPU s':>12}{'peer/ours':>11}")
     ours_total = peer_total = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         store = ContentStore(tmp)
         for i, path in enumerate(paths):
             probe = probe_video(path)
-            ours, _ = cpu_seconds(lambda: ours_input(path, store, f"clip{i}"), args.repeats)
+            ours, _ = cpu_seconds(lambda: ours_input(path, store, f"clip{i}",
+                                                     args.cpu_normalise), args.repeats)
             peer, _ = cpu_seconds(lambda: peer_input(path), args.repeats)
             ours_total, peer_total = ours_total + ours, peer_total + peer
             print(f"{path.parent.name + '/' + path.name:44}"

@@ -209,14 +209,25 @@ def _encode_batch(vae: AutoencoderKLCogVideoX, batch: list[dict],
     """One batch's moments by output name, each bucket's encoder made on its first batch."""
     outputs = {}
     for name, x in inputs.items():  # I2V: the first frame has an encoder of its own
+        x = vae_input_on_device(x, target.device, target.dtype)
         which = f"{batch[0]['bucket']}" + ("" if name == "frames" else f" {name}")
         if which not in encoders:  # deciding and setting up count as encoding
             setup = time.perf_counter()
             encoders[which] = encoder_for(vae, tuple(x.shape[2:]),
                                           len(todo[batch[0]["bucket"]]))
             encoders[which].setup_s = time.perf_counter() - setup
-        outputs[OUTPUT_OF[name]] = encoders[which](x.to(target.device, non_blocking=True))
+        outputs[OUTPUT_OF[name]] = encoders[which](x)
     return outputs
+
+
+def vae_input_on_device(x: torch.Tensor, device: torch.device, dtype: torch.dtype
+                        ) -> torch.Tensor:
+    """The VAE's input on its device: a batch the reader left as uint8 frames (for a GPU) is
+    normalised there, with the same arithmetic as frames_to_vae_input on the CPU."""
+    x = x.to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        x = frames_to_vae_input(x).to(dtype=dtype)
+    return x
 
 
 class _Target:
@@ -241,8 +252,10 @@ class _Target:
 
 class BatchStream:
     """Iterate (batch rows, {"frames": x, ["first_frame": x]}) with x the VAE's input
-    [B, 3, F, H, W] (encode_moments' own normalisation, in the VAE's dtype), read by a
-    background thread at most `ahead` batches ahead of the consumer.
+    [B, 3, F, H, W] (encode_moments' own normalisation, in the VAE's dtype) for a VAE on the
+    CPU, or the uint8 frames [B, F, H, W, 3] for one on another device (vae_input_on_device
+    finishes them there), read by a background thread at most `ahead` batches ahead of the
+    consumer.
 
     A batch counts as held until the consumer asks for the next one, so at most 1 + ahead
     batches exist at once. Errors of the reader are raised to the consumer."""
@@ -320,10 +333,14 @@ class BatchStream:
         return frames
 
     def _inputs(self, frames: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The VAE's input on the CPU; for a VAE elsewhere the uint8 frames (pinned for a
+        GPU), normalised on its device (vae_input_on_device): 4x fewer bytes over the bus
+        than float32, and no float work left on the CPU, which a GPU's feed is bound by."""
         inputs = {}
-        for name, value in frames.items():  # as encode_moments does it: on the CPU
-            x = frames_to_vae_input(value).to(dtype=self.target.dtype)
-            if self.target.device.type == "cuda":
-                x = x.pin_memory()
-            inputs[name] = x
+        for name, value in frames.items():
+            if self.target.device.type == "cpu":  # as encode_moments does it
+                inputs[name] = frames_to_vae_input(value).to(dtype=self.target.dtype)
+            else:
+                inputs[name] = value.pin_memory() if self.target.device.type == "cuda" \
+                    else value
         return inputs

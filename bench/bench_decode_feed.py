@@ -42,9 +42,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from cog_assets.core.choices import ArtifactKind, ResizeMode, ShortClipPolicy, StartPolicy  # noqa: E402,E501
@@ -52,6 +52,7 @@ from cog_assets.media.decode import ClipTask, FrameSpec, decode_clip_task, read_
 from cog_assets.media.probe import probe_video  # noqa: E402
 from cog_assets.models.vae import frames_to_vae_input  # noqa: E402
 from cog_assets.store.content_store import ContentStore  # noqa: E402
+from trainer_baseline import peer_frames  # noqa: E402
 
 MEDIA = Path(os.environ.get("COG_ASSETS_MEDIA") or HERE.parent.parent / "shared" / "media")
 FRAMES, HEIGHT, WIDTH, FPS = 49, 480, 720, 8
@@ -89,18 +90,8 @@ def ours_input(path: Path, store: ContentStore, key: str, cpu_normalise: bool
 
 
 def peer_input(path: Path) -> torch.Tensor:
-    import decord
-    import torch.nn.functional as F
-
-    reader = decord.VideoReader(str(path), num_threads=1)
-    n = len(reader)
-    indices = list(range(0, n, max(1, n // FRAMES)))[:FRAMES]
-    indices += [indices[-1]] * (FRAMES - len(indices))
-    frames = torch.from_numpy(reader.get_batch(indices).asnumpy()).float()
-    frames = frames.permute(0, 3, 1, 2).contiguous()
-    resized = F.interpolate(frames, size=(HEIGHT, WIDTH), mode="bilinear", antialias=True,
-                            align_corners=False)
-    return (resized / 255.0 * 2.0 - 1.0).permute(1, 0, 2, 3)[None]
+    """The peer's frames (trainer_baseline.peer_frames, one decoding thread) as a batch."""
+    return peer_frames(path, FRAMES, HEIGHT, WIDTH, threads=1).permute(1, 0, 2, 3)[None]
 
 
 def cpu_seconds(fn, repeats: int) -> tuple[float, float]:

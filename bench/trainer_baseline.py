@@ -80,13 +80,14 @@ def resize_cover(frames, height: int, width: int):
     return x[:, :, g.crop_y:g.crop_y + height, g.crop_x:g.crop_x + width].clamp(0, 255)
 
 
-def peer_frames(path: Path, num_frames: int, height: int, width: int):
-    """float [F, 3, H, W] in [-1, 1], as prepare_dataset.py makes it (see the docstring)."""
+def peer_frames(path: Path, num_frames: int, height: int, width: int, threads: int = 0):
+    """float [F, 3, H, W] in [-1, 1], as prepare_dataset.py makes it (see the docstring);
+    `threads`: decord's decoding threads (0: its default)."""
     import decord
     import torch
     import torch.nn.functional as F
 
-    reader = decord.VideoReader(str(path))
+    reader = decord.VideoReader(str(path), num_threads=threads)
     n = len(reader)
     indices = list(range(0, n, max(1, n // num_frames)))[:num_frames]
     indices += [indices[-1]] * (num_frames - len(indices))

@@ -326,36 +326,15 @@ def test_the_dataset_lock_on_s3_keeps_other_processes_out_until_released(s3_endp
 def test_two_runs_of_one_shard_on_s3_never_list_a_gone_file(s3_endpoint, bucket, monkeypatch):
     """The local interleaving of test_catalog, on S3: run A held right after publishing while
     run B writes and publishes its own version; the catalog lists only files in the bucket."""
-    import threading
-
-    from cog_assets.stages import dataset as stage
     from cog_assets.store.catalog import read_catalog
     from cog_assets.store.verify import verify_store
-    from cog_assets_tests.fixtures.datasets import build_dataset
+    from cog_assets_tests.fixtures.datasets import publish_two_runs_at_once
 
     store = ContentStore(f"s3://{bucket}/store", **storage_options(s3_endpoint))
     root = store.path("datasets", "tiny")
-    published_a, b_done = threading.Event(), threading.Event()
-    real, calls = stage.catalog.publish_shard, []
-
-    def publish(*args, **kwargs):
-        listed = real(*args, **kwargs)
-        calls.append(args[3].version)
-        if len(calls) == 1:
-            published_a.set()
-            assert b_done.wait(60)
-        return listed
-
-    monkeypatch.setattr(stage.catalog, "publish_shard", publish)
-    a = threading.Thread(target=build_dataset, args=(root, [
-        ("shard-00000", "clips/a.mp4", "a", 9, 64, 96)]), kwargs={"store": store, "seed": 1})
-    a.start()
-    assert published_a.wait(60)
-    build_dataset(root, [("shard-00000", "clips/a.mp4", "a", 17, 64, 64)], store=store, seed=2)
-    b_done.set()
-    a.join(60)
+    first, second = publish_two_runs_at_once(root, store, monkeypatch)
     entry = read_catalog(store, root).shards["shard-00000"]
-    assert entry.version == calls[1] != calls[0]
+    assert entry.version == second != first
     for published in [*entry.served(), entry.rejects]:
         assert store.fs.size(f"{root}/shard-00000/{published.name}") == published.bytes
     assert verify_store(store).ok

@@ -260,20 +260,8 @@ def ui_run(tmp_path_factory):
             "runConfigData": {},
             "executionMetadata": {"tags": [{"key": "dagster/partition", "value": shard}]},
         }
-        launched = server.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_id = launched["run"]["runId"]
-
-        deadline = time.monotonic() + RUN_S
-        while True:
-            run = server.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]
-            assert run["__typename"] == "Run", run
-            if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"run {run_id} still {run['status']} after {RUN_S} s:\n"
-                            f"{server.tail()}")
-            time.sleep(1)
+        run = _launch_and_wait(server, params)
+        run_id = run["runId"]
         assert run["status"] == "SUCCESS", f"{run}\n{server.tail()}"
         assert run["jobName"] == "prepare_shards"
 
@@ -327,12 +315,14 @@ query Failures($runId: ID!) {
 
 
 def _launch_and_wait(server: DagsterDev, params: dict) -> dict:
+    """Launch a run as the UI's button does and wait for it to end; the run, with its id."""
     launched = server.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
     deadline = time.monotonic() + RUN_S
     while True:
         run = server.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]
+        assert run["__typename"] == "Run", run
         if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
             return {**run, "runId": run_id}
         if time.monotonic() > deadline:

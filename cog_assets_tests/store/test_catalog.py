@@ -12,12 +12,16 @@ import polars as pl
 
 from cog_assets.stages.dataset import finish_shard
 from cog_assets.store import catalog
-from cog_assets.store.dataset_lock import dataset_lock
 from cog_assets.store.catalog import load_catalog
 from cog_assets.store.content_store import ContentStore
+from cog_assets.store.dataset_lock import dataset_lock
 from cog_assets.store.layout import CATALOG_ENTRIES_DIR
 from cog_assets.store.verify import verify_store
-from cog_assets_tests.fixtures.datasets import build_dataset, cas_store
+from cog_assets_tests.fixtures.datasets import (
+    build_dataset,
+    cas_store,
+    publish_two_runs_at_once,
+)
 
 CLIP = ("clips/a.mp4", "a red ball", 9, 64, 96)
 
@@ -137,32 +141,9 @@ def test_two_runs_of_one_shard_publishing_at_once_never_list_a_gone_file(tmp_pat
     its own version; then A goes on. Publication removes nothing, so the catalog lists B's
     files, all there, and A's stay (superseded) for gc. Deterministic: A is held by events
     right after its publication, where it used to remove "every other version"."""
-    from cog_assets.stages import dataset as stage
-
     store = ContentStore(str(tmp_path / "store"))
     root = tmp_path / "store" / "datasets" / "tiny"
-    published_a, b_done = threading.Event(), threading.Event()
-    real = stage.catalog.publish_shard
-    calls = []
-
-    def publish(*args, **kwargs):
-        catalog_now = real(*args, **kwargs)
-        calls.append(args[3].version)
-        if len(calls) == 1:  # run A: hold it here until B has published
-            published_a.set()
-            assert b_done.wait(60)
-        return catalog_now
-
-    monkeypatch.setattr(stage.catalog, "publish_shard", publish)
-    a = threading.Thread(target=build_dataset, args=(root, [
-        ("shard-00000", "clips/a.mp4", "a", 9, 64, 96)]), kwargs={"store": store, "seed": 1})
-    a.start()
-    assert published_a.wait(60)
-    build_dataset(root, [("shard-00000", "clips/a.mp4", "a", 17, 64, 64)], store=store,
-                  seed=2)  # run B: the same clip, another bucket
-    b_done.set()
-    a.join(60)
-    first, second = calls
+    first, second = publish_two_runs_at_once(root, store, monkeypatch)
     entry = load_catalog(root).shards["shard-00000"]
     assert entry.version == second != first
     _served_files_exist(root)

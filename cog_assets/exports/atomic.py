@@ -29,20 +29,27 @@ def _temp_name(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A binary handle whose content appears at `path` only if the block finishes."""
+def _replacing(path: Path) -> Iterator[Path]:
+    """A hidden temporary name beside `path`, renamed over it in one step if the block
+    finishes and removed if it does not."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)
     try:
-        with open(tmp, "xb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary handle whose content appears at `path` only if the block finishes."""
+    with _replacing(path) as tmp, open(tmp, "xb") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
@@ -65,15 +72,8 @@ def save_tensor(path: Path, tensor: torch.Tensor) -> Path:
 
 def symlink(path: Path, target: Path) -> Path:
     """Point `path` at `target`, replacing whatever was there in one rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _replacing(path) as tmp:
+        os.symlink(target, tmp)
     return path
 
 
@@ -81,9 +81,7 @@ def link_or_copy(path: Path, target: Path) -> Path:
     """Make `path` a hard link to the file `target` (the same bytes, no more space, a real
     file wherever the export is copied or moved), replacing whatever was there in one rename;
     a copy where the filesystem cannot link (another device, no hard links)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    try:
+    with _replacing(path) as tmp:
         try:
             os.link(target, tmp)
         except OSError:
@@ -91,11 +89,6 @@ def link_or_copy(path: Path, target: Path) -> Path:
                 shutil.copyfileobj(source, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path
 
 

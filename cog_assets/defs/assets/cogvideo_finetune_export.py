@@ -8,13 +8,7 @@ from cog_assets.defs.assets.groups import (
     EXPORTS_GROUP,
     TRAINING_DATASET_KEY,
 )
-from cog_assets.defs.assets.trainer_exports import (
-    dataset_clip_files,
-    export_dirs,
-    export_lease,
-    export_result,
-    require_all,
-)
+from cog_assets.defs.assets.trainer_exports import export_with_clip_files
 from cog_assets.defs.resources import (
     ClipsResource,
     FramesResource,
@@ -38,11 +32,9 @@ def cogvideo_finetune_export(context: AssetExecutionContext, model: ModelResourc
     files (read by the trainer only where its cache misses)."""
     refuse_output_overrides(context, model=model, sources=sources, frames=frames,
                             limits=limits, clips=clips, store=store)
-    dataset_dir, out_dir = export_dirs(store, model, "cogvideo-finetune")
-    with export_lease(context, store, model) as lease:
-        files = dataset_clip_files(store, model, sources, limits, clips, lease.hold_all)
-        require_all(files)
-        return export_result(export_cogvideo_finetune(
+    return export_with_clip_files(
+        context, "cogvideo-finetune", model, sources, limits, clips, store,
+        lambda dataset_dir, out_dir, files: export_cogvideo_finetune(
             dataset_dir, out_dir, get_profile(model.profile), seed=frames.seed,
-            clip_files=files.files, image_latent_scaling=model.image_latent_scaling,
-            id_token=sources.id_token), files)
+            clip_files=files, image_latent_scaling=model.image_latent_scaling,
+            id_token=sources.id_token))

@@ -75,6 +75,20 @@ def require_all(files: ClipFiles) -> None:
                          + "\n".join(lines) + (f"\n... and {more} more" if more > 0 else ""))
 
 
+def export_with_clip_files(context: AssetExecutionContext, trainer: str, model: ModelResource,
+                           sources: SourcesResource, limits: LimitsResource,
+                           clips: ClipsResource, store: StoreResource,
+                           write: Callable[[Path, Path, dict], ExportReport]
+                           ) -> MaterializeResult:
+    """An export that links clip files: under the exports' lease, every clip's file found or
+    cut (all of them, or refused), then `write(dataset_dir, out_dir, clip_files)`."""
+    dataset_dir, out_dir = export_dirs(store, model, trainer)
+    with export_lease(context, store, model) as lease:
+        files = dataset_clip_files(store, model, sources, limits, clips, lease.hold_all)
+        require_all(files)
+        return export_result(write(dataset_dir, out_dir, files.files), files)
+
+
 def export_result(report: ExportReport, files: ClipFiles | None = None) -> MaterializeResult:
     metadata = {
         "clips": report.clips, "files": len(report.files), "out_dir": str(report.out_dir),

@@ -9,13 +9,7 @@ from cog_assets.defs.assets.groups import (
     EXPORTS_GROUP,
     TRAINING_DATASET_KEY,
 )
-from cog_assets.defs.assets.trainer_exports import (
-    dataset_clip_files,
-    export_dirs,
-    export_lease,
-    export_result,
-    require_all,
-)
+from cog_assets.defs.assets.trainer_exports import export_with_clip_files
 from cog_assets.defs.resources import (
     ClipsResource,
     LimitsResource,
@@ -36,10 +30,8 @@ def videox_fun_export(context: AssetExecutionContext, model: ModelResource,
     ({file_path, text, type: video, ...} per clip: `--train_data_meta`), trainer_args.txt."""
     refuse_output_overrides(context, model=model, sources=sources, limits=limits, clips=clips,
                             store=store)
-    dataset_dir, out_dir = export_dirs(store, model, "videox-fun")
-    with export_lease(context, store, model) as lease:
-        files = dataset_clip_files(store, model, sources, limits, clips, lease.hold_all)
-        require_all(files)
-        return export_result(export_videox_fun(
-            dataset_dir, out_dir, get_profile(model.profile), files.files,
-            keyframes=clips.export_keyframes, id_token=sources.id_token), files)
+    return export_with_clip_files(
+        context, "videox-fun", model, sources, limits, clips, store,
+        lambda dataset_dir, out_dir, files: export_videox_fun(
+            dataset_dir, out_dir, get_profile(model.profile), files,
+            keyframes=clips.export_keyframes, id_token=sources.id_token))

@@ -431,6 +431,8 @@ def _re_encode(task: CutTask, segment: Segment, expect: FileStamp, seek: bool) -
                         picture.time_base = 1 / rate
                         output.mux(target.encode(picture))
             except av.error.FFmpegError as exc:
+                if isinstance(exc, OSError):  # writing (a full disk), not the source
+                    raise
                 raise MediaError(RejectReason.decode_error, (
                     f"{name}: decode error at frame {state['count']} of the clip from "
                     f"{segment.start_s:.3f} s: {exc}")) from None
@@ -483,9 +485,17 @@ def _cut_one(task: CutTask, segment: Segment, expect: FileStamp) -> CutClip:
                          f"{name}: [{segment.start_s}, {segment.end_s}) holds no time")
     with open_media(task.path, root=task.root, expect=expect) as container:
         stream, source = _source(container, name)
-        packets = _copy_plan(container, stream, source, segment.start_s, segment.end_s)
-        if packets is not None:
-            _write_copy(segment.out, stream, packets, source.rate)
+        try:
+            packets = _copy_plan(container, stream, source, segment.start_s, segment.end_s)
+            if packets is not None:
+                _write_copy(segment.out, stream, packets, source.rate)
+        except av.error.FFmpegError as exc:
+            if isinstance(exc, OSError):  # the disk, not the file (ENOSPC, EIO): not the clip's
+                raise
+            # packets FFmpeg cannot read (a damaged or hostile file): the re-encode decodes
+            # what it can, skips damaged packets, and names the file if it cannot
+            _remove(segment.out)
+            packets = None
     skipped = 0
     if packets is not None:
         method = CutMethod.stream_copy
@@ -495,10 +505,17 @@ def _cut_one(task: CutTask, segment: Segment, expect: FileStamp) -> CutClip:
             skipped = _re_encode(task, segment, expect, seek=True)
         except _Overshot:
             skipped = _re_encode(task, segment, expect, seek=False)
-    frames, width, height, rate = _measure(segment.out)
-    first = last = None
-    if task.keyframes:
-        first, last = end_pictures(segment.out)
+    try:
+        frames, width, height, rate = _measure(segment.out)
+        first = last = None
+        if task.keyframes:
+            first, last = end_pictures(segment.out)
+    except av.error.FFmpegError as exc:
+        if isinstance(exc, OSError):
+            raise
+        raise MediaError(RejectReason.decode_error, (
+            f"{name}: the clip file cut from {segment.start_s:.3f} s cannot be read back: "
+            f"{exc}")) from None
     return CutClip(method, frames, rate, width, height, os.path.getsize(segment.out),
                    file_digest(segment.out), first, last, skipped)
 

@@ -1,7 +1,7 @@
 """clip_files: every accepted clip of the finished dataset cut out of its source as a file.
 
-For the trainers that read video files (VideoX-Fun, CogVideo's finetune when its cache misses,
-diffusion-pipe, musubi-tuner). A clip file is content-addressed like every artefact: its key
+For the trainers that read video files (VideoX-Fun, CogVideo's finetune when its cache
+misses). A clip file is content-addressed like every artefact: its key
 hashes its source's bytes, the segment and the encoding (`core.keys.clip_file_key`), never the
 caption, so an edited source is cut again for its own clips only and an edited caption cuts
 nothing. The clips of one source are cut by one task in a worker process (the source is hashed

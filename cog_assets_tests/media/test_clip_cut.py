@@ -276,3 +276,29 @@ def test_a_damaged_packet_is_never_copied_into_a_clip_the_trainer_cannot_decode(
     reader = VideoReader(str(path))
     assert len(reader) == result.frames == 50
     assert reader.get_batch(list(range(len(reader)))).asnumpy().shape[0] == 50
+
+
+def test_packets_ffmpeg_cannot_read_on_the_copy_path_fall_back_to_a_re_encode(tmp_path,
+                                                                               monkeypatch):
+    """A damaged or hostile file whose packets FFmpeg refuses while the copy is planned (its
+    demuxer raises) is not a crash of the whole step: the clip is encoded again from what
+    decodes. A write error (a full disk) is the machine's, not the clip's: it is raised."""
+    from cog_assets.media import clip_cut
+
+    source = write_test_video(tmp_path / "a.mp4", fps=25, seconds=4.0)
+
+    def refuse(*args, **kwargs):
+        raise av.error.InvalidDataError(-1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr(clip_cut, "_copy_plan", refuse)
+    [(result, path)] = cut(source, (1.0, 3.0))  # a copy without the error
+    assert result.method == CutMethod.re_encode and result.frames == 50
+    frames, _, _ = decoded(path)
+    assert [read_frame_index(f) for f in frames] == list(range(25, 75))
+
+    def disk_full(*args, **kwargs):
+        raise av.error.OSError(28, "No space left on device")
+
+    monkeypatch.setattr(clip_cut, "_copy_plan", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        cut(source, (1.0, 3.0))

@@ -51,6 +51,8 @@ def clip_files(context: AssetExecutionContext, model: ModelResource, sources: So
         metadata["failed"] = table_metadata(pl.DataFrame(
             [{"clip_id": c, "reason": r, "message": m} for c, (r, m) in files.failed.items()]))
         context.log.warning(f"{len(files.failed)} clips could not be cut; the video exports "
-                            "refuse them until their shards are materialized again")
+                            "refuse them. Each is tried again by the next run (a source that "
+                            "changed since its shard was made needs the shard materialized "
+                            "again); see `failed` for the reasons")
     return MaterializeResult(metadata={k: (MetadataValue.text(v) if isinstance(v, str) else v)
                                        for k, v in metadata.items()})

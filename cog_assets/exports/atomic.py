@@ -81,14 +81,18 @@ def link_or_copy(path: Path, target: Path) -> Path:
     """Make `path` a hard link to the file `target` (the same bytes, no more space, a real
     file wherever the export is copied or moved), replacing whatever was there in one rename;
     a copy where the filesystem cannot link (another device, no hard links)."""
-    with _replacing(path) as tmp:
-        try:
+    try:
+        with _replacing(path) as tmp:
             os.link(target, tmp)
-        except OSError:
-            with open(target, "rb") as source, open(tmp, "xb") as handle:
-                shutil.copyfileobj(source, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
+    except OSError:
+        copy_file(path, target)
+    return path
+
+
+def copy_file(path: Path, source: Path) -> Path:
+    """A copy of the file `source` at `path`, landing whole or not at all."""
+    with atomic_file(path) as handle, open(source, "rb") as original:
+        shutil.copyfileobj(original, handle)
     return path
 
 

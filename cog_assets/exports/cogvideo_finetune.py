@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -193,9 +192,7 @@ def export_cogvideo_finetune(dataset_dir: str | Path, out_dir: str | Path, profi
                 if profile.i2v:
                     picture = Path(pictures[clip.clip_id])
                     name = f"images/{stem}{picture.suffix}"
-                    with atomic.atomic_file(folder / name) as handle:
-                        with open(picture, "rb") as source:
-                            shutil.copyfileobj(source, handle)
+                    atomic.copy_file(folder / name, picture)
                     relative.append(name)
             relative += _write_manifests(folder, clips, lines, stems, pictures, profile)
             write_clip_table(folder, clips, stems, None if clip_files is None else {

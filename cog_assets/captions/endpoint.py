@@ -15,13 +15,13 @@ it is sent in the Authorization header and appears in no message, log, setting o
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import logging
 import os
 import random
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -88,7 +88,8 @@ def _content(body: bytes) -> str:
         raise EndpointError(f"malformed answer ({type(exc).__name__}: "
                             f"{body[:ERROR_BODY_CHARS]!r})", retry=True) from None
     if isinstance(content, list):  # content parts, as some servers answer
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        content = "".join(p["text"] for p in content
+                          if isinstance(p, dict) and isinstance(p.get("text"), str))
     if not isinstance(content, str) or not content.strip():
         raise EndpointError("empty answer (no text in the first choice)", retry=True)
     return content.strip()
@@ -107,8 +108,6 @@ class ChatEndpoint:
     concurrency: int = 8
     backoff_s: float = 1.0
     key: str | None = field(default=None, repr=False)
-    sent: int = 0  # requests sent so far (retries included)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def completions_url(self) -> str:
@@ -127,8 +126,6 @@ class ChatEndpoint:
             headers["Authorization"] = f"Bearer {self.key}"
         request = urllib.request.Request(self.completions_url, data=payload, headers=headers,
                                          method="POST")
-        with self._lock:
-            self.sent += 1
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 body = response.read()
@@ -144,6 +141,10 @@ class ChatEndpoint:
                                 status=status, wait_s=_seconds(retry_after)) from None
         except (TimeoutError, socket.timeout):
             raise EndpointError(f"no answer within {self.timeout_s:g} s (caption_timeout_s)",
+                                retry=True) from None
+        except http.client.HTTPException as exc:  # a broken answer: cut off, not HTTP at all
+            raise EndpointError(self._hide(f"broken answer from {self.completions_url}: "
+                                           f"{type(exc).__name__}: {exc}"),
                                 retry=True) from None
         except (urllib.error.URLError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

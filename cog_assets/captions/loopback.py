@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 
 # What a request can get: a good answer, or one of the failures a real server gives.
-OK, ERROR_500, TOO_MANY, SLOW, MALFORMED, EMPTY, REFUSED, LOOP, CHINESE = (
-    "ok", "500", "429", "slow", "malformed", "empty", "401", "loop", "chinese")
+OK, ERROR_500, TOO_MANY, SLOW, MALFORMED, EMPTY, REFUSED, LOOP, CHINESE, CUT_OFF = (
+    "ok", "500", "429", "slow", "malformed", "empty", "401", "loop", "chinese", "cut_off")
 
 
 @dataclass
@@ -178,6 +178,13 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                 return self._send(429, b'{"error": "slow down"}', {"Retry-After": "0"})
             if behaviour == REFUSED:
                 return self._send(401, b'{"error": "invalid api key"}')
+            if behaviour == CUT_OFF:  # the server dies mid-answer: fewer bytes than announced
+                self.send_response(200)
+                self.send_header("Content-Length", "4096")
+                self.end_headers()
+                self.wfile.write(b'{"choices": [')
+                self.close_connection = True
+                return None
             if behaviour == MALFORMED:
                 return self._send(200, b'{"choices": [{"message": {"content": "A half')
             content = {EMPTY: "", LOOP: "The cat sat. " * 40,

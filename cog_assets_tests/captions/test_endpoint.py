@@ -9,6 +9,7 @@ import pytest
 from cog_assets.captions.captioner import CaptionJob
 from cog_assets.captions.endpoint import ChatEndpoint, EndpointCaptioner, EndpointPolisher
 from cog_assets.captions.loopback import (
+    CUT_OFF,
     EMPTY,
     ERROR_500,
     MALFORMED,
@@ -53,7 +54,7 @@ def test_frames_go_as_jpeg_image_urls_in_one_user_message_and_captions_follow_th
     assert captioner.identity == "endpoint:qwen2.5-vl-7b"
 
 
-@pytest.mark.parametrize("failure", [ERROR_500, TOO_MANY, SLOW, MALFORMED, EMPTY])
+@pytest.mark.parametrize("failure", [ERROR_500, TOO_MANY, SLOW, MALFORMED, EMPTY, CUT_OFF])
 def test_a_failed_request_is_tried_again_and_succeeds(failure):
     with chat_server(script=[failure], slow_s=1.0) as server:
         results = run(EndpointCaptioner(endpoint(server, timeout_s=0.3), "Describe."),

@@ -331,9 +331,16 @@ def collect(store: ContentStore, plan: GcPlan, *, grace_s: float, now: float | N
             datasets.setdefault(parts[1], []).append(item)
         else:
             doomed.append(item)
-    _remove(store, doomed, result)
+    # References go after the shard files: what a retired shard is home to is written back
+    # by following them (keys no catalog lists yet). Judged again then, as the datasets were.
+    _remove(store, [g for g in doomed if g.category != "references"], result)
     for profile, items in sorted(datasets.items()):
         _collect_dataset(store, profile, items, live, cutoff, now, result)
+    references_now = [g for g in doomed if g.category == "references"]
+    if references_now:
+        live, holding = live_set(store), held(store, now=time.time())
+        _remove(store, [g for g in references_now
+                        if _still_garbage(store, g, live, holding, cutoff)], result)
     _prune_empty_folders(store, [g.path for g in result.removed])
     return result
 
@@ -358,13 +365,18 @@ def _collect_dataset(store: ContentStore, profile: str, items: list[Garbage], li
                 doomed.append(item)
             else:
                 result.kept_now += item.files
-        shard_files = [g.path for g in doomed
-                       if g.category in ("old_versions", "retired_shards")]
-        adoption.evict_from(store, shard_files,
-                            [p for p in shard_files if layout.is_versioned_index(p)],
-                            wanted=lambda kind, key: (holding.holds_key(kind, key)
-                                                      or live.has(kind, key)
-                                                      or fresh.has(kind, key)))
+        # A retired shard's clips may belong to new shards no run has reached yet (a long
+        # re-shard): all it is home to goes back to cas, where a later gc collects what no
+        # shard takes. An old version of a live shard gives back only what is still wanted
+        # (the new version holds the rest in its own files).
+        for category, wanted in (
+                ("retired_shards", None),
+                ("old_versions", lambda kind, key: (holding.holds_key(kind, key)
+                                                    or live.has(kind, key)
+                                                    or fresh.has(kind, key)))):
+            files = [g.path for g in doomed if g.category == category]
+            adoption.evict_from(store, files,
+                                [p for p in files if layout.is_versioned_index(p)], wanted)
         _remove(store, doomed, result)
 
 

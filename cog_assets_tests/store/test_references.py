@@ -168,6 +168,24 @@ def test_a_retired_shard_gives_its_artefacts_back_to_the_store(tmp_path):
     assert verify_store(store).ok
 
 
+def test_a_retired_shards_artefacts_go_back_to_the_store_before_any_run_holds_them(tmp_path):
+    """A long re-shard: gc removes a retired folder (its grace passed) while the new shards
+    that will take its clips have not started, so no run holds them and no catalog lists
+    them yet. Everything the folder was home to goes back to cas (a later gc collects what
+    no shard takes), so the re-shard still encodes nothing again."""
+    store, root, expected = _published(tmp_path)
+    index = _index(root, "shard-00001")
+    finish_shard(store, str(root), "tiny", "shard-00001", 2, {"shard-00000"}, pl.DataFrame(),
+                 pl.DataFrame())
+    collect(store, plan_gc(store, grace_s=0), grace_s=0)
+    assert not (root / "shard-00001").exists()
+    for row in index.iter_rows(named=True):
+        assert torch.equal(store.get_tensors(ArtifactKind.latents, row["latent_key"])[
+            "moments"], expected[row["clip_id"]].moments)
+        assert torch.equal(store.get_tensors(ArtifactKind.embeddings, row["embedding_key"])[
+            "prompt_embedding"], expected[row["clip_id"]].embedding)
+
+
 def test_i2v_image_moments_live_in_the_image_latents_file(tmp_path):
     store, root, expected = _published(tmp_path, image_latents=True)
     for shard in ("shard-00000", "shard-00001"):

@@ -28,6 +28,7 @@ This module imports no pipeline code: a trainer reads the catalog with `load_cat
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from cog_assets.store.content_store import ContentStore
 
 CATALOG_FORMAT = "cog-assets-catalog/1"
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -286,8 +289,10 @@ def reconcile(store: ContentStore, dataset_dir: str, profile: str, live: Iterabl
         return _rebuild(store, dataset_dir, profile, set(live), shard_count)
 
 
-def published_entries(store: ContentStore, dataset_dir: str) -> dict[str, ShardEntry]:
-    """Every shard entry under catalog.d/ (the catalog is rebuilt from these)."""
+def published_entries(store: ContentStore, dataset_dir: str,
+                      damaged: list[str] | None = None) -> dict[str, ShardEntry]:
+    """Every shard entry under catalog.d/ (the catalog is rebuilt from these). An unreadable
+    one is left out with a warning naming it, and its shard named in `damaged`."""
     folder = f"{dataset_dir}/{layout.CATALOG_ENTRIES_DIR}"
     if not store.exists(folder):
         return {}
@@ -296,8 +301,13 @@ def published_entries(store: ContentStore, dataset_dir: str) -> dict[str, ShardE
         if path.endswith(".json"):
             try:
                 entry = ShardEntry.from_json(json.loads(store.read_bytes(path)))
-            except (ValueError, KeyError, TypeError):
-                continue  # unreadable: treated as not published; the shard's next run rewrites it
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("catalog entry %s cannot be read (%s: %s): the catalog's copy of "
+                            "it is written back, or the shard's next run writes it",
+                            path, type(exc).__name__, exc)
+                if damaged is not None:
+                    damaged.append(path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".json"))
+                continue
             entries[entry.shard] = entry
     return entries
 
@@ -312,7 +322,14 @@ def _rebuild(store: ContentStore, dataset_dir: str, profile: str, live: set[str]
     retired_at = dict(previous.retired_at) if previous else {}
     now = _now()
     kept = {}
-    for shard, entry in published_entries(store, dataset_dir).items():
+    damaged: list[str] = []
+    entries = published_entries(store, dataset_dir, damaged)
+    for shard in damaged:  # a damaged entry does not unpublish its shard: the catalog's copy
+        if previous is not None and shard in previous.shards and shard not in entries:
+            entries[shard] = previous.shards[shard]  # is written back in its place
+            store.write_json(f"{dataset_dir}/{layout.catalog_entry(shard)}",
+                             entries[shard].to_json())
+    for shard, entry in entries.items():
         if entry.shard_count != shard_count:
             why = (f"from {entry.shard_count} shards; the dataset now has {shard_count}")
         elif shard not in live:

@@ -18,6 +18,7 @@ from cog_assets.store.dataset_lock import dataset_lock
 from cog_assets.store.layout import CATALOG_ENTRIES_DIR
 from cog_assets.store.verify import verify_store
 from cog_assets_tests.fixtures.datasets import (
+    SHARD_COUNT,
     build_dataset,
     cas_store,
     publish_two_runs_at_once,
@@ -194,4 +195,25 @@ def test_gc_removing_an_old_version_waits_for_a_publication_of_it(tmp_path, monk
     assert entry.index.name in {p.name for p in (root / "shard-00000").iterdir()}
     _served_files_exist(root)
     assert not any(g.path.endswith(entry.index.name) for g in result.removed)
+    assert verify_store(store).ok
+
+
+def test_a_damaged_catalog_entry_does_not_unpublish_its_shard(tmp_path, caplog):
+    """A catalog.d entry that cannot be read (a torn copy, a bad disk) while another shard
+    publishes: the shard stays served as the catalog had it (not retired, so gc keeps its
+    files and readers keep reading), its entry is written back, and the log names the file."""
+    store = ContentStore(str(tmp_path / "store"))
+    root = tmp_path / "store" / "datasets" / "tiny"
+    build_dataset(root, store=store)
+    before = load_catalog(root)
+    damaged = root / CATALOG_ENTRIES_DIR / "shard-00001.json"
+    damaged.write_text('{"shard": "shard-00001", "vers')
+    with caplog.at_level("WARNING"):
+        after = catalog.reconcile(store, str(root), "tiny", {"shard-00000", "shard-00001"},
+                                  SHARD_COUNT)
+    assert after.shards["shard-00001"] == before.shards["shard-00001"]
+    assert "shard-00001" not in after.retired
+    assert str(damaged) in caplog.text
+    assert catalog.published_entries(store, str(root))["shard-00001"] == before.shards[
+        "shard-00001"]
     assert verify_store(store).ok

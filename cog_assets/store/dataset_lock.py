@@ -27,7 +27,6 @@ never lists a file that is gone.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -89,10 +88,18 @@ def _is_s3(store: ContentStore) -> bool:
 
 
 def _precondition_failed(exc: BaseException) -> bool:
-    """s3fs raises HTTP 412 (and 409, a concurrent conditional write) as an OSError."""
+    """Whether S3 refused a conditional write: HTTP 412, or 409 (a concurrent conditional
+    write). s3fs raises them as OSError(EINVAL), as it does every other 400, so the code is
+    read from the botocore error it wraps, else from the message."""
+    if isinstance(exc, FileExistsError):
+        return True
+    response = getattr(exc.__cause__, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+        return True
     text = str(exc).lower().replace("-", "")
-    return (isinstance(exc, FileExistsError) or getattr(exc, "errno", None) == errno.EINVAL
-            or "precondition" in text or "conditionalrequestconflict" in text)
+    return ("precondition" in text or "conditionalrequestconflict" in text
+            or "conflicting conditional" in text)
 
 
 class ObjectLock:

@@ -90,15 +90,17 @@ class CostLedger:
 
     def __init__(self, directory: str | os.PathLike):
         self.path = Path(directory) / COSTS_FILE
-        self._lock = threading.Lock()
 
     def read(self) -> dict[str, CompileCosts]:
         try:
             raw = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return {}
+        if not isinstance(raw, dict):  # damaged: measured again
+            return {}
         names = {f.name for f in fields(CompileCosts)}
-        return {key: CompileCosts(**{k: v for k, v in value.items() if k in names})
+        return {key: CompileCosts(**{k: v for k, v in value.items() if k in names
+                                     and (v is None or isinstance(v, (int, float)))})
                 for key, value in raw.items() if isinstance(value, dict)}
 
     def get(self, key: str) -> CompileCosts:
@@ -106,14 +108,13 @@ class CostLedger:
 
     def record(self, key: str, **measured: float | None) -> None:
         """Merge measured costs in (written atomically; a concurrent writer may win)."""
-        with self._lock:
-            costs = self.read()
-            costs[key] = costs.get(key, CompileCosts()).merged(**measured)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps({k: asdict(v) for k, v in costs.items()}, indent=1,
-                                      sort_keys=True))
-            os.replace(tmp, self.path)
+        costs = self.read()
+        costs[key] = costs.get(key, CompileCosts()).merged(**measured)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        tmp.write_text(json.dumps({k: asdict(v) for k, v in costs.items()}, indent=1,
+                                  sort_keys=True))
+        os.replace(tmp, self.path)
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,12 @@ def test_the_ledger_keeps_the_fastest_clip_and_the_latest_overheads(tmp_path):
     assert not CostLedger(tmp_path).get(cost_key("tiny", "float32", CPU, (9, 64, 96))).cached
 
 
-def test_a_damaged_ledger_is_read_as_nothing_measured(tmp_path):
-    (tmp_path / "cog-assets-compile-costs.json").write_text("{not json")
+@pytest.mark.parametrize("text", ["{not json", "null", "[1, 2]",
+                                  '{"k": {"eager_s": "fast", "cold_s": [3]}}'])
+def test_a_damaged_ledger_is_read_as_nothing_measured(tmp_path, text):
+    (tmp_path / "cog-assets-compile-costs.json").write_text(text)
     assert CostLedger(tmp_path).get("anything") == CompileCosts()
+    assert CostLedger(tmp_path).get("k") == CompileCosts()  # values that are no seconds
 
 
 def test_auto_without_a_place_for_the_cache_stays_eager():

@@ -43,7 +43,7 @@ from cog_assets.defs.versions import code_versions
 SETTINGS_METADATA = "cog_assets/settings"
 # Settings of the launchpad's resources that change how a run works, not what it writes
 # (test_run_settings checks that none of them moves a code version).
-HOW_NOT_WHAT = ("batch_size", "text_batch_size", "vae_slicing", "gpu_lock_dir",
+HOW_NOT_WHAT = ("batch_size", "text_batch_size", "vae_slicing", "vae_compile", "gpu_lock_dir",
                 "verify_artifacts", "frames_retention", "gc_grace_s", "image_latent_scaling",
                 "caption_endpoint", "caption_batch_size", "caption_concurrency",
                 "caption_timeout_s", "caption_retries")

@@ -117,11 +117,12 @@ def finish_shard(store: ContentStore, dataset_dir: str, profile: str, shard: str
                  shard_count: int, live: Iterable[str], index: pl.DataFrame,
                  rejects: pl.DataFrame, *, frames_retention: FramesRetention | None = None,
                  vae_scaling: VaeScaling | None = None) -> FinishedShard:
-    """Write the shard's files, publish them in the catalog, make them the home of the
-    shard's latents and embeddings, then drop the previous version.
+    """Write the shard's files, publish them in the catalog and make them the home of the
+    shard's latents and embeddings. Nothing is removed: the previous version stays for the
+    readers that opened it until gc removes it, gc_grace_s after it stopped being served.
 
     `live` are the shards the data root has clips in now; a shard not among them (its last
-    clip deleted) is retired instead: out of the catalog, its folder removed.
+    clip deleted) is retired instead: out of the catalog, its folder left for gc.
     `frames_retention` is recorded in the catalog entry (what gc may do with the frames), and
     `vae_scaling` (what the loader and the exports scale the latents by)."""
     live = set(live)

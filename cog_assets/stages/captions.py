@@ -50,7 +50,7 @@ from cog_assets.core.keys import (
 from cog_assets.core.reasons import RejectReason
 from cog_assets.media.contact_sheet import thumbnail_png
 from cog_assets.runtime.worker_pool import default_workers, prefetch_map
-from cog_assets.stages.common import Reuse, reusable, worker_failure
+from cog_assets.stages.common import Reuse, worker_failure
 from cog_assets.stages.manifest import with_id_token
 from cog_assets.stages.scene_segments import SEGMENTS_SCHEMA
 from cog_assets.store import layout
@@ -185,12 +185,14 @@ class _Run:
     # -- the artefacts ----------------------------------------------------------------------
 
     def _stored(self, key: str) -> str | None:
-        """A written caption from the store, or None (missing, or damaged: quarantined)."""
-        if not reusable(self.store, ArtifactKind.caption, key, self.stats, full=True):
-            return None
+        """A written caption from the store, or None (missing, or damaged: quarantined, noted
+        in the stats and written again). One read, digest-checked."""
         try:
             data = self.store.get_tensors(ArtifactKind.caption, key)["text"]
-        except (FileNotFoundError, CorruptArtifact, KeyError):
+        except (FileNotFoundError, KeyError):
+            return None
+        except CorruptArtifact as exc:  # quarantined by the read
+            self.stats.corrupt.append(f"{exc}; written again")
             return None
         return bytes(data.numpy().tobytes()).decode("utf-8")
 
@@ -289,6 +291,11 @@ class _Run:
                     row.update(caption=cleaned, caption_source=CaptionSource.generated,
                                caption_model=identity.model, issue_reason=None,
                                issue_message=None, issue_stage=None)
+                    problem = degeneracy(cleaned)  # judged as written: polishing would hide it
+                    if problem is not None:
+                        self._fail(row, RejectReason.degenerate_caption,
+                                   f"the caption {identity.model} wrote is degenerate: "
+                                   f"{problem}")
                 else:
                     self.stats.extra["caption_failures"] += 1
                     self._fail(row, *failures[key])

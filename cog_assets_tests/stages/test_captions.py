@@ -184,6 +184,20 @@ def test_degenerate_foreign_and_over_long_written_captions_are_rejected(tmp_path
     assert long and "T5 tokens" in long[0]["issue_message"]
 
 
+def test_a_degenerate_written_caption_is_rejected_before_polishing_could_hide_it(
+        tmp_path, shared_media, store):
+    """A looping caption is exactly the one over T5's limit that polishing would rewrite into
+    fluent text: it is judged as written, rejected, and never sent to be polished."""
+    root = data_root(tmp_path, shared_media, {"nasa.mp4": "", "bunny.webm": ""})
+    with chat_server(fail_if=lambda text: LOOP if "dark" in text else None) as server:
+        _, rows = caption(root, store, server, caption_mode="fill", caption_polish=True)
+        polished = [s for s in server.seen if s.system is not None]
+    assert rows["nasa.mp4"]["issue_reason"] == "degenerate_caption"
+    assert rows["bunny.webm"]["issue_reason"] is None
+    assert rows["bunny.webm"]["caption_source"] == "polished"
+    assert len(polished) == 1  # bunny's caption only
+
+
 def test_a_local_model_writes_through_the_same_step_and_a_rerun_loads_nothing(tmp_path,
                                                                               shared_media,
                                                                               store):

@@ -78,6 +78,11 @@ def read_segment_captions(sources: SourceSettings) -> dict[str, list[SegmentCapt
                                          must_exist=False)
         if reason is not None:
             raise ManifestError(f"{path}:{line}: {why}")
+        if row.get("start_s") in (None, "") and row.get("end_s") in (None, ""):
+            raise ManifestError(
+                f"{path}:{line}: {video} has no start_s and end_s: a whole video's "
+                "caption goes in its manifest's caption column, not in segment_captions "
+                "(needs_captions lists whole-file clips with empty times)")
         start = _seconds(row.get("start_s"), path, line, "start_s")
         end = _seconds(row.get("end_s"), path, line, "end_s")
         if end <= start:

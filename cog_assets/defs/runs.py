@@ -38,6 +38,7 @@ from cog_assets.models.runtime import import_model_code_in_background
 from cog_assets.sources.sharding import is_shard_key, shard_key
 from cog_assets.sources.uploads import UploadState, scan_uploads
 from cog_assets.stages.decode_ahead import DecodeAhead
+from cog_assets.stages.frames import take_decoded_ahead
 from cog_assets.stages.manifest import discover_shards
 from cog_assets.store import catalog, layout
 from cog_assets.store.content_store import ContentStore
@@ -260,6 +261,9 @@ def run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[
     `on_done(shard, summary)` is called as each shard ends."""
     if shards:
         import_model_code_in_background()
+        store = ContentStore(settings.store.url)
+        for shard in shards:  # records a killed backfill left: frames this one did not decode
+            take_decoded_ahead(store, settings.model.profile, shard)
     ahead = DecodeAhead(settings) if decode_ahead and len(shards) > 1 else None
     summaries = {}
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from cog_assets.media.contact_sheet import LABEL_LINE, THUMB_HEIGHT
 from cog_assets.media.synthetic import write_test_dataset
 from cog_assets.models.runtime import PROCESS_MODELS
 from cog_assets.sources.sharding import shard_for
+from cog_assets.store import layout
 
 MODEL_LOADS: dict[str, int] = {}
 FRAMES_METADATA: dict[str, dict] = {}  # the first run's frame_tensors metadata, per shard
@@ -111,6 +113,27 @@ def test_undecodable_clip_is_rejected_with_reason_and_shard_succeeds(run_twice):
     rejects = pl.read_parquet(summary.rejects_path)
     assert rejects["clip_id"].to_list() == ["clips/garbage.mp4"]
     assert "clips/garbage.mp4" in rejects["message"][0]
+
+
+@pytest.mark.slow
+def test_frames_a_killed_backfill_decoded_ahead_do_not_count_in_the_next(tmp_path):
+    """A backfill killed after its helper decoded shard-00000 ahead leaves that record: the
+    next backfill did not decode those frames (they were reused), so it reports none decoded
+    ahead and none computed."""
+    root = write_test_dataset(tmp_path / "data", 6)
+    settings = Settings.of(data_root=str(root), store=str(tmp_path / "store"), shards=2,
+                           device="cpu", frames_retention="keep")
+    with instance_for_test() as instance:
+        materialize_shards(settings, instance)
+        store = tmp_path / "store"
+        stale = store / layout.decoded_ahead_path("tiny", "shard-00000")
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        stale.write_text(json.dumps({"frames_keys": [
+            p.name.split(".")[0] for p in (store / "cas" / "frames").rglob("*.safetensors")]}))
+        again = materialize_shards(settings, instance, force=True)
+    assert again["shard-00000"].decoded_ahead == 0
+    assert again["shard-00000"].computed == 0
+    assert not stale.exists()
 
 
 @pytest.mark.slow

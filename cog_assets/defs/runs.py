@@ -262,8 +262,11 @@ def run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[
     if shards:
         import_model_code_in_background()
         store = ContentStore(settings.store.url)
-        for shard in shards:  # records a killed backfill left: frames this one did not decode
-            take_decoded_ahead(store, settings.model.profile, shard)
+        try:  # records a killed backfill left: frames this one did not decode
+            for shard in shards:
+                take_decoded_ahead(store, settings.model.profile, shard)
+        except OSError:  # an unusable store: each shard's run meets the error and names it
+            pass
     ahead = DecodeAhead(settings) if decode_ahead and len(shards) > 1 else None
     summaries = {}
     try:

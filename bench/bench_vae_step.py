@@ -9,6 +9,9 @@ each in a fresh process, with the tiny profile's VAE in float32 on the CPU:
 - `bare, our heap settings`: the same call with what cog-assets sets for the VAE step
   (torch's transparent huge pages and a fixed 4 MiB mmap threshold: runtime/heap.py);
   `--heap-policies` adds each setting alone;
+- `bare, heap settings + oneDNN convs`: and the VAE's 3-D convolutions routed to oneDNN as
+  `load_vae` does on the CPU (models/cpu_convs.py; diffusers' default runs the tiny VAE's
+  narrow layers through aten's slow_conv3d);
 - `our step`: `encode_latents` (the vae_latents step without Dagster) on `--clips` copies of
   the clip in a content store: reading the frames, normalising, encoding, writing the
   moments, per clip; with `--profile`, cProfile's top functions of the step;
@@ -49,7 +52,7 @@ def _usage() -> tuple[float, int, float]:
     return usage.ru_utime + usage.ru_stime, usage.ru_minflt, usage.ru_maxrss / 1024
 
 
-def _bare(frames_path: str, repeats: int, compiled: str | None) -> dict:
+def _bare(frames_path: str, repeats: int, compiled: str | None, onednn: bool = False) -> dict:
     import time
 
     import numpy as np
@@ -59,6 +62,10 @@ def _bare(frames_path: str, repeats: int, compiled: str | None) -> dict:
     from cog_assets.models.vae import frames_to_vae_input
 
     vae = tiny_vae(1.15258426)
+    if onednn:  # what load_vae does on the CPU
+        from cog_assets.models.cpu_convs import route_convs_to_onednn
+
+        route_convs_to_onednn(vae)
     x = frames_to_vae_input(np.load(frames_path))
     encode = vae._encode
     if compiled is not None:
@@ -92,8 +99,10 @@ def _step(frames_path: str, clips: int, compile_on: str | None, profile: bool) -
 
     from cog_assets.core.choices import ArtifactKind, VaeCompile
     from cog_assets.core.keys import VaeIdentity
-    from cog_assets.models.tiny import tiny_vae
+    from cog_assets.core.profiles import get_profile
+    from cog_assets.models.vae import load_vae
     from cog_assets.models.vae_compile import bucket_encoder
+    from cog_assets.models.weights import WeightsSource
     from cog_assets.stages.latents import encode_latents
     from cog_assets.store.content_store import ContentStore
 
@@ -106,7 +115,7 @@ def _step(frames_path: str, clips: int, compile_on: str | None, profile: bool) -
             store.put_tensors(ArtifactKind.frames, f"clip{i}", {"frames": frames})
             rows.append({"clip_id": f"c{i}", "frames_key": f"clip{i}", "bucket": bucket,
                          "status": "computed"})
-        vae = tiny_vae(1.15258426)
+        vae = load_vae(WeightsSource(get_profile("tiny")), torch.device("cpu"), torch.float32)
         made = []  # the step's encoders, to read each call's seconds from
 
         def encoder_for(vae_, shape, n):
@@ -149,7 +158,7 @@ def measured(argv: list[str]) -> None:
 
             map_large_blocks()
         compiled = argv[3] if len(argv) > 3 else None
-        result = _bare(frames_path, int(argv[2]), compiled)
+        result = _bare(frames_path, int(argv[2]), compiled, onednn="onednn" in kind)
     else:
         result = _step(frames_path, int(argv[2]), argv[3] if argv[3] != "-" else None,
                        argv[4] == "1")
@@ -231,6 +240,8 @@ def main() -> None:
                          best(run("bare-4m", [frames, reps], thp=False))))
         rows.append(("bare, our heap settings", best(run("bare-4m", [frames, reps],
                                                          thp=True))))
+        rows.append(("bare, heap settings + oneDNN convs",
+                     best(run("bare-4m-onednn", [frames, reps], thp=True))))
         step = run("step", [frames, str(args.clips), "-", "1" if args.profile else "0"],
                    thp=True)
         rows.append((f"our step ({args.clips} clips)", best(step)))

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         frames_n, height, width = map(int, args.bucket.split("x"))
     source = WeightsSource(profile)
     cpu = torch.device("cpu")
-    vae = load_vae(source, cpu, torch.float32)
+    vae = load_vae(source, cpu, torch.float32, onednn_convs=False)  # diffusers' own path
     encoder = load_text_encoder(source, cpu, torch.float32)
     videos = (args.data_root / "videos.txt").read_text().split()
     captions = (args.data_root / "prompts.txt").read_text().splitlines()

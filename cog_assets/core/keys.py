@@ -120,10 +120,10 @@ def scan_key(content_hash: str, scan_parts: Mapping[str, Any]) -> str:
 class VaeIdentity:
     """What decides the moments' bytes besides the frames: weights, dtype, tiling.
 
-    Not how they were computed: eager or compiled (vae_compile), on how many threads, on
-    which machine: those change only the order of float sums (compiled moments are
-    within 1e-4 of eager ones, test_vae_compile.py), so they share keys and a change of
-    vae_compile re-encodes nothing."""
+    Not how they were computed: eager or compiled (vae_compile), oneDNN's convolutions or
+    aten's (models/cpu_convs.py), on how many threads, on which machine: those change only
+    the order of float sums (within 1e-4: test_vae_compile.py, test_cpu_convs.py), so they
+    share keys and a change of vae_compile re-encodes nothing."""
 
     model: str
     dtype: str

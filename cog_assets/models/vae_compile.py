@@ -22,6 +22,10 @@
   uses this machine's costs; before anything is measured it uses the figures of issue 21
   (tiny VAE at 49x240x368 on a 2-core CPU, as multiples of one eager encode). One clip is
   never worth a compilation; a shape this process has compiled costs nothing more.
+- On the CPU, `auto` compiles only where this machine measured a compiled encode faster than
+  its eager one: eager runs the 3-D convolutions on oneDNN (models/cpu_convs.py) and
+  inductor's graph runs aten's default ones, which for the tiny VAE's narrow layers is
+  slow_conv3d (0.94 s eager against about 4.7 s compiled a clip at 49x240x368).
 - On a GPU the same compiled encoder runs (default mode: no CUDA graphs; the chunked
   encode's convolution cache would have to be copied out of the graphs' static buffers, and
   each kernel of a 49x480x720 clip runs long enough that launch overhead is small);
@@ -123,8 +127,8 @@ class Decision:
     why: str
 
 
-def decide(policy: VaeCompile, clips: int, costs: CompileCosts, compiled_here: bool
-           ) -> Decision:
+def decide(policy: VaeCompile, clips: int, costs: CompileCosts, compiled_here: bool,
+           on_cpu: bool = False) -> Decision:
     """Whether to encode `clips` clips of one shape compiled (see the module's docstring)."""
     if policy == VaeCompile.off:
         return Decision(False, "vae_compile off")
@@ -134,6 +138,9 @@ def decide(policy: VaeCompile, clips: int, costs: CompileCosts, compiled_here: b
         return Decision(True, "compiled earlier in this process")
     if clips < 2:
         return Decision(False, "one clip never pays back a compilation")
+    if on_cpu and costs.compiled_s is None:
+        return Decision(False, "on the CPU eager convolutions run on oneDNN and the compiled "
+                               "graph's do not: measured 4-5x slower, not worth compiling")
     eager = costs.eager_s or (costs.compiled_s / (1 - DEFAULT_GAIN) if costs.compiled_s
                               else None)
     unit = eager or 1.0  # nothing measured: in units of one eager encode
@@ -267,7 +274,8 @@ def bucket_encoder(vae: AutoencoderKLCogVideoX, shape: tuple[int, ...], clips: i
     if ledger is None and policy == VaeCompile.auto and not done_here:
         decision = Decision(False, "no cache directory to keep a compilation in")
     else:
-        decision = decide(policy, clips, costs, compiled_here=done_here)
+        decision = decide(policy, clips, costs, compiled_here=done_here,
+                          on_cpu=device.type == "cpu")
     if not decision.compile:
         return BucketEncoder(vae, decision, ledger=ledger, key=key)
     return BucketEncoder(vae, decision, compiled_encode(vae, cache_dir), ledger, key,

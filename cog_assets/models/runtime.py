@@ -34,6 +34,7 @@ from cog_assets.models.text_encoder import (
     load_tokenizer,
     precision_of,
 )
+from cog_assets.models.token_counts import TokenCountCache
 from cog_assets.models.vae import load_vae
 from cog_assets.models.vae_compile import BucketEncoder, bucket_encoder
 from cog_assets.models.weights import WeightsSource, effective_profile
@@ -227,7 +228,14 @@ class ModelRuntime:
         return PROCESS_MODELS.get("tokenizer", (self.weights.identity("tokenizer"),),
                                   lambda: load_tokenizer(self.weights))
 
-    def token_counter(self) -> Callable[[list[str]], list[int]]:
-        """Untruncated caption token counts with the profile's real tokenizer."""
-        tokenizer = self.tokenizer()
-        return lambda captions: count_tokens(tokenizer, captions)
+    def token_counter(self, cache_dir: str | os.PathLike | None = None
+                      ) -> Callable[[list[str]], list[int]]:
+        """Untruncated caption token counts with the profile's real tokenizer; with
+        `cache_dir`, remembered there (models/token_counts.py), and the tokenizer loaded only
+        for a caption it has not counted before."""
+        if cache_dir is None:
+            tokenizer = self.tokenizer()
+            return lambda captions: count_tokens(tokenizer, captions)
+        cache = TokenCountCache(cache_dir, self.weights.identity("tokenizer"))
+        return lambda captions: cache.counts(
+            captions, lambda new: count_tokens(self.tokenizer(), new))

@@ -10,6 +10,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, Outp
 
 from cog_assets.captions.tools import caption_tools
 from cog_assets.defs.assets.groups import GPU_POOL, GROUP
+from cog_assets.defs.instance_caches import token_counts_dir
 from cog_assets.defs.leasing import step_lease
 from cog_assets.defs.metadata import reason_counts, table_metadata
 from cog_assets.defs.partitions import shards_partitions
@@ -57,7 +58,8 @@ def clip_captions_asset(op_tags: dict, on_gpu: bool) -> AssetsDefinition:
             tools = caption_tools(
                 settings, id_token=sources.id_token, device=on,
                 dtype=resolve_dtype(device.dtype, on) if on is not None else torch.float32,
-                count_tokens=models.token_counter() if counting else None,
+                count_tokens=models.token_counter(token_counts_dir(context.instance))
+                if counting else None,
                 token_limit=models.profile.text_max_length)
             shard = caption_clips(scene_segments, sources.data_root, content, tools,
                                   decode_timeout_s=limits.decode_timeout_s, hold=lease.hold_all)

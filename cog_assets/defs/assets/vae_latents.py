@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
 
 from cog_assets.core.choices import ArtifactKind, Status
 from cog_assets.defs.assets.groups import GPU_POOL, GROUP
-from cog_assets.defs.compile_cache import compile_cache_dir
+from cog_assets.defs.instance_caches import compile_cache_dir
 from cog_assets.defs.leasing import step_lease
 from cog_assets.defs.partitions import shards_partitions
 from cog_assets.defs.resources import (

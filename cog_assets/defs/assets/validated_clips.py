@@ -6,6 +6,7 @@ import polars as pl
 from dagster import AssetExecutionContext, Output, asset
 
 from cog_assets.defs.assets.groups import GROUP
+from cog_assets.defs.instance_caches import token_counts_dir
 from cog_assets.defs.metadata import reason_counts, table_metadata
 from cog_assets.defs.partitions import shards_partitions
 from cog_assets.defs.resources import (
@@ -30,7 +31,8 @@ def validated_clips(context: AssetExecutionContext, clip_captions: pl.DataFrame,
     refuse_output_overrides(context, sources=sources, frames=frames, limits=limits, model=model)
     started = time.perf_counter()
     table = validate_clips(clip_captions, sources.data_root, frame_policy(model, frames),
-                           limits.settings(), runtime(model).token_counter())
+                           limits.settings(),
+                           runtime(model).token_counter(token_counts_dir(context.instance)))
     rejects = rejects_of(table)
     return Output(table, data_version=data_version("validated_clips", table), metadata={
         "rows": len(table), "accepted": len(table) - len(rejects), "rejected": len(rejects),

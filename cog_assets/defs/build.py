@@ -17,7 +17,6 @@ from dagster import (
 )
 
 from cog_assets.core.config import Settings, load_settings, settings_env
-from cog_assets.defs.asset_checks import ALL_CHECKS
 from cog_assets.defs.assets import EXPORT_ASSETS, shard_assets, uploads
 from cog_assets.defs.assets.store_usage import store_usage
 from cog_assets.defs.automation import with_automation
@@ -57,7 +56,7 @@ def build_definitions(settings: Settings) -> Definitions:
         assets = with_automation(assets)
     others = with_settings([*EXPORT_ASSETS, store_usage], settings)
     return Definitions(
-        assets=[uploads, *assets, *others], asset_checks=ALL_CHECKS,
+        assets=[uploads, *assets, *others],
         jobs=[prepare_shards_job, export_job], sensors=[upload_sensor],
         resources=build_resources(settings), executor=executor_for(settings.orchestration),
     )

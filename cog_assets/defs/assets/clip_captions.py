@@ -2,13 +2,22 @@
 model, a GPU step (the `gpu` pool and the device slots)."""
 
 import json
+from collections.abc import Iterator
 from contextlib import nullcontext
 
 import polars as pl
 import torch
-from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, Output, asset
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetsDefinition,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from cog_assets.captions.tools import caption_tools
+from cog_assets.defs.asset_checks import CAPTION_CHECKS, every_kept_clip_has_a_caption
 from cog_assets.defs.assets.groups import GPU_POOL, GROUP
 from cog_assets.defs.instance_caches import token_counts_dir
 from cog_assets.defs.leasing import step_lease
@@ -39,11 +48,12 @@ def clip_captions_asset(op_tags: dict, on_gpu: bool) -> AssetsDefinition:
 
     gpu = {"pool": GPU_POOL, "op_tags": op_tags} if on_gpu else {}
 
-    @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"polars"}, **gpu)
+    @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"polars"},
+           check_specs=CAPTION_CHECKS, **gpu)
     def clip_captions(context: AssetExecutionContext, scene_segments: pl.DataFrame,
                       sources: SourcesResource, captions: CaptionsResource,
                       limits: LimitsResource, model: ModelResource, device: DeviceResource,
-                      store: StoreResource) -> Output[pl.DataFrame]:
+                      store: StoreResource) -> Iterator[Output | AssetCheckResult]:
         """Each clip's final caption with its provenance (manifest, inherited, segment_table,
         generated, polished): written by a local VLM or an OpenAI-compatible endpoint where
         caption_mode asks, polished where caption_polish asks, and checked."""
@@ -89,7 +99,8 @@ def clip_captions_asset(op_tags: dict, on_gpu: bool) -> AssetsDefinition:
         if len(rejected):
             metadata["caption_rejects"] = table_metadata(
                 rejected.select("clip_id", "source", "reason", "issue_message"))
-        return Output(table, data_version=data_version("clip_captions", table), metadata=metadata)
+        yield Output(table, data_version=data_version("clip_captions", table), metadata=metadata)
+        yield every_kept_clip_has_a_caption(table)
 
     return clip_captions
 

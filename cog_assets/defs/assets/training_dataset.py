@@ -1,11 +1,13 @@
 """training_dataset: the finished shard, published in the dataset's catalog."""
 
 import time
+from collections.abc import Iterator
 
 import polars as pl
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import AssetCheckResult, AssetExecutionContext, MetadataValue, Output, asset
 
 from cog_assets.core.choices import ArtifactKind
+from cog_assets.defs.asset_checks import DATASET_CHECKS, dataset_checks
 from cog_assets.defs.assets.groups import GROUP
 from cog_assets.defs.leasing import step_lease
 from cog_assets.defs.metadata import reason_counts, table_metadata
@@ -31,11 +33,13 @@ from cog_assets.store.leases import release_run
 from cog_assets.store.retention import drop_frames, drops_after_publication
 
 
-@asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"parquet", "safetensors"})
+@asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"parquet", "safetensors"},
+       check_specs=DATASET_CHECKS)
 def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFrame,
                      frame_tensors: pl.DataFrame, vae_latents: pl.DataFrame,
                      t5_embeddings: pl.DataFrame, sources: SourcesResource,
-                     model: ModelResource, store: StoreResource) -> Output[pl.DataFrame]:
+                     model: ModelResource, store: StoreResource
+                     ) -> Iterator[Output | AssetCheckResult]:
     """The finished shard (versioned index and tensor files, rejects.parquet), published in
     the dataset's catalog; a shard with no clips left in the data root is retired instead.
     `dataset_clips` and `dataset_shards`: the whole dataset the catalog serves after it."""
@@ -88,4 +92,5 @@ def training_dataset(context: AssetExecutionContext, validated_clips: pl.DataFra
     served = catalog.read_catalog_quietly(content, dataset_dir)  # the whole dataset, now
     if served is not None:
         metadata.update(dataset_clips=served.clips, dataset_shards=len(served.shards))
-    return Output(index, data_version=dataset_data_version(index, rejects), metadata=metadata)
+    yield Output(index, data_version=dataset_data_version(index, rejects), metadata=metadata)
+    yield from dataset_checks(index, validated_clips, frame_tensors)

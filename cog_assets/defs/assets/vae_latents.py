@@ -1,9 +1,12 @@
 """vae_latents: per clip, the VAE posterior moments; a GPU step (the `gpu` pool)."""
 
+from collections.abc import Iterator
+
 import polars as pl
-from dagster import AssetExecutionContext, AssetsDefinition, Output, asset
+from dagster import AssetCheckResult, AssetExecutionContext, AssetsDefinition, Output, asset
 
 from cog_assets.core.choices import ArtifactKind, Status
+from cog_assets.defs.asset_checks import LATENT_CHECKS, latents_match_profile
 from cog_assets.defs.assets.groups import GPU_POOL, GROUP
 from cog_assets.defs.instance_caches import compile_cache_dir
 from cog_assets.defs.leasing import step_lease
@@ -29,11 +32,11 @@ def vae_latents_asset(op_tags: dict) -> AssetsDefinition:
     """The asset, in the `gpu` pool, with `op_tags` (Kubernetes GPUs)."""
 
     @asset(partitions_def=shards_partitions, group_name=GROUP, kinds={"pytorch", "diffusers"},
-           pool=GPU_POOL, op_tags=op_tags)
+           pool=GPU_POOL, op_tags=op_tags, check_specs=LATENT_CHECKS)
     def vae_latents(context: AssetExecutionContext, frame_tensors: pl.DataFrame,
                     sources: SourcesResource, frames: FramesResource, limits: LimitsResource,
                     model: ModelResource, device: DeviceResource,
-                    store: StoreResource) -> Output[pl.DataFrame]:
+                    store: StoreResource) -> Iterator[Output | AssetCheckResult]:
         """Per clip, the VAE posterior moments (mean ‖ logvar) [32, F', H/8, W/8]; frames
         dropped since frame_tensors ran (they are a cache) are decoded again first."""
         refuse_output_overrides(context, sources=sources, frames=frames, limits=limits,
@@ -56,6 +59,7 @@ def vae_latents_asset(op_tags: dict) -> AssetsDefinition:
         if drops_after_latents(store.frames_retention):
             dropped = drop_frames(content, decoded, run_id=context.run.run_id)
             metadata.update(frames_dropped=dropped.frames, frames_dropped_bytes=dropped.bytes)
-        return Output(table, data_version=data_version("vae_latents", table), metadata=metadata)
+        yield Output(table, data_version=data_version("vae_latents", table), metadata=metadata)
+        yield latents_match_profile(table, content, models.profile)
 
     return vae_latents

@@ -134,8 +134,8 @@ def _clips(store: ContentStore, per_bucket: dict[str, int]) -> pl.DataFrame:
 @pytest.mark.slow
 def test_compiled_latents_equal_eager_ones_with_one_compilation_per_bucket_shape(tmp_path):
     """3 clips of one shape and 2 of another: 2 graphs in all (none for the later clips of a
-    shape), the same keys as eager, moments within 1e-4 of eager (float sums reordered: inductor fuses,
-    and eager convolutions run on oneDNN)."""
+    shape), the same keys as eager, moments within 1e-4 of eager (float sums reordered:
+    inductor fuses, and eager convolutions run on oneDNN)."""
     identity = VaeIdentity(TINY.identity("vae"), "float32", False)
     vae = load_vae(TINY, CPU, torch.float32)
     eager_store, compiled_store = (ContentStore(str(tmp_path / n)) for n in ("e", "c"))

@@ -8,11 +8,8 @@ per shard (counts, computed vs reused, rejects by reason, output paths) is what 
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -35,6 +32,7 @@ from cog_assets.defs.freshness import (
 from cog_assets.defs.partitions import SHARDS_PARTITION
 from cog_assets.defs.versions import settings_identity
 from cog_assets.models.runtime import import_model_code_in_background
+from cog_assets.runtime.json_file import write_json
 from cog_assets.sources.sharding import is_shard_key, shard_key
 from cog_assets.sources.uploads import UploadState, scan_uploads
 from cog_assets.stages.decode_ahead import DecodeAhead
@@ -422,19 +420,7 @@ def write_summary_json(path: str, summaries: dict[str, ShardSummary],
         "totals": dataset_totals(summaries),
         "shards": {key: s.as_dict() for key, s in summaries.items()},
     }
-    directory = os.path.dirname(os.path.abspath(path))
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, delete=False,
-                                         prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
-        raise
+    write_json(path, payload, indent=2, sort_keys=True)
 
 
 def run_exports(settings: Settings, instance: DagsterInstance, log_level: str = "WARNING"):

@@ -12,11 +12,11 @@ concurrently overwritten file only means counting again.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
+
+from cog_assets.runtime.json_file import read_json, write_json
 
 
 def _digest(text: str) -> str:
@@ -31,21 +31,12 @@ class TokenCountCache:
         self.identity = identity
 
     def read(self) -> dict[str, int]:
-        try:
-            raw = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
+        raw = read_json(self.path)
         if not isinstance(raw, dict) or raw.get("tokenizer") != self.identity \
                 or not isinstance(raw.get("counts"), dict):
             return {}
         return {k: v for k, v in raw["counts"].items()
                 if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
-
-    def _write(self, counts: dict[str, int]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        tmp.write_text(json.dumps({"tokenizer": self.identity, "counts": counts}))
-        os.replace(tmp, self.path)
 
     def counts(self, captions: list[str], count: Callable[[list[str]], list[int]]
                ) -> list[int]:
@@ -60,7 +51,7 @@ class TokenCountCache:
                 raise ValueError(f"{len(counted)} token counts for {len(new)} captions")
             known.update(zip(new, counted))
             try:
-                self._write(known)
+                write_json(self.path, {"tokenizer": self.identity, "counts": known})
             except OSError:  # a read-only instance: counted, just not remembered
                 pass
         return [known[d] for d in digests]

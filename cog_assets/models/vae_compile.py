@@ -34,9 +34,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -47,6 +45,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from cog_assets.core.choices import VaeCompile
+from cog_assets.runtime.json_file import read_json, write_json
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKLCogVideoX
@@ -96,11 +95,8 @@ class CostLedger:
         self.path = Path(directory) / COSTS_FILE
 
     def read(self) -> dict[str, CompileCosts]:
-        try:
-            raw = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(raw, dict):  # damaged: measured again
+        raw = read_json(self.path)
+        if not isinstance(raw, dict):  # missing or damaged: measured again
             return {}
         names = {f.name for f in fields(CompileCosts)}
         return {key: CompileCosts(**{k: v for k, v in value.items() if k in names
@@ -114,11 +110,8 @@ class CostLedger:
         """Merge measured costs in (written atomically; a concurrent writer may win)."""
         costs = self.read()
         costs[key] = costs.get(key, CompileCosts()).merged(**measured)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        tmp.write_text(json.dumps({k: asdict(v) for k, v in costs.items()}, indent=1,
-                                  sort_keys=True))
-        os.replace(tmp, self.path)
+        write_json(self.path, {k: asdict(v) for k, v in costs.items()}, indent=1,
+                   sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -188,9 +188,15 @@ def graphs_compiled() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+# What eager encodes run: costs measured with another eager are not this one's. v2: on the CPU
+# its 3-D convolutions go to oneDNN (models/cpu_convs.py), 4-5x faster than the aten ones a
+# ledger written before measured, whose eager seconds would make `auto` compile on every run.
+EAGER_VERSION = "eager v2"
+
+
 def cost_key(model: str, dtype: str, device: torch.device, shape: tuple[int, ...]) -> str:
     return (f"{model}|{dtype}|{device.type}|{'x'.join(map(str, shape))}|"
-            f"torch {torch.__version__}")
+            f"torch {torch.__version__}|{EAGER_VERSION}")
 
 
 class BucketEncoder:

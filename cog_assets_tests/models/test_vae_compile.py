@@ -74,6 +74,19 @@ def test_auto_on_the_cpu_compiles_only_where_compiled_was_measured_faster(tmp_pa
                           model="tiny", dtype="float32").compiled
 
 
+def test_costs_measured_before_the_onednn_route_are_not_this_eagers(tmp_path):
+    """A ledger written before eager CPU convolutions went to oneDNN holds an eager encode 4-5x
+    slower than today's: read as today's, it made `auto` compile (and so never measure eager
+    again) on every run after the upgrade."""
+    vae = load_vae(TINY, CPU, torch.float32)
+    before = f"tiny|float32|cpu|9x64x96|torch {torch.__version__}"  # the old key
+    assert before != cost_key("tiny", "float32", CPU, (9, 64, 96))
+    CostLedger(tmp_path).record(before, eager_s=6.3, compiled_s=5.0, warm_s=3.5)
+    encoder = bucket_encoder(vae, (9, 64, 96), 8, policy=VaeCompile.auto, cache_dir=tmp_path,
+                             model="tiny", dtype="float32")
+    assert not encoder.compiled and "oneDNN" in encoder.decision.why
+
+
 def test_auto_reuses_what_this_process_compiled_for_any_clip_count():
     assert decide(VaeCompile.auto, 1, CompileCosts(), compiled_here=True).compile
 

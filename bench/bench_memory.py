@@ -61,32 +61,27 @@ def resident_kib(pid: int) -> tuple[int, int]:
     with this. memory_kib's smaps_rollup takes the process's mmap lock and walks every page
     of it; every 20 ms it made cog-assets' VAE step (which maps and unmaps its large blocks)
     a third slower (issue 21: 89.5 s unsampled, 128.6 s sampled, the same backfill)."""
-    rss = peak = 0
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("VmHWM:"):
-                    peak = int(line.split()[1])
-    except OSError:
-        pass
-    return rss, peak
+    return _kib_fields(f"/proc/{pid}/status", "VmRSS:", "VmHWM:")
 
 
 def memory_kib(pid: int) -> tuple[int, int]:
     """(PSS, RSS) of one process in KiB; (0, 0) when it is gone."""
-    pss = rss = 0
+    return _kib_fields(f"/proc/{pid}/smaps_rollup", "Pss:", "Rss:")
+
+
+def _kib_fields(path: str, *names: str) -> tuple[int, ...]:
+    """The kB values of the lines of a /proc file that start with `names`, in that order;
+    0 for each where the process is gone."""
+    values = dict.fromkeys(names, 0)
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
+        with open(path) as handle:
             for line in handle:
-                if line.startswith("Pss:"):
-                    pss = int(line.split()[1])
-                elif line.startswith("Rss:"):
-                    rss = int(line.split()[1])
+                name = line.split(maxsplit=1)[0] if line.strip() else ""
+                if name in values:
+                    values[name] = int(line.split()[1])
     except OSError:
         pass
-    return pss, rss
+    return tuple(values.values())
 
 
 def measure(args: list[str]) -> dict:

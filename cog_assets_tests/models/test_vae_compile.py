@@ -31,6 +31,9 @@ MEASURED = CompileCosts(eager_s=6.3, compiled_s=5.0, cold_s=64.0, warm_s=3.5)
 def test_off_and_on_are_obeyed_whatever_the_clips():
     assert not decide(VaeCompile.off, 1000, MEASURED, compiled_here=True).compile
     assert decide(VaeCompile.on, 1, CompileCosts(), compiled_here=False).compile
+    # obeyed on the CPU too, saying what it costs there (the step's metadata shows why)
+    on_cpu = decide(VaeCompile.on, 1, CompileCosts(), compiled_here=False, on_cpu=True)
+    assert on_cpu.compile and "slower than eager" in on_cpu.why
 
 
 def test_auto_never_compiles_for_one_clip():

@@ -126,7 +126,17 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args) -> None:  # quiet
             pass
 
+        def _answered(self) -> None:
+            """The request leaves `in_flight` before the first byte of its answer is sent: the
+            client may send its next request the moment it has read this answer, before this
+            thread runs again (on a busy machine it counted 4 in flight for a bound of 3)."""
+            if self._counted:
+                self._counted = False
+                with server._lock:
+                    server.in_flight -= 1
+
         def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
+            self._answered()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -142,11 +152,11 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             with server._lock:
                 server.in_flight += 1
                 server.most_in_flight = max(server.most_in_flight, server.in_flight)
+            self._counted = True
             try:
                 self._answer()
             finally:
-                with server._lock:
-                    server.in_flight -= 1
+                self._answered()
 
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -179,6 +189,7 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             if behaviour == REFUSED:
                 return self._send(401, b'{"error": "invalid api key"}')
             if behaviour == CUT_OFF:  # the server dies mid-answer: fewer bytes than announced
+                self._answered()
                 self.send_response(200)
                 self.send_header("Content-Length", "4096")
                 self.end_headers()

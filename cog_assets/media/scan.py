@@ -20,13 +20,12 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import av
 import cv2
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
-from scenedetect import AdaptiveDetector, ContentDetector
-from scenedetect.scene_detector import SceneDetector
 
 from cog_assets.core.choices import SceneDetectorKind
 from cog_assets.core.reasons import RejectReason
@@ -36,6 +35,9 @@ from .decode import _open_video, _origin
 from .errors import MediaError
 from .safe_open import FileStamp
 from .sampling import PTS_EPSILON_S
+
+if TYPE_CHECKING:  # scenedetect (0.2 s of imports) is loaded only where a scan detects cuts
+    from scenedetect.scene_detector import SceneDetector
 
 __all__ = ["ScanSpec", "ScanTask", "SourceScan", "SAMPLE_COLUMNS", "scan_source"]
 
@@ -105,6 +107,8 @@ def _analysis_size(width: int, height: int, side: int) -> tuple[int, int]:
 
 
 def _detector(spec: ScanSpec, fps: float) -> SceneDetector | None:
+    from scenedetect import AdaptiveDetector, ContentDetector
+
     min_scene_len = max(1, round(MIN_SCENE_S * (fps if fps > 0 else 25.0)))
     if spec.detector == SceneDetectorKind.adaptive:
         return AdaptiveDetector(adaptive_threshold=spec.detector_threshold,

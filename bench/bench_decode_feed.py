@@ -8,7 +8,7 @@ and each side turns the corpus's 720p/1080p clips into the VAE's input for 49x48
   libswscale; short clips strided over, as `--short-clips stride`), the frames written to a
   content store and read back (safetensors + blake3 digest, as frame_tensors and vae_latents
   do), and the copy into pinned memory (here a plain copy: no CUDA). The uint8 frames cross
-  to the GPU as they are and are normalised there (`stages.latents.vae_input_on_device`);
+  to the GPU as they are and are normalised there (`models.vae.vae_input_on_device`);
   `--cpu-normalise` adds that normalising on the CPU (`frames_to_vae_input`, float
   [1, 3, 49, 480, 720] in [-1, 1]), as the pipeline did before and does for a CPU VAE;
 - the peer: cogvideox-factory's `prepare_dataset.py` path: decord's `VideoReader` on the

@@ -64,6 +64,14 @@ def resident_kib(pid: int) -> tuple[int, int]:
     return _kib_fields(f"/proc/{pid}/status", "VmRSS:", "VmHWM:")
 
 
+def anonymous_kib(pid: int) -> int:
+    """Resident anonymous memory of one process in KiB (/proc/<pid>/status RssAnon): the
+    pages no other process of the tree shares (the VAE process is exec'd, not forked), unlike
+    the libraries' file pages every torch process maps, which a sum of RSS counts again for
+    each process."""
+    return _kib_fields(f"/proc/{pid}/status", "RssAnon:")[0]
+
+
 def memory_kib(pid: int) -> tuple[int, int]:
     """(PSS, RSS) of one process in KiB; (0, 0) when it is gone."""
     return _kib_fields(f"/proc/{pid}/smaps_rollup", "Pss:", "Rss:")

@@ -77,6 +77,20 @@ def _require_store(args: argparse.Namespace, command: str) -> None:
         f"{store.default} (pass --store {store.default} to mean it)")
 
 
+def _start_vae_process(settings, parallel: int = 1) -> None:
+    """Start the child that will run the VAE (models/vae_process.py) now, before this process
+    imports torch and Dagster, where a backfill's steps will run here on the CPU: its imports
+    then take the other core while this one opens the instance and judges the shards. An
+    unused child (nothing to encode, or a GPU after all) is ended without loading a model."""
+    from cog_assets.core.choices import Executor
+
+    if parallel <= 1 and settings.orchestration.executor == Executor.in_process \
+            and settings.device.device in ("cpu", "auto"):
+        from cog_assets.models import vae_process
+
+        vae_process.start()
+
+
 def _check_weights(settings) -> None:
     """Refuse (exit 2) weights whose configuration disagrees with the named model profile,
     before any work: their VAE scaling, latent channels, temporal compression, T5 width and
@@ -138,13 +152,14 @@ def _seconds_since_start() -> float:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cog_assets.defs.runs import materialize_shards
-    from cog_assets.demo import write_demo_dataset
-
     demo_dir = Path(args.dir).absolute()
     settings = load_settings(overrides={**overrides_from_args(args),
                                         "data_root": str(demo_dir / "data"),
                                         "store": str(demo_dir / "store")})
+    _start_vae_process(settings)
+    from cog_assets.defs.runs import materialize_shards
+    from cog_assets.demo import write_demo_dataset
+
     print(f"writing the demo dataset under {settings.sources.data_root}")
     write_demo_dataset(Path(settings.sources.data_root))
     dagster_home = demo_dir / "dagster_home"
@@ -210,6 +225,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    if _given(args, "data_root"):  # another dataset than the demo's: its own store
+        _require_store(args, "backfill")
+    settings = load_settings(overrides=overrides_from_args(args))
+    _start_vae_process(settings, args.parallel)
+    _check_weights(settings)
     from cog_assets.defs.runs import (
         materialize_shards,
         register_shards,
@@ -220,10 +240,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         write_summary_json,
     )
 
-    if _given(args, "data_root"):  # another dataset than the demo's: its own store
-        _require_store(args, "backfill")
-    settings = load_settings(overrides=overrides_from_args(args))
-    _check_weights(settings)
     if not _given(args, "store"):
         print(f"cog-assets: no --store given: the demo's data ({settings.sources.data_root}) "
               f"into the demo's store ({settings.store.url})", file=sys.stderr)

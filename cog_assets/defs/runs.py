@@ -14,11 +14,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, execute_job
 
+from cog_assets.core.choices import Executor
 from cog_assets.core.config import Settings, SettingsError
 from cog_assets.defs.assets.store_usage import report_store_usage
 from cog_assets.defs.build import build_definitions, reconstructable_job
@@ -31,7 +33,8 @@ from cog_assets.defs.freshness import (
 )
 from cog_assets.defs.partitions import SHARDS_PARTITION
 from cog_assets.defs.versions import settings_identity
-from cog_assets.models.runtime import import_model_code_in_background
+from cog_assets.models import vae_process
+from cog_assets.models.runtime import ModelRuntime, import_model_code_in_background
 from cog_assets.runtime.json_file import write_json
 from cog_assets.sources.sharding import is_shard_key, shard_key
 from cog_assets.sources.uploads import UploadState, scan_uploads
@@ -256,9 +259,30 @@ def run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[
                     on_done: Callable[[str, ShardSummary], None] | None = None
                     ) -> dict[str, ShardSummary]:
     """One run per shard in this process; the next shard's frames decode meanwhile.
-    `on_done(shard, summary)` is called as each shard ends."""
+    `on_done(shard, summary)` is called as each shard ends. Where the steps run in this
+    process on the CPU, the VAE runs in a child process (models/vae_process.py)."""
+    child = steps_run_here(settings) and shards
+    with vae_process.serving() if child else nullcontext():
+        return _run_in_sequence(settings, instance, shards, run_config, decode_ahead, on_done)
+
+
+def steps_run_here(settings: Settings) -> bool:
+    """Whether the shards' steps run in this process (the in_process executor)."""
+    return settings.orchestration.executor == Executor.in_process
+
+
+def _run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[str],
+                     run_config: dict, decode_ahead: bool,
+                     on_done: Callable[[str, ShardSummary], None] | None
+                     ) -> dict[str, ShardSummary]:
     if shards:
-        import_model_code_in_background()
+        models = ModelRuntime(settings.model, settings.device)
+        if models.vae_runs_in_a_child():
+            models.start_vae_process()
+        else:
+            vae_process.discard_warm()  # started by the CLI for a CPU it did not get
+        if not models.vae_runs_in_a_child():  # else: this process imports only what it uses
+            import_model_code_in_background()
         store = ContentStore(settings.store.url)
         try:  # records a killed backfill left: frames this one did not decode
             for shard in shards:

@@ -25,6 +25,7 @@ from cog_assets.core.choices import Dtype
 from cog_assets.core.config import DeviceSettings, ModelSettings
 from cog_assets.core.keys import TextIdentity, VaeIdentity
 from cog_assets.core.profiles import ModelProfile, get_profile
+from cog_assets.models import vae_process
 from cog_assets.models.device_slots import claim_gpu, needs_claim
 from cog_assets.models.devices import dtype_name, resolve_device, resolve_dtype
 from cog_assets.models.text_encoder import (
@@ -58,7 +59,7 @@ class _ProcessModels:
         _finish_background_imports()  # never import the same packages from two threads
         with self._lock:
             held = self._held.get(kind)
-            if held is not None and held[0] == key:
+            if held is not None and held[0] == key and getattr(held[1], "alive", True):
                 return held[1]
             if held is not None:
                 self._drop(kind)
@@ -66,6 +67,12 @@ class _ProcessModels:
             self.loads += 1
             self._held[kind] = (key, model)
             return model
+
+    def holds(self, kind: str, key: Hashable) -> bool:
+        """Whether a live model of `kind` is held for `key`."""
+        with self._lock:
+            held = self._held.get(kind)
+            return held is not None and held[0] == key and getattr(held[1], "alive", True)
 
     def keep_only_device(self, device: torch.device) -> None:
         """Free the models this process holds on other GPUs than `device` (the one it now
@@ -87,7 +94,10 @@ class _ProcessModels:
                 self._drop(kind)
 
     def _drop(self, kind: str) -> None:
-        del self._held[kind]
+        _key, model = self._held.pop(kind)
+        if isinstance(model, vae_process.VaeProcess):
+            model.close()
+        del model
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -98,8 +108,10 @@ PROCESS_MODELS = _ProcessModels()
 
 def import_model_code_in_background() -> threading.Thread:
     """Import the VAE's and T5's code (diffusers, transformers: seconds of imports) in a
-    background thread, so a process about to run shards pays for it while its first steps
-    hash, probe and decode rather than when its first model loads."""
+    background thread, so a process about to run shards on a GPU pays for it while its first
+    steps hash, probe and decode rather than when its first model loads. (On the CPU, where
+    the VAE runs in a child, nothing is imported ahead: under the GIL these imports took
+    3-4 s from the steps of a run that needed neither model.)"""
 
     def work() -> None:
         try:
@@ -196,11 +208,30 @@ class ModelRuntime:
             torch.cuda.set_device(device)
             yield device
 
-    def vae(self, device: torch.device | None = None) -> AutoencoderKLCogVideoX:
-        """The VAE on `device` (default: the resolved setting), loaded once per process."""
+    def _vae_key(self, device: torch.device) -> tuple:
+        return (self.weights.identity("vae"), dtype_name(self.torch_dtype),
+                self.device.vae_slicing, self.device.vae_tiling, str(device))
+
+    def vae_runs_in_a_child(self) -> bool:
+        """Whether the VAE would run in a child process here (vae_process.serving, CPU)."""
+        return vae_process.in_use() and self.torch_device.type == "cpu"
+
+    def start_vae_process(self) -> None:
+        """Have a child importing the VAE's code now, unless one holds this VAE already."""
+        if not PROCESS_MODELS.holds("vae process", self._vae_key(self.torch_device)):
+            vae_process.start()
+
+    def vae(self, device: torch.device | None = None
+            ) -> AutoencoderKLCogVideoX | vae_process.VaeProcess:
+        """The VAE on `device` (default: the resolved setting), loaded once per process; on
+        the CPU while a backfill runs its shards here (vae_process.serving), in a child
+        process (models/vae_process.py says why)."""
         device = device or self.torch_device
-        key = (self.weights.identity("vae"), dtype_name(self.torch_dtype),
-               self.device.vae_slicing, self.device.vae_tiling, str(device))
+        key = self._vae_key(device)
+        if vae_process.in_use() and device.type == "cpu":
+            return PROCESS_MODELS.get("vae process", key, lambda: vae_process.take().load(
+                self.weights, self.torch_dtype, self.device.vae_slicing,
+                self.device.vae_tiling))
         return PROCESS_MODELS.get("vae", key, lambda: load_vae(
             self.weights, device, self.torch_dtype, self.device.vae_slicing,
             self.device.vae_tiling))
@@ -213,9 +244,12 @@ class ModelRuntime:
         identity = self.vae_identity()
         variant = identity.dtype + (" tiled" if identity.tiling else "") + \
             (" sliced" if self.device.vae_slicing else "")
-        return lambda vae, shape, clips: bucket_encoder(
-            vae, shape, clips, policy=self.device.vae_compile, cache_dir=cache_dir,
-            model=identity.model, dtype=variant)
+        how = {"policy": self.device.vae_compile, "cache_dir": cache_dir,
+               "model": identity.model, "dtype": variant}
+        return lambda vae, shape, clips: (
+            vae.bucket_encoder(shape, clips, **how)
+            if isinstance(vae, vae_process.VaeProcess) else
+            bucket_encoder(vae, shape, clips, **how))
 
     def text_encoder(self, device: torch.device | None = None) -> TextEncoder:
         """T5 on `device` (default: the resolved setting), loaded once per process."""

@@ -52,3 +52,13 @@ def frames_to_vae_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     if tensor.ndim == 4:
         tensor = tensor.unsqueeze(0)
     return tensor.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+
+
+def vae_input_on_device(x: torch.Tensor, device: torch.device, dtype: torch.dtype
+                        ) -> torch.Tensor:
+    """The VAE's input on its device: a batch the reader left as uint8 frames (for a GPU, or
+    for the VAE process) is normalised there, with frames_to_vae_input's arithmetic."""
+    x = x.to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        x = frames_to_vae_input(x).to(dtype=dtype)
+    return x

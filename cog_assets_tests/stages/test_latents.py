@@ -13,14 +13,13 @@ import torch
 from cog_assets.core.choices import ArtifactKind
 from cog_assets.core.keys import VaeIdentity
 from cog_assets.core.profiles import get_profile
-from cog_assets.models.vae import load_vae
+from cog_assets.models.vae import load_vae, vae_input_on_device
 from cog_assets.models.weights import WeightsSource
 from cog_assets.stages.latents import (
     BatchStream,
     MissingFrames,
     _Target,
     encode_latents,
-    vae_input_on_device,
 )
 from cog_assets.store.content_store import ContentStore
 from cog_assets_tests.fixtures.reference import encode_moments

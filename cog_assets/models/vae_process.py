@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -311,6 +312,9 @@ def in_use() -> bool:
 
 def serve(fd: int) -> None:
     """The child's loop: import, then answer requests until the parent closes its end."""
+    # Ctrl-C on a terminal reaches the whole process group: the parent handles it (and ends
+    # this child as it exits); here it would only print a second traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)
     import diffusers.models.autoencoders.autoencoder_kl_cogvideox  # noqa: F401 - now, not later
     import torch

@@ -81,11 +81,11 @@ def test_encode_latents_through_the_vae_process_stores_what_the_vae_here_stores(
         store = ContentStore(str(tmp_path / how))
         table = pl.DataFrame({"clip_id": ["a", "b", "c"], "frames_key": ["fa", "fb", "fc"],
                               "bucket": ["9x64x96"] * 3, "status": ["computed"] * 3})
-        for key, clip, image in zip(["fa", "fb", "fc"], frames, first):
+        for key, clip, image in zip(["fa", "fb", "fc"], frames, first, strict=True):
             store.put_tensors(ArtifactKind.frames, key, {"frames": clip, "first_frame": image[0]})
         identity = VaeIdentity(TINY.identity("vae"), "float32", False)
         process = VaeProcess() if how == "child" else None
-        load = (lambda: process.load(TINY, torch.float32, False, False)) if process else (
+        load = (lambda p=process: p.load(TINY, torch.float32, False, False)) if process else (
             lambda: load_vae(TINY, CPU, torch.float32))
         try:
             table, stats = encode_latents(table, store, identity, load, batch_size=2)

@@ -216,6 +216,14 @@ class ModelRuntime:
         """Whether the VAE would run in a child process here (vae_process.serving, CPU)."""
         return vae_process.in_use() and self.torch_device.type == "cpu"
 
+    def _in_a_child(self, device: torch.device, key: tuple) -> bool:
+        if not (vae_process.in_use() and device.type == "cpu"):
+            return False
+        if PROCESS_MODELS.holds("vae process", key):
+            return True
+        vae_process.start()  # where none can start, the VAE loads here (it says why)
+        return vae_process.in_use()
+
     def start_vae_process(self) -> None:
         """Have a child importing the VAE's code now, unless one holds this VAE already."""
         if not PROCESS_MODELS.holds("vae process", self._vae_key(self.torch_device)):
@@ -228,7 +236,7 @@ class ModelRuntime:
         process (models/vae_process.py says why)."""
         device = device or self.torch_device
         key = self._vae_key(device)
-        if vae_process.in_use() and device.type == "cpu":
+        if self._in_a_child(device, key):
             return PROCESS_MODELS.get("vae process", key, lambda: vae_process.take().load(
                 self.weights, self.torch_dtype, self.device.vae_slicing,
                 self.device.vae_tiling))

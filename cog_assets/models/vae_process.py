@@ -26,6 +26,7 @@ asks for it, so a backfill with nothing to encode loads no model.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import pickle
 import signal
@@ -44,6 +45,9 @@ if TYPE_CHECKING:  # imported where used: the CLI starts a child before it impor
     import torch
 
     from cog_assets.models.vae_compile import Decision
+
+
+log = logging.getLogger(__name__)
 
 
 class VaeProcessError(RuntimeError):
@@ -268,13 +272,21 @@ def _portable(exc: BaseException) -> tuple:
 
 _WARM: VaeProcess | None = None  # started, nothing loaded, not yet taken by a runtime
 _SERVING = 0  # > 0 while a backfill that encodes in the child runs its shards
+_CANNOT_START: str | None = None  # why no child could be started: the VAE runs here instead
 
 
 def start() -> None:
-    """Start a child that imports torch and diffusers now, for the next `take` (idempotent)."""
-    global _WARM
-    if _WARM is None or not _WARM.alive:
-        _WARM = VaeProcess()
+    """Start a child that imports torch and diffusers now, for the next `take` (idempotent).
+    Where no process can be started (no interpreter at sys.executable, no process left under
+    a limit), this process runs the VAE itself, as before, and says so once."""
+    global _WARM, _CANNOT_START
+    if _CANNOT_START is None and (_WARM is None or not _WARM.alive):
+        try:
+            _WARM = VaeProcess()
+        except OSError as exc:
+            _CANNOT_START = f"{sys.executable!r}: {exc.strerror or exc}"
+            log.warning("could not start the VAE's own process (%s); the VAE runs in this "
+                        "process", _CANNOT_START)
 
 
 def take() -> VaeProcess:
@@ -305,7 +317,8 @@ def serving() -> Iterator[None]:
 
 
 def in_use() -> bool:
-    return _SERVING > 0
+    """Whether a VAE asked for on the CPU now runs in a child (serving, and no start failed)."""
+    return _SERVING > 0 and _CANNOT_START is None
 
 
 # -- the child ------------------------------------------------------------------------------

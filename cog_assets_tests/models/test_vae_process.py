@@ -193,3 +193,26 @@ def test_a_cpu_backfill_encodes_in_a_child_and_never_imports_diffusers(tmp_path)
     [shard] = json.loads(summary.read_text())["shards"].values()
     assert shard["accepted"] == 3
     assert shard["vae"]["encode_s"] > 0
+
+
+def test_where_no_process_can_be_started_the_vae_runs_here(monkeypatch, caplog):
+    """No interpreter at sys.executable (an embedded Python, a venv removed under a long
+    backfill): the backfill goes on with the VAE in its own process and says why once."""
+    monkeypatch.setattr(vae_process, "_WARM", None)
+    monkeypatch.setattr(vae_process, "_CANNOT_START", None)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    runtime = ModelRuntime(ModelSettings(profile="tiny"), DeviceSettings(device="cpu"))
+    PROCESS_MODELS.clear()
+    frames = _frames(1)
+    try:
+        with vae_process.serving():
+            vae = runtime.vae()
+            assert not isinstance(vae, VaeProcess)
+            assert not runtime.vae_runs_in_a_child()
+        assert "could not start the VAE's own process ('/nonexistent/python3'" in caplog.text
+        with torch.inference_mode():
+            got = vae.encode(vae_input_on_device(frames, CPU, torch.float32)
+                             ).latent_dist.parameters
+        _close_to(got, _moments_here(frames))
+    finally:
+        PROCESS_MODELS.clear()

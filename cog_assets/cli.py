@@ -82,9 +82,7 @@ def _start_vae_process(settings, parallel: int = 1) -> None:
     imports torch and Dagster, where a backfill's steps will run here on the CPU: its imports
     then take the other core while this one opens the instance and judges the shards. An
     unused child (nothing to encode, or a GPU after all) is ended without loading a model."""
-    from cog_assets.core.choices import Executor
-
-    if parallel <= 1 and settings.orchestration.executor == Executor.in_process \
+    if parallel <= 1 and settings.orchestration.steps_run_in_process \
             and settings.device.device in ("cpu", "auto"):
         from cog_assets.models import vae_process
 

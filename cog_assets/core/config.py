@@ -463,6 +463,11 @@ class OrchestrationSettings(_Group):
     executor: Executor = setting(
         Executor.in_process, "in_process (every step in the run's process), multiprocess (a "
         "process per step), celery (needs celery_broker) or k8s (a pod per step)")
+
+    @property
+    def steps_run_in_process(self) -> bool:
+        """Whether a run's steps run in the process that launches it (in_process)."""
+        return self.executor == Executor.in_process
     automation: bool = setting(
         False, "Declarative Automation: every asset runs when missing or when an upstream's "
         "data version changed")

@@ -20,7 +20,6 @@ from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, execute_job
 
-from cog_assets.core.choices import Executor
 from cog_assets.core.config import Settings, SettingsError
 from cog_assets.defs.assets.store_usage import report_store_usage
 from cog_assets.defs.build import build_definitions, reconstructable_job
@@ -261,14 +260,9 @@ def run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[
     """One run per shard in this process; the next shard's frames decode meanwhile.
     `on_done(shard, summary)` is called as each shard ends. Where the steps run in this
     process on the CPU, the VAE runs in a child process (models/vae_process.py)."""
-    child = steps_run_here(settings) and shards
+    child = settings.orchestration.steps_run_in_process and shards
     with vae_process.serving() if child else nullcontext():
         return _run_in_sequence(settings, instance, shards, run_config, decode_ahead, on_done)
-
-
-def steps_run_here(settings: Settings) -> bool:
-    """Whether the shards' steps run in this process (the in_process executor)."""
-    return settings.orchestration.executor == Executor.in_process
 
 
 def _run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list[str],
@@ -276,13 +270,9 @@ def _run_in_sequence(settings: Settings, instance: DagsterInstance, shards: list
                      on_done: Callable[[str, ShardSummary], None] | None
                      ) -> dict[str, ShardSummary]:
     if shards:
-        models = ModelRuntime(settings.model, settings.device)
-        if models.vae_runs_in_a_child():
-            models.start_vae_process()
-        else:
+        if not ModelRuntime(settings.model, settings.device).vae_in_a_child():
             vae_process.discard_warm()  # started by the CLI for a CPU it did not get
-        if not models.vae_runs_in_a_child():  # else: this process imports only what it uses
-            import_model_code_in_background()
+            import_model_code_in_background()  # else: this process imports what it uses
         store = ContentStore(settings.store.url)
         try:  # records a killed backfill left: frames this one did not decode
             for shard in shards:

@@ -212,22 +212,16 @@ class ModelRuntime:
         return (self.weights.identity("vae"), dtype_name(self.torch_dtype),
                 self.device.vae_slicing, self.device.vae_tiling, str(device))
 
-    def vae_runs_in_a_child(self) -> bool:
-        """Whether the VAE would run in a child process here (vae_process.serving, CPU)."""
-        return vae_process.in_use() and self.torch_device.type == "cpu"
-
-    def _in_a_child(self, device: torch.device, key: tuple) -> bool:
+    def vae_in_a_child(self, device: torch.device | None = None) -> bool:
+        """Whether the VAE on `device` runs in a child process here (on the CPU, inside
+        vae_process.serving); if so, one is started now unless one holds this VAE already.
+        Where none can start, the VAE loads in this process (vae_process.start says why)."""
+        device = device or self.torch_device
         if not (vae_process.in_use() and device.type == "cpu"):
             return False
-        if PROCESS_MODELS.holds("vae process", key):
-            return True
-        vae_process.start()  # where none can start, the VAE loads here (it says why)
-        return vae_process.in_use()
-
-    def start_vae_process(self) -> None:
-        """Have a child importing the VAE's code now, unless one holds this VAE already."""
-        if not PROCESS_MODELS.holds("vae process", self._vae_key(self.torch_device)):
+        if not PROCESS_MODELS.holds("vae process", self._vae_key(device)):
             vae_process.start()
+        return vae_process.in_use()
 
     def vae(self, device: torch.device | None = None
             ) -> AutoencoderKLCogVideoX | vae_process.VaeProcess:
@@ -236,7 +230,7 @@ class ModelRuntime:
         process (models/vae_process.py says why)."""
         device = device or self.torch_device
         key = self._vae_key(device)
-        if self._in_a_child(device, key):
+        if self.vae_in_a_child(device):
             return PROCESS_MODELS.get("vae process", key, lambda: vae_process.take().load(
                 self.weights, self.torch_dtype, self.device.vae_slicing,
                 self.device.vae_tiling))

@@ -95,8 +95,6 @@ def _recv_tensor(conn: Connection) -> torch.Tensor:
 class VaeProcess:
     """The parent's handle on one child process holding (once loaded) one VAE."""
 
-    remote = True  # the stage sends this VAE uint8 frames, normalised in the child
-
     def __init__(self):
         parent, child = Pipe(duplex=True)
         self._conn = parent

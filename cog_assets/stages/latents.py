@@ -20,6 +20,7 @@ from cog_assets.core.clip_row import columns
 from cog_assets.core.keys import VaeIdentity
 from cog_assets.models.vae import frames_to_vae_input, vae_input_on_device
 from cog_assets.models.vae_compile import BucketEncoder, Decision
+from cog_assets.models.vae_process import VaeProcess
 from cog_assets.runtime.heap import map_large_blocks, release_free_memory
 from cog_assets.runtime.progress import Progress
 from cog_assets.stages.common import Reuse, reusable
@@ -124,7 +125,7 @@ EncoderFor = Callable[["AutoencoderKLCogVideoX", tuple[int, ...], int], BucketEn
 def eager_encoder(vae: AutoencoderKLCogVideoX, shape: tuple[int, ...], clips: int
                   ) -> BucketEncoder:
     """Every bucket eager (what encode_latents does unless told otherwise)."""
-    if getattr(vae, "remote", False):  # a VAE in its own process (models/vae_process.py)
+    if isinstance(vae, VaeProcess):  # a VAE in its own process
         return vae.bucket_encoder(shape, clips, policy=VaeCompile.off, cache_dir=None,
                                   model="", dtype="")
     return BucketEncoder(vae, Decision(False, "eager"))
@@ -236,7 +237,7 @@ class _Target:
         self.remote = False
 
     def set(self, vae: AutoencoderKLCogVideoX) -> None:
-        self.remote = bool(getattr(vae, "remote", False))
+        self.remote = isinstance(vae, VaeProcess)
         if self.remote:
             self.device, self.dtype = vae.device, vae.dtype
         else:

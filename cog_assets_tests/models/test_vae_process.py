@@ -208,7 +208,7 @@ def test_where_no_process_can_be_started_the_vae_runs_here(monkeypatch, caplog):
         with vae_process.serving():
             vae = runtime.vae()
             assert not isinstance(vae, VaeProcess)
-            assert not runtime.vae_runs_in_a_child()
+            assert not runtime.vae_in_a_child()
         assert "could not start the VAE's own process ('/nonexistent/python3'" in caplog.text
         with torch.inference_mode():
             got = vae.encode(vae_input_on_device(frames, CPU, torch.float32)

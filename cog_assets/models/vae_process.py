@@ -107,6 +107,7 @@ class VaeProcess:
         self._loaded: dict | None = None
         self._load_sent = False
         self._encoders = 0  # ids of the encoders made in the child
+        self._answered: BaseException | None = None  # the error answer being raised
         self.closed = False
         atexit.register(self.close)
 
@@ -117,7 +118,7 @@ class VaeProcess:
     def load(self, weights: Any, dtype: torch.dtype, slicing: bool, tiling: bool
              ) -> "VaeProcess":
         """Ask the child to load the VAE (answered by the first request that needs it)."""
-        with self._lock:
+        with self._exchange():
             self._send(("load", weights, _dtype_name(dtype), slicing, tiling))
             self._load_sent = True
         return self
@@ -130,7 +131,7 @@ class VaeProcess:
 
     @property
     def dtype(self) -> torch.dtype:
-        with self._lock:
+        with self._exchange():
             return _dtype(self._ready()["dtype"])
 
     def bucket_encoder(self, shape: tuple[int, ...], clips: int, **how: Any
@@ -139,7 +140,7 @@ class VaeProcess:
         whose keyword arguments `how` are)."""
         from cog_assets.models.vae_compile import Decision
 
-        with self._lock:
+        with self._exchange():
             self._ready()
             self._encoders += 1
             self._send(("encoder", self._encoders, tuple(shape), clips, how))
@@ -149,7 +150,7 @@ class VaeProcess:
     def encode(self, encoder: int, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """The moments of batch `x` by the child's encoder `encoder`, and the graphs its
         call compiled."""
-        with self._lock:
+        with self._exchange():
             self._ready()
             self._send(("encode", encoder))
             self._guarded(_send_tensor, self._conn, x)
@@ -158,7 +159,7 @@ class VaeProcess:
 
     def finish(self, encoder: int) -> None:
         """Record what the child's encoder `encoder` measured (vae_compile's ledger)."""
-        with self._lock:
+        with self._exchange():
             self._send(("finish", encoder))
             self._answer()
 
@@ -173,6 +174,22 @@ class VaeProcess:
         self._conn.close()
         self.process.kill()
         self.process.wait()
+
+    @contextmanager
+    def _exchange(self) -> Iterator[None]:
+        """One request and its whole answer, alone. Left half-way (an interrupt while the
+        answer was awaited: Dagster raises Ctrl-C inside a step), the child's answer would be
+        read as the next request's, a tensor as another clip's moments: the child is ended
+        instead, and the next request starts a new one."""
+        with self._lock:
+            try:
+                yield
+            except BaseException as exc:
+                if exc is not self._answered:  # not an error the child answered whole
+                    self.close()
+                raise
+            finally:
+                self._answered = None
 
     def _ready(self) -> dict:
         if self._loaded is None:
@@ -192,7 +209,8 @@ class VaeProcess:
         kind, value = self._guarded(self._conn.recv)
         if kind == "ok":
             return value
-        raise _raised(value)
+        self._answered = _raised(value)  # read whole: the child is still in step
+        raise self._answered
 
     def _guarded(self, call, *args):
         if self.closed:

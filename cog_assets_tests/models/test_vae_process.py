@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -117,6 +118,25 @@ def test_an_error_in_the_child_is_raised_here_as_itself_with_its_traceback(tmp_p
         assert not process.alive  # a child whose VAE did not load is ended
     finally:
         process.close()
+
+
+def test_an_interrupt_while_an_answer_is_awaited_ends_the_child_rather_than_misreading_it(
+        child):
+    """Ctrl-C inside a step (Dagster raises it there) while the child encodes: its answer
+    would be read as the next request's, one clip's moments as another's. The child is ended
+    instead, and using it again is a clear error."""
+    frames = _frames(1, (49, 240, 368))
+    encoder = child.bucket_encoder((49, 240, 368), 1, **EAGER)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            encoder(frames)  # about a second on 2 cores
+    finally:
+        timer.join()
+    assert not child.alive
+    with pytest.raises(VaeProcessError, match="closed"):
+        encoder(frames)
 
 
 def test_a_killed_vae_process_is_a_clear_error_and_the_next_ask_starts_a_new_one():
